@@ -1,0 +1,303 @@
+"""The BOSS engine: SMAC ask/tell in two phases plus teacher/student selection from the top-K.
+
+The engine never runs anything. A backend asks it for the next trial, runs the trial
+somewhere (a local process, a Kubernetes Job) and tells it the result. Its whole state is
+the list of recorded trials: `Engine.replay` feeds them, in the order they happened, into
+fresh SMAC instances with the same seed and gets the same proposals back. That is how the
+operator survives restarts without keeping SMAC's own files.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable
+
+from smac import HyperparameterOptimizationFacade as HPO
+from smac import Scenario
+from smac.runhistory.dataclasses import TrialInfo, TrialValue
+
+from boss.spec import DISTILL_WEIGHT, StudySpec
+
+from .space import build_space, native
+
+log = logging.getLogger(__name__)
+
+WARMUP = "warmup"
+BOSS = "boss"
+
+RUNNING = "running"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+
+
+class ReplayError(RuntimeError):
+    """Recorded trials that the engine cannot reproduce (the spec or the code changed)."""
+
+
+@dataclass
+class Trial:
+    """One trial as the engine and its backends record it. `to_dict()` is what gets stored."""
+
+    index: int
+    phase: str
+    config: dict[str, Any]
+    teacher: int | None = None
+    student: int | None = None
+    asked_after: int = 0  # how many results the engine had been told when it proposed this trial
+    origin: str = "smac"
+    state: str = RUNNING
+    value: float | None = None
+    told: int | None = None  # position of this trial's result in the sequence of results
+    checkpoint: str | None = None
+    checksum: str | None = None
+    message: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # backend bookkeeping (times, test metrics)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Trial:
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        return cls(**known)
+
+    @property
+    def done(self) -> bool:
+        return self.state != RUNNING
+
+
+class Engine:
+    """Proposes trials for one study and keeps its observations (Λ, Λ') and checkpoints (Θ)."""
+
+    def __init__(self, spec: StudySpec, name: str = "study"):
+        self.spec = spec
+        self.name = name
+        self.trials: list[Trial] = []
+        self._smac: dict[str, HPO] = {}
+        self._infos: dict[int, TrialInfo] = {}
+        self._told = 0
+
+    # ---- the public protocol: ask, tell, replay -------------------------------------------
+
+    def ask(self) -> Trial | None:
+        """The next trial to run, or None when nothing may start now (see `state`)."""
+        phase = self._next_phase()
+        if phase is None:
+            return None
+        index = len(self.trials)
+        config, info, origin = self._propose(phase, index)
+        trial = Trial(index=index, phase=phase, config=config, asked_after=self._told, origin=origin)
+        if phase == BOSS:
+            trial.teacher, trial.student = self.pick_teacher_student(index)
+        self._infos[index] = info
+        self.trials.append(trial)
+        return trial
+
+    def tell(
+        self,
+        index: int,
+        value: float | None = None,
+        *,
+        checkpoint: str | None = None,
+        checksum: str | None = None,
+        failed: bool = False,
+        message: str | None = None,
+    ) -> Trial:
+        """Record a trial's result. Telling a finished trial again changes nothing."""
+        if not 0 <= index < len(self.trials):
+            raise KeyError(f"trial {index} was never proposed")
+        t = self.trials[index]
+        if t.done:
+            return t
+        if not failed and (value is None or not math.isfinite(value)):
+            failed, message = True, message or f"objective is not a finite number: {value!r}"
+        if not failed and not checkpoint:
+            failed, message = True, message or "trial reported a score without a checkpoint"
+        t.told = self._told
+        self._told += 1
+        if failed:
+            # A failed trial says nothing about its config (most failures are infrastructure;
+            # a diverging config ends with a poor score, not a failure), so SMAC is not told.
+            t.state, t.message = FAILED, message
+            return t
+        t.state, t.value, t.checkpoint, t.checksum, t.message = SUCCEEDED, float(value), checkpoint, checksum, message
+        cost = -t.value if self.spec.objective.goal == "maximize" else t.value
+        self._smac[t.phase].tell(self._infos[index], TrialValue(cost=cost), save=False)
+        return t
+
+    @classmethod
+    def replay(cls, spec: StudySpec, records: Iterable[Trial | dict[str, Any]], name: str = "study") -> Engine:
+        """Rebuild an engine from recorded trials: same seed, same order, same proposals."""
+        recs = sorted((r if isinstance(r, Trial) else Trial.from_dict(r) for r in records), key=lambda r: r.index)
+        if [r.index for r in recs] != list(range(len(recs))):
+            raise ReplayError(f"recorded trial indices are not 0..{len(recs) - 1}")
+        results = sorted((r for r in recs if r.told is not None), key=lambda r: r.told)
+        if [r.told for r in results] != list(range(len(results))):
+            raise ReplayError("recorded result order has gaps")
+        eng = cls(spec, name)
+        pending = iter(results)
+
+        def tell_next() -> None:
+            r = next(pending, None)
+            if r is None:
+                raise ReplayError("a trial was proposed after more results than were recorded")
+            if r.index >= len(eng.trials):
+                raise ReplayError(f"trial {r.index}'s result is recorded before the trial was proposed")
+            eng.tell(r.index, r.value, checkpoint=r.checkpoint, checksum=r.checksum,
+                     failed=r.state == FAILED, message=r.message)
+
+        for r in recs:
+            while eng._told < r.asked_after:
+                tell_next()
+            t = eng.ask()
+            if t is None:
+                raise ReplayError(f"trial {r.index} was recorded but the engine would not propose it now")
+            mine = (t.phase, t.config, t.teacher, t.student)
+            theirs = (r.phase, r.config, r.teacher, r.student)
+            if mine != theirs:
+                raise ReplayError(f"trial {r.index} replays as {mine}, recorded as {theirs}")
+            t.extra = dict(r.extra)
+        for _ in range(len(results) - eng._told):
+            tell_next()
+        for r in recs:  # keep the backend's bookkeeping of trials still running
+            eng.trials[r.index].extra = dict(r.extra)
+        return eng
+
+    @classmethod
+    def view(cls, spec: StudySpec, records: Iterable[Trial | dict[str, Any]], name: str = "study") -> Engine:
+        """A read-only engine over recorded trials (for reports): no SMAC, so it cannot ask."""
+        eng = cls(spec, name)
+        eng.trials = sorted((r if isinstance(r, Trial) else Trial.from_dict(r) for r in records),
+                            key=lambda r: r.index)
+        eng._told = sum(t.told is not None for t in eng.trials)
+        return eng
+
+    # ---- the study's standing ---------------------------------------------------------------
+
+    @property
+    def running(self) -> list[Trial]:
+        return [t for t in self.trials if t.state == RUNNING]
+
+    @property
+    def failed(self) -> list[Trial]:
+        return [t for t in self.trials if t.state == FAILED]
+
+    @property
+    def succeeded(self) -> list[Trial]:
+        return [t for t in self.trials if t.state == SUCCEEDED]
+
+    @property
+    def too_many_failures(self) -> bool:
+        return len(self.failed) > self.spec.budget.max_failed_trials
+
+    @property
+    def finished(self) -> bool:
+        """No trial runs and none will start: the budget is spent or the study has failed."""
+        if self.running:
+            return False
+        return self.too_many_failures or len(self.trials) >= self.spec.budget.trials
+
+    @property
+    def phase(self) -> str:
+        """Warm-up until the first BOSS trial is proposed."""
+        return BOSS if any(t.phase == BOSS for t in self.trials) else WARMUP
+
+    def score(self, t: Trial) -> float:
+        """Higher is better, whatever the goal."""
+        assert t.value is not None
+        return t.value if self.spec.objective.goal == "maximize" else -t.value
+
+    def best(self) -> Trial | None:
+        done = self.succeeded
+        return max(done, key=lambda t: (self.score(t), -t.index)) if done else None
+
+    def top_k(self) -> list[Trial]:
+        """Θ's top-K: the best successful checkpoints, warm-up and BOSS trials alike."""
+        ranked = sorted(self.succeeded, key=lambda t: (-self.score(t), t.index))
+        return ranked[: self.spec.boss.top_k]
+
+    def pick_teacher_student(self, index: int) -> tuple[int, int]:
+        """Two different top-K checkpoints at random, seeded by the study seed and trial index."""
+        top = self.top_k()
+        if len(top) < 2:
+            raise RuntimeError("the BOSS phase needs two successful checkpoints")
+        rng = random.Random(f"{self.spec.seed}:{index}")
+        teacher, student = rng.sample(top, 2)
+        return teacher.index, student.index
+
+    def lineage(self, index: int) -> list[Trial]:
+        """The trial and all the checkpoints it descends from (teachers and student inits)."""
+        seen: dict[int, Trial] = {}
+        stack = [index]
+        while stack:
+            i = stack.pop()
+            if i in seen:
+                continue
+            t = self.trials[i]
+            seen[i] = t
+            stack += [j for j in (t.student, t.teacher) if j is not None]
+        return [seen[i] for i in sorted(seen, reverse=True)]
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    def _next_phase(self) -> str | None:
+        b = self.spec.budget
+        if self.too_many_failures or len(self.trials) >= b.trials:
+            return None
+        warm = [t for t in self.trials if t.phase == WARMUP]
+        if self.phase == WARMUP:
+            if len(warm) < b.warmup_trials:
+                return WARMUP
+            if any(t.state == RUNNING for t in warm):
+                return None  # the BOSS phase starts from the finished warm-up checkpoints
+            if len(self.succeeded) < 2:
+                return WARMUP  # failures left fewer than two checkpoints: warm up a little more
+        return BOSS
+
+    def _smac_for(self, phase: str) -> HPO:
+        if phase not in self._smac:
+            b = self.spec.budget
+            seed = self.spec.seed + (0 if phase == WARMUP else 1)
+            cs = build_space(self.spec, phase, seed)
+            n = b.warmup_trials if phase == WARMUP else max(1, b.trials - b.warmup_trials)
+            out = tempfile.mkdtemp(prefix="boss-smac-")
+            try:
+                scenario = Scenario(cs, name=f"{self.name}-{phase}", output_directory=out,
+                                    deterministic=True, n_trials=n, seed=seed)
+                self._smac[phase] = HPO(
+                    scenario,
+                    target_function=_never_called,
+                    intensifier=HPO.get_intensifier(scenario, max_config_calls=1),
+                    config_selector=HPO.get_config_selector(scenario, retries=64),
+                    overwrite=True,
+                    logging_level=logging.WARNING + 10,
+                )
+            finally:
+                shutil.rmtree(out, ignore_errors=True)  # SMAC's files are never read: replay is the state
+        return self._smac[phase]
+
+    def _propose(self, phase: str, index: int) -> tuple[dict[str, Any], TrialInfo, str]:
+        smac = self._smac_for(phase)
+        try:
+            info = smac.ask()
+            origin = "smac"
+        except Exception as e:  # SMAC gives up on small, exhausted spaces
+            cs = smac.scenario.configspace
+            cs.seed(self.spec.seed * 100_003 + index)
+            config = cs.sample_configuration()
+            info = TrialInfo(config=config, seed=0)
+            origin = f"random (SMAC could not propose: {str(e)[:120]})"
+            log.warning("trial %d: %s", index, origin)
+        config = native(info.config)
+        if phase == BOSS and not self.spec.boss.distillation.searched:
+            config.pop(DISTILL_WEIGHT, None)
+        return config, info, origin
+
+
+def _never_called(config: Any, seed: int = 0) -> float:
+    raise RuntimeError("the BOSS engine runs trials through a backend, never through SMAC")

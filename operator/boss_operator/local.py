@@ -1,0 +1,259 @@
+"""The embedded backend: a whole study on one machine, trials as local processes.
+
+The run folder holds everything: `study.yaml` (what was asked), `state.json` (every trial
+the engine proposed, in order, with its result), `trials/NNNN/` (each trial's log and
+metrics) and, unless the study names other storage, `checkpoints/`. Running the same study
+again in the same folder replays `state.json` into the engine and carries on: trials that
+were running when it stopped run again with the same config, teacher and student.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from boss.spec import SpecError, Study, parse_study
+from boss.store import CheckpointError, Store, to_uri
+from boss.trial import TrialSpec
+
+from .engine import FAILED, Engine, Trial
+from .readback import objective_from_pushgateway, objective_from_textfile
+from .trials import make_trial_spec
+
+STATE = "state.json"
+STUDY = "study.yaml"
+
+Event = Callable[[str, Engine, Trial | None], None]
+
+
+class Interrupted(Exception):
+    """The run was stopped (Ctrl-C or SIGTERM); running it again continues the study."""
+
+
+@dataclass
+class _Running:
+    trial: Trial
+    spec: TrialSpec
+    proc: subprocess.Popen
+    log: Any
+    started: float
+
+
+def _comparable(doc: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a study that must not change under a running study (parallelism may)."""
+    doc = json.loads(json.dumps(doc))
+    doc.get("spec", {}).get("budget", {}).pop("parallelism", None)
+    doc.get("spec", {}).pop("suspend", None)
+    doc.get("metadata", {}).pop("labels", None)
+    doc.get("metadata", {}).pop("annotations", None)
+    return doc
+
+
+def _first_difference(a: Any, b: Any, path: str = "") -> str | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            d = _first_difference(a.get(k), b.get(k), f"{path}.{k}" if path else k)
+            if d:
+                return d
+        return None
+    return None if a == b else (path or "(document)")
+
+
+class LocalRun:
+    """Runs (or continues) one study in `run_dir` with up to `parallelism` trial processes."""
+
+    def __init__(self, study: Study, run_dir: str | Path, *, python: str = sys.executable,
+                 on_event: Event | None = None, poll: float = 0.1):
+        self.study = study
+        self.run_dir = Path(run_dir).resolve()
+        self.python = python
+        self.on_event = on_event or (lambda kind, engine, trial: None)
+        self.poll = poll
+        spec = study.spec
+        self.root = to_uri(spec.storage.uri) if spec.storage.uri else to_uri(self.run_dir / "checkpoints")
+        self.store = Store(spec.storage.endpoint)
+        cores = os.cpu_count() or 1
+        self.threads = max(1, cores // min(spec.budget.parallelism, cores))
+        self.engine = self._load()
+
+    # ---- the run folder ----------------------------------------------------------------------
+
+    @property
+    def state_path(self) -> Path:
+        return self.run_dir / STATE
+
+    def _load(self) -> Engine:
+        doc = self.study.to_document()
+        state = self.state_path
+        if not state.exists():
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / STUDY).write_text(yaml.safe_dump(doc, sort_keys=False))
+            return Engine(self.study.spec, self.study.name)
+        try:
+            saved = json.loads(state.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise SpecError(f"{state}: unreadable run state ({e}); move the folder away to start over") from None
+        diff = _first_difference(_comparable(saved["study"]), _comparable(doc))
+        if diff:
+            raise SpecError(
+                f"{self.run_dir} holds a run of a different study ({diff} changed); "
+                "use another --run-dir, or --fresh to start this one over"
+            )
+        return Engine.replay(self.study.spec, saved["trials"], self.study.name)
+
+    def save(self) -> None:
+        """Write the state atomically: a crash leaves the old state or the new, never half."""
+        e = self.engine
+        best = e.best()
+        state = {
+            "study": self.study.to_document(),
+            "status": self.status(),
+            "best": best.to_dict() if best else None,
+            "trials": [t.to_dict() for t in e.trials],
+        }
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=1))
+        os.replace(tmp, self.state_path)
+
+    def status(self) -> str:
+        e = self.engine
+        if e.finished:
+            return "Failed" if e.too_many_failures else "Succeeded"
+        return "Distilling" if e.phase == "boss" else "WarmingUp"
+
+    # ---- running -------------------------------------------------------------------------------
+
+    def run(self) -> Engine:
+        """Run until the budget is spent or too many trials failed; returns the engine."""
+        running: dict[int, _Running] = {}
+        previous = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            for t in self.engine.running:  # running when the last run stopped: run them again
+                running[t.index] = self._launch(t)
+            while not self.engine.finished:
+                while len(running) < self.study.spec.budget.parallelism:
+                    t = self.engine.ask()
+                    if t is None:
+                        break
+                    self.save()  # the proposal is recorded before its process starts
+                    running[t.index] = self._launch(t)
+                if not running:
+                    break
+                for index, r in list(running.items()):
+                    if r.proc.poll() is not None:
+                        del running[index]
+                        self._finish(r)
+                time.sleep(self.poll)
+            self.save()
+            return self.engine
+        except KeyboardInterrupt:
+            self._stop_all(running)
+            self.save()
+            raise Interrupted(f"stopped with {len(self.engine.running)} trial(s) unfinished") from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def _trial_dir(self, index: int) -> Path:
+        return self.run_dir / "trials" / f"{index:04d}"
+
+    def _launch(self, trial: Trial) -> _Running:
+        d = self._trial_dir(trial.index)
+        d.mkdir(parents=True, exist_ok=True)
+        textfile = None if self.study.spec.metrics.pushgateway else str(d / "metrics.prom")
+        if textfile and os.path.exists(textfile):
+            os.remove(textfile)  # a rerun must not read an old attempt's objective
+        ts = make_trial_spec(self.study, self.engine, trial, self.root,
+                             metrics_textfile=textfile, threads=self.threads)
+        env = {**os.environ, **ts.to_env(), "OMP_NUM_THREADS": str(self.threads), "PYTHONUNBUFFERED": "1"}
+        log = open(d / "log.txt", "ab")
+        log.write(f"--- trial {trial.index} started {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+        log.flush()
+        proc = subprocess.Popen([self.python, "-m", "boss.trial"], env=env, cwd=d, stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        trial.extra["started"] = time.time()
+        trial.extra["log"] = str(d / "log.txt")
+        self.on_event("start", self.engine, trial)
+        return _Running(trial, ts, proc, log, time.time())
+
+    def _finish(self, r: _Running) -> None:
+        r.log.close()
+        t, ts = r.trial, r.spec
+        t.extra["seconds"] = round(time.time() - r.started, 3)
+        failed, message, value, result = False, None, None, None
+        if r.proc.returncode != 0:
+            failed, message = True, _last_line(t.extra["log"]) or f"exit code {r.proc.returncode}"
+        else:
+            try:
+                value = self._read_objective(ts)
+                result = self.store.read_json(ts.result_uri)
+            except (OSError, CheckpointError, ValueError) as e:
+                failed, message = True, f"cannot read the trial's result back: {e}"
+            if not failed and value is None:
+                failed, message = True, "the trial exited without reporting its objective"
+        if result:
+            t.extra["test"] = result.get("test", {})
+            t.extra["best_epoch"] = result.get("best_epoch")
+        self.engine.tell(t.index, value, checkpoint=ts.checkpoint_uri,
+                         checksum=(result or {}).get("sha256"), failed=failed, message=message)
+        self.save()
+        self.on_event("fail" if t.state == FAILED else "end", self.engine, t)
+
+    def _read_objective(self, ts: TrialSpec) -> float | None:
+        metric = ts.objective.metric
+        if ts.pushgateway:
+            return objective_from_pushgateway(ts.pushgateway, ts.study, ts.index, metric)
+        return objective_from_textfile(ts.metrics_textfile, metric)
+
+    def _stop_all(self, running: dict[int, _Running], grace: float = 10.0) -> None:
+        for r in running.values():
+            _signal_group(r.proc, signal.SIGTERM)
+        deadline = time.time() + grace
+        for r in running.values():
+            try:
+                r.proc.wait(max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                _signal_group(r.proc, signal.SIGKILL)
+                r.proc.wait()
+            r.log.close()
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _last_line(path: str) -> str | None:
+    try:
+        lines = [ln.strip() for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return None
+    return lines[-1][:500] if lines else None
+
+
+def load_run(run_dir: str | Path) -> tuple[Study, Engine, dict[str, Any]]:
+    """A run folder's study, a read-only engine over its trials, and the raw state."""
+    path = Path(run_dir) / STATE
+    try:
+        saved = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SpecError(f"{run_dir}: not a BOSS run folder (no {STATE})") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise SpecError(f"{path}: unreadable run state ({e})") from None
+    study = parse_study(saved["study"], str(path))
+    return study, Engine.view(study.spec, saved["trials"], study.name), saved

@@ -1,0 +1,52 @@
+"""From an engine's trial to the TrialSpec a trial process runs: one place for both backends."""
+
+from __future__ import annotations
+
+from boss.spec import DISTILL_WEIGHT, Study
+from boss.store import join
+from boss.trial import TrialSpec
+
+from .engine import BOSS, Engine, Trial
+
+
+def trial_uri(root: str, study: str, index: int) -> str:
+    """Where a trial's checkpoint and result live: <root>/<study>/trial-0007."""
+    return join(root, study, f"trial-{index:04d}")
+
+
+def trial_seed(seed: int, index: int) -> int:
+    return (seed * 100_003 + index) % 2**31
+
+
+def make_trial_spec(study: Study, engine: Engine, trial: Trial, root: str, **where: object) -> TrialSpec:
+    """The trial's full instructions. `where` sets the backend's parts (metrics, threads...)."""
+    spec = study.spec
+    dist = spec.boss.distillation
+    config = dict(trial.config)
+    weight = 0.0
+    if trial.phase == BOSS:
+        weight = float(config.pop(DISTILL_WEIGHT)) if dist.searched else float(dist.weight)
+    teacher = engine.trials[trial.teacher] if trial.teacher is not None else None
+    student = engine.trials[trial.student] if trial.student is not None else None
+    return TrialSpec(
+        study=study.name,
+        index=trial.index,
+        phase=trial.phase,
+        config=config,
+        seed=trial_seed(spec.seed, trial.index),
+        plugin=spec.trainer.plugin,
+        args=spec.trainer.args,
+        epochs=spec.trainer.epochs,
+        objective=spec.objective,
+        distill_loss=dist.loss,
+        distill_weight=weight,
+        temperature=dist.temperature,
+        teacher_uri=teacher.checkpoint if teacher else None,
+        teacher_sha256=teacher.checksum if teacher else None,
+        student_uri=student.checkpoint if student else None,
+        student_sha256=student.checksum if student else None,
+        output_uri=trial_uri(root, study.name, trial.index),
+        storage_endpoint=spec.storage.endpoint,
+        pushgateway=spec.metrics.pushgateway,
+        **where,
+    )

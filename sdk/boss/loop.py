@@ -1,0 +1,157 @@
+"""The training loop the SDK owns: load student and teacher, distil, evaluate, save, report."""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from contextlib import nullcontext
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .losses import boss_loss
+from .metrics import MetricsReporter
+from .plugins import load_trainer_class
+from .store import CheckpointError, Store
+from .trainer import Trainer
+from .trial import TrialError, TrialSpec
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _load_weights(model: nn.Module, store: Store, uri: str, sha: str | None, role: str) -> None:
+    state, _ = store.load_checkpoint(uri, sha)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0]
+        raise TrialError(f"the {role} checkpoint {uri} does not fit this trial's model: {first}") from None
+
+
+def _optimizers(out: Any) -> tuple[torch.optim.Optimizer, Any]:
+    if isinstance(out, torch.optim.Optimizer):
+        return out, None
+    if isinstance(out, (tuple, list)) and len(out) == 2 and isinstance(out[0], torch.optim.Optimizer):
+        return out[0], out[1]
+    raise TrialError("configure_optimizers() must return an optimizer or (optimizer, scheduler)")
+
+
+def _autocast(trainer: Trainer, device: torch.device):
+    if device.type == "cuda" and trainer.precision == "bf16":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def run_trial(spec: TrialSpec, trainer: Trainer | None = None) -> dict[str, Any]:
+    """Train one trial to the end and return its result (also written to storage)."""
+    started = time.time()
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    seed_everything(spec.seed)
+    store = Store(spec.storage_endpoint)
+    if trainer is None:
+        trainer = load_trainer_class(spec.plugin)(spec.config, spec.args, seed=spec.seed)
+    reporter = MetricsReporter(spec.study, spec.index, spec.phase,
+                               textfile=spec.metrics_textfile, pushgateway=spec.pushgateway)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    metric, maximize = spec.objective.metric, spec.objective.goal == "maximize"
+
+    model = trainer.configure_model()
+    if spec.student_uri:
+        _load_weights(model, store, spec.student_uri, spec.student_sha256, "student")
+    model.to(device)
+    teacher = None
+    if spec.teacher_uri:
+        teacher = trainer.configure_model()
+        _load_weights(teacher, store, spec.teacher_uri, spec.teacher_sha256, "teacher")
+        teacher.to(device).eval().requires_grad_(False)
+    if trainer.channels_last and device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+        if teacher is not None:
+            teacher.to(memory_format=torch.channels_last)
+
+    train_loader, val_loader = trainer.train_dataloader(), trainer.val_dataloader()
+    steps = len(train_loader) if hasattr(train_loader, "__len__") else 1
+    optimizer, scheduler = _optimizers(trainer.configure_optimizers(model, spec.epochs, steps))
+    weight = spec.distill_weight if teacher is not None else 0.0
+
+    best: tuple[float, int, dict[str, float], dict[str, torch.Tensor]] | None = None
+    history: list[dict[str, float]] = []
+    diverged = False
+    for epoch in range(1, spec.epochs + 1):
+        model.train()
+        n, sum_loss, sum_dt = 0, 0.0, 0.0
+        for inputs, targets in train_loader:
+            inputs, targets = trainer.to_device(inputs, device), targets.to(device, non_blocking=True)
+            with _autocast(trainer, device):
+                logits = model(inputs)
+                task = trainer.task_loss(logits.float(), targets)
+                teacher_logits = None
+                if teacher is not None and weight > 0:
+                    with torch.no_grad():
+                        teacher_logits = teacher(inputs)
+                loss, dt = boss_loss(task, logits, teacher_logits, weight,
+                                     spec.distill_loss, spec.temperature)
+            if not torch.isfinite(loss):
+                diverged = True
+                break
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            n += len(targets)
+            sum_loss += loss.item() * len(targets)
+            sum_dt += dt.item() * len(targets)
+        if scheduler is not None:
+            scheduler.step()
+        with _autocast(trainer, device):
+            val = {f"val_{k}": v for k, v in trainer.evaluate(model, val_loader, device).items()}
+        row = {"epoch": epoch, "train_loss": sum_loss / max(n, 1), "distill_loss": sum_dt / max(n, 1), **val}
+        if diverged:
+            row["train_loss"] = float("nan")
+        history.append(row)
+        if metric not in row:
+            raise TrialError(f"objective metric {metric!r} is not among the metrics the trainer "
+                             f"reports: {', '.join(sorted(row))}")
+        value = float(row[metric])
+        if math.isfinite(value) and (best is None or (value > best[0] if maximize else value < best[0])):
+            best = (value, epoch, row, copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}))
+        reporter.epoch_end(epoch, {k: v for k, v in row.items() if k != "epoch"})
+        if diverged:
+            break
+    if best is None:
+        raise TrialError("no epoch produced a finite objective (the training diverged)")
+
+    value, best_epoch, best_row, best_state = best
+    model.load_state_dict(best_state)
+    test_loader = trainer.test_dataloader()
+    test: dict[str, float] = {}
+    if test_loader is not None:
+        with _autocast(trainer, device):
+            test = {f"test_{k}": v for k, v in trainer.evaluate(model, test_loader, device).items()}
+
+    meta = {"study": spec.study, "trial": spec.index, "phase": spec.phase, "config": spec.config,
+            "epoch": best_epoch, metric: value}
+    try:
+        sha = store.save_checkpoint(spec.checkpoint_uri, best_state, meta)
+    except CheckpointError:
+        raise
+    except Exception as e:  # a score without weights must never be reported
+        raise TrialError(f"cannot save the checkpoint to {spec.checkpoint_uri}: {e}") from None
+    result = {
+        "study": spec.study, "trial": spec.index, "phase": spec.phase, "config": spec.config,
+        "metric": metric, "value": value, "best_epoch": best_epoch, "diverged": diverged,
+        "checkpoint": spec.checkpoint_uri, "sha256": sha, "test": test, "best": best_row,
+        "history": history, "teacher": spec.teacher_uri, "student": spec.student_uri,
+        "seconds": round(time.time() - started, 3), "device": str(device),
+    }
+    store.write_json(spec.result_uri, result)
+    reporter.final(metric, value)  # last: the objective appears only once weights and result exist
+    return result

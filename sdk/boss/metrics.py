@@ -1,0 +1,100 @@
+"""A trial's metrics in Prometheus form: written by the trainer, read back by the engine.
+
+One place holds the metric names, so the writer (the trial) and the reader (the local
+backend, the operator) cannot drift. A trial pushes to a Pushgateway when one is
+configured, and otherwise writes the text exposition format to a file beside the trial.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_to_textfile
+from prometheus_client.parser import text_string_to_metric_families
+
+JOB = "boss-trial"
+EPOCH = "boss_trial_epoch"
+METRIC = "boss_trial_metric"
+OBJECTIVE = "boss_trial_objective"
+COMPLETED = "boss_trial_completed"
+
+
+def grouping_key(study: str, trial: int) -> dict[str, str]:
+    """The Pushgateway group of one trial (job=boss-trial, study, trial)."""
+    return {"study": study, "trial": str(trial)}
+
+
+class MetricsReporter:
+    """Per-epoch metrics and the final objective of one trial."""
+
+    def __init__(self, study: str, trial: int, phase: str, *, textfile: str | None = None,
+                 pushgateway: str | None = None):
+        if not textfile and not pushgateway:
+            raise ValueError("a MetricsReporter needs a textfile or a pushgateway")
+        self.study, self.trial = study, trial
+        self.textfile, self.pushgateway = textfile, pushgateway
+        self.registry = CollectorRegistry()
+        self._epoch = Gauge(EPOCH, "Last finished epoch of the trial", ["phase"], registry=self.registry)
+        self._metric = Gauge(METRIC, "Latest per-epoch value of each trial metric", ["phase", "name"],
+                             registry=self.registry)
+        self._objective = Gauge(OBJECTIVE, "The trial's final objective (its best validation value)",
+                                ["phase", "metric"], registry=self.registry)
+        self._completed = Gauge(COMPLETED, "1 once the final objective is reported", ["phase"],
+                                registry=self.registry)
+        self.phase = phase
+        self._completed.labels(phase).set(0)
+
+    def epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        self._epoch.labels(self.phase).set(epoch)
+        for name, value in metrics.items():
+            self._metric.labels(self.phase, name).set(value)
+        self.flush()
+
+    def final(self, metric: str, value: float) -> None:
+        self._objective.labels(self.phase, metric).set(value)
+        self._completed.labels(self.phase).set(1)
+        self.flush()
+
+    def flush(self) -> None:
+        if self.pushgateway:
+            push_to_gateway(self.pushgateway, job=JOB, registry=self.registry,
+                            grouping_key=grouping_key(self.study, self.trial), timeout=10)
+        if self.textfile:
+            write_to_textfile(self.textfile, self.registry)  # writes a temp file, then renames
+
+
+def read_objective(text: str, metric: str, match: dict[str, str] | None = None) -> float | None:
+    """The final objective in Prometheus text, or None while the trial has not reported one.
+
+    `match` selects one trial's series among many (a Pushgateway's /metrics holds all groups).
+    """
+    match = match or {}
+    completed, value = False, None
+    for family in text_string_to_metric_families(text):
+        for s in _samples(family.samples, match):
+            if s.name == COMPLETED and s.value == 1:
+                completed = True
+            elif s.name == OBJECTIVE and s.labels.get("metric") == metric:
+                value = s.value
+    if not completed or value is None or math.isnan(value):
+        return None
+    return value
+
+
+def read_metrics(text: str, match: dict[str, str] | None = None) -> dict[str, float]:
+    """The latest per-epoch metrics (name -> value) of one trial."""
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in _samples(family.samples, match or {}):
+            if s.name == METRIC:
+                out[s.labels["name"]] = s.value
+            elif s.name == EPOCH:
+                out["epoch"] = s.value
+    return out
+
+
+def _samples(samples: Iterable, match: dict[str, str]):
+    for s in samples:
+        if all(s.labels.get(k) == v for k, v in match.items()):
+            yield s

@@ -1,0 +1,407 @@
+"""The BossStudy spec: one validated model for the custom resource, the YAML file and the engine.
+
+A study is read from the very YAML a user would `kubectl apply`. Every rule a study must obey
+lives here, so the CLI, the local backend and the operator reject the same things with the
+same one-line message naming the field.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+API_VERSION = "boss.automl.io/v1alpha1"
+KIND = "BossStudy"
+DISTILL_WEIGHT = "distill_weight"  # the hyperparameter name of a searched distillation weight
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PLUGIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_STORAGE_SCHEMES = ("file", "s3", "gs", "gcs", "memory")
+MAX_STUDY_NAME = 50  # trial Jobs are named <study>-t<index>, and a Job name must stay under 63
+
+Scalar = Union[bool, int, float, str]
+
+
+class SpecError(ValueError):
+    """A study that cannot run. `str()` is one line that names the field."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+def _finite(name: str, value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    return value
+
+
+class Param(_Model):
+    """One hyperparameter: float/int (optionally log-scaled) or categorical, maybe conditional."""
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[Scalar] | None = None
+    default: Scalar | None = None
+    when: dict[str, Union[Scalar, list[Scalar]]] | None = Field(
+        default=None, description="Active only when every named parent takes the given value(s)."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Param:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical parameter needs a non-empty 'choices' list")
+            if self.low is not None or self.high is not None or self.log:
+                raise ValueError("a categorical parameter takes 'choices', not low/high/log")
+            if len({repr(c) for c in self.choices}) != len(self.choices):
+                raise ValueError(f"'choices' has duplicates: {self.choices}")
+            if self.default is not None and self.default not in self.choices:
+                raise ValueError(f"default {self.default!r} is not one of the choices {self.choices}")
+            return self
+        if self.choices is not None:
+            raise ValueError(f"a {self.type} parameter takes low/high, not 'choices'")
+        if self.low is None or self.high is None:
+            raise ValueError(f"a {self.type} parameter needs both 'low' and 'high'")
+        _finite("low", self.low)
+        _finite("high", self.high)
+        if self.type == "int" and (self.low != int(self.low) or self.high != int(self.high)):
+            raise ValueError(f"an int parameter needs whole-number bounds, got [{self.low}, {self.high}]")
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low:g}) must be less than high ({self.high:g})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log-scaled parameter needs low > 0, got low={self.low:g}")
+        if self.default is not None:
+            if isinstance(self.default, (bool, str)) or not self.low <= self.default <= self.high:
+                raise ValueError(f"default {self.default!r} is outside [{self.low:g}, {self.high:g}]")
+        return self
+
+    def admits(self, value: Any) -> bool:
+        """Whether `value` is one this parameter can take (used to check conditions)."""
+        if self.type == "categorical":
+            return value in (self.choices or [])
+        if isinstance(value, (bool, str)):
+            return False
+        return self.low <= value <= self.high  # type: ignore[operator]
+
+
+class Range(_Model):
+    """A searched float range (the distillation weight when it is searched)."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> Range:
+        _finite("low", self.low)
+        _finite("high", self.high)
+        if self.low < 0:
+            raise ValueError(f"low must be >= 0, got {self.low:g}")
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low:g}) must be less than high ({self.high:g})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log-scaled range needs low > 0, got low={self.low:g}")
+        return self
+
+
+class Objective(_Model):
+    metric: str = "val_accuracy"
+    goal: Literal["maximize", "minimize"] = "maximize"
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, v: str) -> str:
+        if not _IDENT.match(v):
+            raise ValueError(f"metric must be an identifier such as val_accuracy, got {v!r}")
+        return v
+
+
+class Budget(_Model):
+    trials: int = Field(128, ge=1, le=100_000)
+    warmup_trials: int = Field(32, ge=2, description="Trials from random weights before BOSS starts.")
+    parallelism: int = Field(1, ge=1, le=1_000)
+    max_failed_trials: int = Field(3, ge=0, description="The study fails when more trials fail.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Budget:
+        if self.warmup_trials > self.trials:
+            raise ValueError(
+                f"warmupTrials ({self.warmup_trials}) cannot exceed trials ({self.trials})"
+            )
+        return self
+
+
+class Distillation(_Model):
+    loss: Literal["mse", "kl"] = "mse"
+    weight: Union[float, Range] = Field(
+        1.0, description="w in L = CE + w * L_dt; a {low, high, log} range makes it searched."
+    )
+    temperature: float = Field(4.0, gt=0, le=1_000, description="Softening for the kl loss.")
+
+    @field_validator("weight", mode="before")
+    @classmethod
+    def _weight(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            try:
+                return Range.model_validate(v)
+            except ValidationError as e:
+                raise ValueError(_first_message(e)) from None
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError(f"weight must be a number or a {{low, high}} range, got {v!r}")
+        if not math.isfinite(v) or v < 0:
+            raise ValueError(f"weight must be a finite number >= 0, got {v}")
+        return float(v)
+
+    @property
+    def searched(self) -> bool:
+        return isinstance(self.weight, Range)
+
+
+class BossSettings(_Model):
+    top_k: int = Field(8, ge=2, le=10_000, description="Teacher and student come from the top-K.")
+    distillation: Distillation = Distillation()
+
+
+class TrainerSpec(_Model):
+    plugin: str = Field(
+        "boss.trainers.digits:DigitsTrainer", description="module:Class of a boss.Trainer subclass."
+    )
+    epochs: int = Field(10, ge=1, le=100_000)
+    args: dict[str, Any] = Field(default_factory=dict, description="Passed to the Trainer as-is.")
+    image: str | None = None
+    resources: dict[str, Any] | None = None
+
+    @field_validator("plugin")
+    @classmethod
+    def _plugin(cls, v: str) -> str:
+        if not _PLUGIN.match(v):
+            raise ValueError(f"plugin must look like package.module:ClassName, got {v!r}")
+        return v
+
+
+class Storage(_Model):
+    uri: str | None = Field(None, description="Checkpoint root: file://, s3://, gs://, or a path.")
+    endpoint: str | None = Field(None, description="S3-compatible endpoint, e.g. http://minio:9000.")
+    secret_ref: str | None = Field(None, description="Secret with the storage credentials.")
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not v.strip():
+            raise ValueError("uri must not be empty")
+        if "://" in v and v.split("://", 1)[0] not in _STORAGE_SCHEMES:
+            raise ValueError(f"uri scheme must be one of {', '.join(_STORAGE_SCHEMES)}, got {v!r}")
+        return v
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError(f"endpoint must be an http(s) URL, got {v!r}")
+        return v
+
+
+class Metrics(_Model):
+    pushgateway: str | None = Field(None, description="Pushgateway URL; else a textfile per trial.")
+
+    @field_validator("pushgateway")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError(f"pushgateway must be an http(s) URL, got {v!r}")
+        return v
+
+
+class StudySpec(_Model):
+    objective: Objective = Objective()
+    search_space: dict[str, Param] = Field(min_length=1)
+    budget: Budget = Budget()
+    boss: BossSettings = BossSettings()
+    trainer: TrainerSpec = TrainerSpec()
+    storage: Storage = Storage()
+    metrics: Metrics = Metrics()
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    suspend: bool = False
+
+    @model_validator(mode="after")
+    def _check_space(self) -> StudySpec:
+        for name, p in self.search_space.items():
+            if not _IDENT.match(name):
+                raise ValueError(f"searchSpace: parameter name {name!r} must be an identifier")
+            for parent, values in (p.when or {}).items():
+                where = f"searchSpace.{name}.when"
+                if parent == name:
+                    raise ValueError(f"{where}: a parameter cannot depend on itself")
+                if parent not in self.search_space:
+                    raise ValueError(f"{where}: depends on {parent!r}, which is not in searchSpace")
+                wanted = values if isinstance(values, list) else [values]
+                if not wanted:
+                    raise ValueError(f"{where}.{parent}: needs at least one value")
+                for v in wanted:
+                    if not self.search_space[parent].admits(v):
+                        raise ValueError(f"{where}.{parent}: {v!r} is a value {parent} never takes")
+        _check_acyclic(self.search_space)
+        if self.boss.distillation.searched and DISTILL_WEIGHT in self.search_space:
+            raise ValueError(
+                f"searchSpace: {DISTILL_WEIGHT!r} is reserved for the searched distillation weight"
+            )
+        return self
+
+    @property
+    def boss_trials(self) -> int:
+        return self.budget.trials - self.budget.warmup_trials
+
+
+def _check_acyclic(space: dict[str, Param]) -> None:
+    state: dict[str, int] = {}
+
+    def visit(n: str, path: list[str]) -> None:
+        if state.get(n) == 2:
+            return
+        if state.get(n) == 1:
+            raise ValueError("searchSpace: conditions form a cycle: " + " -> ".join(path + [n]))
+        state[n] = 1
+        for parent in space[n].when or {}:
+            visit(parent, path + [n])
+        state[n] = 2
+
+    for n in space:
+        visit(n, [])
+
+
+class Metadata(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str
+    namespace: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _DNS_LABEL.match(v) or len(v) > MAX_STUDY_NAME:
+            raise ValueError(
+                f"name must be lowercase letters, digits and '-', at most {MAX_STUDY_NAME} "
+                f"characters, starting and ending alphanumeric; got {v!r}"
+            )
+        return v
+
+
+class Study(BaseModel):
+    """A whole BossStudy document: what `kubectl apply` and `boss run` both read."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True)
+    api_version: str
+    kind: str
+    metadata: Metadata
+    spec: StudySpec
+
+    @field_validator("api_version")
+    @classmethod
+    def _api(cls, v: str) -> str:
+        if v != API_VERSION:
+            raise ValueError(f"must be {API_VERSION}, got {v!r}")
+        return v
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, v: str) -> str:
+        if v != KIND:
+            raise ValueError(f"must be {KIND}, got {v!r}")
+        return v
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    def to_document(self) -> dict[str, Any]:
+        """The study as a plain YAML/JSON document (camelCase keys, defaults filled in)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("float", "int", "str", "bool", "list[...]", "dict[...]") or "[" in str(part):
+            continue  # union-member noise from pydantic, not a field the user wrote
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _clean(msg: str) -> str:
+    return msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+
+
+def _first_message(e: ValidationError) -> str:
+    err = e.errors()[0]
+    return _clean(err["msg"])
+
+
+def format_errors(e: ValidationError, source: str | None = None) -> str:
+    """All of a ValidationError's problems on one line, each led by the field it is about."""
+    seen: dict[str, str] = {}
+    for err in e.errors():
+        where = _loc(tuple(err["loc"]))
+        msg = "unknown field (a typo?)" if err["type"] == "extra_forbidden" else _clean(err["msg"])
+        if err["type"] == "missing":
+            msg = "required field is missing"
+        seen.setdefault(where, msg)
+    parts = [f"{w}: {m}" if w else m for w, m in seen.items()]
+    head = f"{source}: " if source else ""
+    return head + "; ".join(parts)
+
+
+def parse_study(doc: Any, source: str | None = None) -> Study:
+    """Validate a BossStudy document (a dict from YAML or from the API server)."""
+    if not isinstance(doc, dict):
+        where = f"{source}: " if source else ""
+        raise SpecError(f"{where}expected a {KIND} document (a mapping), got {type(doc).__name__}")
+    try:
+        return Study.model_validate(doc)
+    except ValidationError as e:
+        raise SpecError(format_errors(e, source)) from None
+
+
+def parse_spec(spec: Any, source: str | None = None) -> StudySpec:
+    """Validate only the `spec` part (what the operator gets from a custom resource)."""
+    try:
+        return StudySpec.model_validate(spec)
+    except ValidationError as e:
+        raise SpecError(format_errors(e, source)) from None
+
+
+def load_study(path: str | Path) -> Study:
+    """Read and validate a study YAML; any problem is a SpecError with one line."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise SpecError(f"{p}: cannot read: {e.strerror or e}") from None
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SpecError(f"{p}: not valid YAML{at}: {problem}") from None
+    studies = [d for d in docs if isinstance(d, dict) and d.get("kind") == KIND]
+    if len(docs) == 1:
+        return parse_study(docs[0], str(p))
+    if len(studies) != 1:
+        raise SpecError(f"{p}: expected exactly one {KIND} document, found {len(studies)}")
+    return parse_study(studies[0], str(p))

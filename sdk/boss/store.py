@@ -1,0 +1,107 @@
+"""Checkpoints and trial results in object storage, through fsspec URIs.
+
+Checkpoints are safetensors files: loading one never unpickles anything, so a checkpoint
+planted in shared storage cannot run code. Every checkpoint's SHA-256 goes into the
+trial's result, and a teacher or student is only loaded when its bytes match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, corrupt or not in the safe format."""
+
+
+def to_uri(location: str | Path) -> str:
+    """A URI for a storage location given as a URI or as a local path."""
+    s = str(location)
+    if "://" in s:
+        return s.rstrip("/")
+    return "file://" + str(Path(s).expanduser().resolve())
+
+
+def join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+@dataclass(frozen=True)
+class Store:
+    """Reads and writes bytes at URIs. `endpoint` points s3:// at an S3-compatible server."""
+
+    endpoint: str | None = None
+
+    def _fs(self, uri: str) -> tuple[Any, str]:
+        opts: dict[str, Any] = {}
+        if uri.startswith("s3://") and self.endpoint:
+            opts["client_kwargs"] = {"endpoint_url": self.endpoint}
+        return fsspec.core.url_to_fs(uri, **opts)
+
+    def write(self, uri: str, data: bytes) -> None:
+        """Write all of `data` or nothing: readers never see a half-written file."""
+        fs, path = self._fs(uri)
+        if getattr(fs, "protocol", None) in ("file", ("file", "local")) or uri.startswith("file://"):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.tmp-{os.getpid()}"
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        else:
+            fs.pipe_file(path, data)  # one PUT: an object store commits it whole
+
+    def read(self, uri: str) -> bytes:
+        fs, path = self._fs(uri)
+        try:
+            return fs.cat_file(path)
+        except FileNotFoundError:
+            raise CheckpointError(f"{uri}: not found") from None
+
+    def exists(self, uri: str) -> bool:
+        fs, path = self._fs(uri)
+        return fs.exists(path)
+
+    def write_json(self, uri: str, obj: Any) -> None:
+        self.write(uri, json.dumps(obj, indent=2, sort_keys=True).encode())
+
+    def read_json(self, uri: str) -> Any:
+        return json.loads(self.read(uri))
+
+    def save_checkpoint(self, uri: str, state_dict: dict[str, torch.Tensor], metadata: dict[str, Any]) -> str:
+        """Save weights (safetensors) with JSON metadata; returns the file's SHA-256."""
+        tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
+        data = st_save(tensors, metadata={"boss": json.dumps(metadata, sort_keys=True)})
+        self.write(uri, data)
+        return hashlib.sha256(data).hexdigest()
+
+    def load_checkpoint(self, uri: str, sha256: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Load weights; refuses bytes that do not match `sha256` or are not safetensors."""
+        data = self.read(uri)
+        if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+            raise CheckpointError(f"{uri}: checksum mismatch (truncated or corrupt checkpoint)")
+        try:
+            tensors = st_load(data)
+            meta = _safetensors_metadata(data)
+        except (SafetensorError, ValueError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"{uri}: not a safetensors checkpoint ({e}); refusing to load it") from None
+        return tensors, meta
+
+
+def _safetensors_metadata(data: bytes) -> dict[str, Any]:
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    raw = (header.get("__metadata__") or {}).get("boss")
+    return json.loads(raw) if raw else {}

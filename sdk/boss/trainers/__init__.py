@@ -1,0 +1,1 @@
+"""Built-in trainers: `digits` (offline, CPU, seconds) and `cifar` (ResNet, for GPUs)."""

@@ -1,0 +1,98 @@
+"""One trial: what the engine asks for, and the entrypoint that runs it.
+
+The local backend and the Kubernetes Job run the same thing: `python -m boss.trial` with
+the trial's `TrialSpec` as JSON in the BOSS_TRIAL environment variable. Storage
+credentials come from the environment (AWS_* for s3://), never from the spec.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .spec import Objective
+
+ENV = "BOSS_TRIAL"
+CHECKPOINT = "model.safetensors"
+RESULT = "result.json"
+
+
+class TrialSpec(BaseModel):
+    """Everything one trial needs to run, resolved by the engine's backend."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    study: str
+    index: int = Field(ge=0)
+    phase: Literal["warmup", "boss"]
+    config: dict[str, Any]
+    seed: int = 0
+    plugin: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    epochs: int = Field(ge=1)
+    objective: Objective = Objective()
+    distill_loss: Literal["mse", "kl"] = "mse"
+    distill_weight: float = Field(0.0, ge=0)
+    temperature: float = Field(4.0, gt=0)
+    teacher_uri: str | None = None
+    teacher_sha256: str | None = None
+    student_uri: str | None = None
+    student_sha256: str | None = None
+    output_uri: str = Field(description="This trial's folder in storage: checkpoint and result go here.")
+    storage_endpoint: str | None = None
+    pushgateway: str | None = None
+    metrics_textfile: str | None = None
+    threads: int | None = Field(None, ge=1)
+
+    @property
+    def checkpoint_uri(self) -> str:
+        return self.output_uri.rstrip("/") + "/" + CHECKPOINT
+
+    @property
+    def result_uri(self) -> str:
+        return self.output_uri.rstrip("/") + "/" + RESULT
+
+    def to_env(self) -> dict[str, str]:
+        return {ENV: self.model_dump_json()}
+
+
+class TrialError(RuntimeError):
+    """A trial that cannot finish; the message is one line meant for the user."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the trial described by $BOSS_TRIAL. Exit 0 on success, 1 on failure."""
+    raw = os.environ.get(ENV)
+    if not raw:
+        print(f"boss.trial: {ENV} is not set (it holds the trial spec as JSON)", file=sys.stderr)
+        return 2
+    try:
+        spec = TrialSpec.model_validate_json(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        print(f"boss.trial: invalid {ENV}: {where}: {first['msg']}", file=sys.stderr)
+        return 2
+    from .loop import run_trial
+    from .plugins import PluginError
+    from .store import CheckpointError
+
+    try:
+        result = run_trial(spec)
+    except (TrialError, CheckpointError, PluginError) as e:
+        print(f"boss.trial: trial {spec.index} failed: {e}", file=sys.stderr)
+        return 1
+    except Exception:
+        traceback.print_exc()
+        print(f"boss.trial: trial {spec.index} failed with an unexpected error (traceback above)", file=sys.stderr)
+        return 1
+    print(json.dumps({"trial": spec.index, spec.objective.metric: result["value"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
