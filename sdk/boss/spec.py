@@ -331,16 +331,21 @@ class Study(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-def _loc(loc: tuple[Any, ...]) -> str:
-    out = ""
+_UNION_TAGS = {"bool": "a boolean", "int": "an integer", "float": "a number", "str": "a string",
+               "list[...]": "a list", "dict[...]": "a mapping"}
+
+
+def _loc(loc: tuple[Any, ...]) -> tuple[str, str | None]:
+    """The field path the user wrote, and the union member pydantic tried there (if any)."""
+    out, tag = "", None
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("float", "int", "str", "bool", "list[...]", "dict[...]") or "[" in str(part):
-            continue  # union-member noise from pydantic, not a field the user wrote
+        elif str(part) in _UNION_TAGS or "[" in str(part):
+            tag = str(part)  # pydantic names the union member it tried; not a field the user wrote
         else:
             out += ("." if out else "") + str(part)
-    return out
+    return out, tag
 
 
 def _clean(msg: str) -> str:
@@ -348,19 +353,25 @@ def _clean(msg: str) -> str:
 
 
 def _first_message(e: ValidationError) -> str:
-    err = e.errors()[0]
-    return _clean(err["msg"])
+    return _clean(e.errors()[0]["msg"])
 
 
 def format_errors(e: ValidationError, source: str | None = None) -> str:
     """All of a ValidationError's problems on one line, each led by the field it is about."""
     seen: dict[str, str] = {}
+    tried: dict[str, list[str]] = {}
     for err in e.errors():
-        where = _loc(tuple(err["loc"]))
+        where, tag = _loc(tuple(err["loc"]))
+        if tag is not None:
+            kind = _UNION_TAGS.get(tag) or ("a list" if tag.startswith("list[") else "another type")
+            tried.setdefault(where, []).append(kind)
         msg = "unknown field (a typo?)" if err["type"] == "extra_forbidden" else _clean(err["msg"])
         if err["type"] == "missing":
             msg = "required field is missing"
         seen.setdefault(where, msg)
+    for where, kinds in tried.items():
+        if len(kinds) > 1:
+            seen[where] = "must be " + " or ".join(dict.fromkeys(kinds))
     parts = [f"{w}: {m}" if w else m for w, m in seen.items()]
     head = f"{source}: " if source else ""
     return head + "; ".join(parts)

@@ -1,0 +1,40 @@
+# Every set-up and every check is a target. `make demo` and `make test` build .venv themselves.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+BOSS   := $(VENV)/bin/boss
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-fast services clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt requirements-dev.txt sdk/pyproject.toml operator/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -e sdk -e operator
+	touch $@
+
+install: $(STAMP) ## create .venv and install the SDK, the operator and the test tools
+
+services: ## install the test services from Debian (the Prometheus Pushgateway) where apt is usable
+	@command -v prometheus-pushgateway >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-pushgateway) >/dev/null \
+	      || echo "warning: could not install prometheus-pushgateway; its tests will be skipped"; \
+	  else echo "note: prometheus-pushgateway not installed (needs root + apt); its tests will be skipped"; fi; }
+
+demo: install ## run the digits BOSS study on this machine and print the result
+	$(BOSS) run examples/digits-study.yaml --run-dir runs/digits-demo --fresh
+
+test: install services ## the whole test suite, slow end-to-end studies included
+	$(PY) -m pytest -m "slow or not slow"
+
+test-fast: install ## the test suite without the slow end-to-end studies
+	$(PY) -m pytest
+
+clean: ## remove run folders and caches (keeps .venv)
+	rm -rf runs .pytest_cache .hypothesis
