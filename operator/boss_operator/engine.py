@@ -12,18 +12,16 @@ from __future__ import annotations
 import logging
 import math
 import random
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
 from smac import HyperparameterOptimizationFacade as HPO
-from smac import Scenario
 from smac.runhistory.dataclasses import TrialInfo, TrialValue
 
 from boss.spec import DISTILL_WEIGHT, StudySpec
 
-from .space import build_space, native
+from .optimizer import make_smac
+from .space import native
 
 log = logging.getLogger(__name__)
 
@@ -263,22 +261,8 @@ class Engine:
         if phase not in self._smac:
             b = self.spec.budget
             seed = self.spec.seed + (0 if phase == WARMUP else 1)
-            cs = build_space(self.spec, phase, seed)
             n = b.warmup_trials if phase == WARMUP else max(1, b.trials - b.warmup_trials)
-            out = tempfile.mkdtemp(prefix="boss-smac-")
-            try:
-                scenario = Scenario(cs, name=f"{self.name}-{phase}", output_directory=out,
-                                    deterministic=True, n_trials=n, seed=seed)
-                self._smac[phase] = HPO(
-                    scenario,
-                    target_function=_never_called,
-                    intensifier=HPO.get_intensifier(scenario, max_config_calls=1),
-                    config_selector=HPO.get_config_selector(scenario, retries=64),
-                    overwrite=True,
-                    logging_level=logging.WARNING + 10,
-                )
-            finally:
-                shutil.rmtree(out, ignore_errors=True)  # SMAC's files are never read: replay is the state
+            self._smac[phase] = make_smac(self.spec, phase, self.name, seed, n)
         return self._smac[phase]
 
     def _propose(self, phase: str, index: int) -> tuple[dict[str, Any], TrialInfo, str]:
@@ -297,7 +281,3 @@ class Engine:
         if phase == BOSS and not self.spec.boss.distillation.searched:
             config.pop(DISTILL_WEIGHT, None)
         return config, info, origin
-
-
-def _never_called(config: Any, seed: int = 0) -> float:
-    raise RuntimeError("the BOSS engine runs trials through a backend, never through SMAC")

@@ -1,0 +1,236 @@
+"""The engine: two phases, top-K teacher/student choice, budget and failures, replay."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, digits_doc
+
+from boss.spec import DISTILL_WEIGHT, parse_study
+from boss_operator.engine import BOSS, FAILED, WARMUP, Engine, ReplayError, Trial
+
+
+def spec_of(**changes):
+    return parse_study(digits_doc(**changes)).spec
+
+
+def score(config: dict) -> float:
+    """A made-up objective with its optimum at lr=0.05 (no training needed)."""
+    return 1.0 - 0.1 * (math.log10(config["lr"]) - math.log10(0.05)) ** 2
+
+
+def finish(engine: Engine, t: Trial, fail: bool = False) -> None:
+    engine.tell(t.index, None if fail else score(t.config), checkpoint=f"mem://ckpt/{t.index}",
+                checksum="0" * 64, failed=fail, message="boom" if fail else None)
+
+
+def drive(engine: Engine, rng: random.Random, fail_rate: float = 0.0) -> None:
+    """Run a study to the end with random completion order, as parallel workers would."""
+    running: list[Trial] = []
+    while not engine.finished:
+        while len(running) < engine.spec.budget.parallelism and (t := engine.ask()) is not None:
+            running.append(t)
+        assert running, "the engine neither proposes nor waits"
+        t = running.pop(rng.randrange(len(running)))
+        finish(engine, t, fail=rng.random() < fail_rate)
+
+
+def test_phases_and_teacher_student_choice():
+    spec = spec_of(**{"spec.budget": {"trials": 14, "warmupTrials": 5, "parallelism": 1}, "spec.boss.topK": 3})
+    e = Engine(spec, "t")
+    for i in range(14):
+        t = e.ask()
+        assert t is not None and t.index == i
+        if i < 5:
+            assert t.phase == WARMUP and t.teacher is None and t.student is None
+        else:
+            assert t.phase == BOSS
+            top = {x.index for x in e.top_k()}
+            assert len(top) == 3
+            assert t.teacher != t.student and {t.teacher, t.student} <= top
+        finish(e, t)
+    assert e.ask() is None and e.finished
+    # the BOSS phase has its own observation set: SMAC for BOSS saw only BOSS trials
+    assert e._smac[WARMUP].runhistory.finished == 5
+    assert e._smac[BOSS].runhistory.finished == 9
+    # top-K draws from warm-up and BOSS checkpoints alike, and improves
+    assert any(x.phase == BOSS for x in e.top_k())
+
+
+def test_selection_is_seeded_by_trial_index():
+    spec = spec_of(**{"spec.budget": {"trials": 30, "warmupTrials": 8}, "spec.boss.topK": 8})
+    e = Engine(spec)
+    for _ in range(8):
+        finish(e, e.ask())
+    pairs = {e.pick_teacher_student(i) for i in range(8, 60)}
+    assert len(pairs) > 10  # not always the same two
+    assert e.pick_teacher_student(9) == e.pick_teacher_student(9)
+
+
+def test_boss_phase_waits_for_the_whole_warmup():
+    spec = spec_of(**{"spec.budget": {"trials": 10, "warmupTrials": 3, "parallelism": 3}})
+    e = Engine(spec)
+    warm = [e.ask() for _ in range(3)]
+    assert e.ask() is None and not e.finished  # waiting, not done
+    finish(e, warm[0])
+    finish(e, warm[1])
+    assert e.ask() is None
+    finish(e, warm[2])
+    assert e.ask().phase == BOSS
+
+
+def test_parallel_asks_propose_different_configs():
+    spec = spec_of(**{"spec.budget": {"trials": 12, "warmupTrials": 8, "parallelism": 8}})
+    e = Engine(spec)
+    configs = [json.dumps(e.ask().config, sort_keys=True) for _ in range(8)]
+    assert len(set(configs)) == 8
+
+
+def test_failures_count_and_end_the_study():
+    spec = spec_of(**{"spec.budget": {"trials": 10, "warmupTrials": 3, "maxFailedTrials": 1}})
+    e = Engine(spec)
+    finish(e, e.ask(), fail=True)
+    assert not e.finished
+    finish(e, e.ask(), fail=True)
+    assert e.too_many_failures and e.finished and e.ask() is None
+    assert [t.state for t in e.trials] == [FAILED, FAILED]
+
+
+def test_warmup_extends_until_two_checkpoints_exist():
+    spec = spec_of(**{"spec.budget": {"trials": 10, "warmupTrials": 2, "maxFailedTrials": 5}})
+    e = Engine(spec)
+    finish(e, e.ask(), fail=True)
+    finish(e, e.ask())
+    t = e.ask()
+    assert t.phase == WARMUP  # only one checkpoint: a third warm-up trial
+    finish(e, t)
+    assert e.ask().phase == BOSS
+
+
+def test_budget_is_never_exceeded_and_nan_is_a_failure():
+    spec = spec_of(**{"spec.budget": {"trials": 4, "warmupTrials": 2, "parallelism": 4, "maxFailedTrials": 4}})
+    e = Engine(spec)
+    ts = [e.ask(), e.ask()]
+    e.tell(ts[0].index, float("nan"), checkpoint="x")
+    assert e.trials[0].state == FAILED and "not a finite number" in e.trials[0].message
+    e.tell(ts[1].index, 0.5)  # a score without a checkpoint is not a success
+    assert e.trials[1].state == FAILED
+    drive(e, random.Random(0))
+    assert len(e.trials) == 4
+
+
+def test_conditional_and_searched_weight():
+    spec = spec_of(**{"spec.budget": {"trials": 12, "warmupTrials": 4},
+                      "spec.boss.distillation.weight": {"low": 0.1, "high": 4.0, "log": True}})
+    e = Engine(spec)
+    drive(e, random.Random(1))
+    for t in e.trials:
+        assert ("momentum" in t.config) == (t.config["optimizer"] == "sgd")
+        assert (DISTILL_WEIGHT in t.config) == (t.phase == BOSS)
+        if t.phase == BOSS:
+            assert 0.1 <= t.config[DISTILL_WEIGHT] <= 4.0
+        json.dumps(t.config)  # plain Python values, no numpy scalars
+
+
+def test_lineage_and_best():
+    spec = spec_of(**{"spec.budget": {"trials": 12, "warmupTrials": 4}})
+    e = Engine(spec)
+    drive(e, random.Random(2))
+    best = e.best()
+    assert best.value == max(t.value for t in e.succeeded)
+    lin = e.lineage(11)
+    assert lin[0].index == 11 and {e.trials[11].teacher, e.trials[11].student} <= {t.index for t in lin}
+    assert all(t.phase == WARMUP or t.teacher is not None for t in lin)
+
+
+def recorded(seed: int, parallelism: int, fail_rate: float = 0.2) -> tuple[Engine, list[dict]]:
+    spec = spec_of(**{"spec.seed": seed, "spec.budget": {"trials": 14, "warmupTrials": 5,
+                                                          "parallelism": parallelism, "maxFailedTrials": 20}})
+    e = Engine(spec)
+    drive(e, random.Random(seed), fail_rate)
+    return e, json.loads(json.dumps([t.to_dict() for t in e.trials]))
+
+
+def crash_at(records: list[dict], k: int) -> list[dict]:
+    """What was recorded when the k-th result came in (and the proposals right after it)."""
+    out = []
+    for r in records:
+        if r["asked_after"] > k:
+            break
+        if r["told"] is not None and r["told"] >= k:
+            r = {**r, "told": None, "state": "running", "value": None, "checkpoint": None, "checksum": None,
+                 "message": None}
+        out.append(r)
+    return out
+
+
+@pytest.mark.parametrize("parallelism", [1, 3])
+def test_replay_rebuilds_the_same_engine(parallelism):
+    e, records = recorded(seed=7, parallelism=parallelism)
+    again = Engine.replay(e.spec, records)
+    assert [t.to_dict() for t in again.trials] == records
+    for k in (3, 9):  # an operator that crashed after k results, then went on
+        part = crash_at(records, k)
+        resumed = Engine.replay(e.spec, part)
+        assert [t.to_dict() for t in resumed.trials] == part
+        continue_as(resumed, records)
+        assert [t.to_dict() for t in resumed.trials] == records
+
+
+def continue_as(engine: Engine, records: list[dict]) -> None:
+    """Play the rest of the original history (same results, same order); every proposal must match."""
+
+    def ask_due() -> None:
+        while len(engine.trials) < len(records) and records[len(engine.trials)]["asked_after"] <= engine._told:
+            t = engine.ask()
+            r = records[t.index]
+            assert (t.phase, t.config, t.teacher, t.student) == (r["phase"], r["config"], r["teacher"], r["student"])
+
+    for r in sorted((r for r in records if r["told"] is not None), key=lambda r: r["told"])[engine._told:]:
+        ask_due()
+        engine.tell(r["index"], r["value"], checkpoint=r["checkpoint"], checksum=r["checksum"],
+                    failed=r["state"] == FAILED, message=r["message"])
+    ask_due()
+
+
+def test_replay_in_a_fresh_process_with_another_hash_seed(tmp_path):
+    e, records = recorded(seed=3, parallelism=2)
+    partial = crash_at(records, 8)
+    nxt = Engine.replay(e.spec, partial)
+    # finish the running trials and ask once more, here and in a new interpreter
+    script = f"""
+import json, sys
+sys.path.insert(0, {str(ROOT / 'tests')!r})
+from test_engine import spec_of, finish
+from boss_operator.engine import Engine
+spec = spec_of(**{{"spec.seed": 3, "spec.budget": {{"trials": 14, "warmupTrials": 5, "parallelism": 2, "maxFailedTrials": 20}}}})
+e = Engine.replay(spec, json.load(open(sys.argv[1])))
+for t in list(e.running):
+    finish(e, t)
+t = e.ask()
+print(json.dumps(None if t is None else [t.phase, t.config, t.teacher, t.student]))
+"""
+    path = tmp_path / "records.json"
+    path.write_text(json.dumps(partial))
+    out = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONHASHSEED": "12345"}, check=True)
+    for t in list(nxt.running):
+        finish(nxt, t)
+    t = nxt.ask()
+    assert t is not None
+    assert json.loads(out.stdout) == json.loads(json.dumps([t.phase, t.config, t.teacher, t.student]))
+
+
+def test_replay_detects_a_changed_history():
+    e, records = recorded(seed=5, parallelism=1, fail_rate=0.0)
+    records[4]["config"]["lr"] = 0.123456
+    with pytest.raises(ReplayError, match="trial 4 replays as"):
+        Engine.replay(e.spec, records)
+    with pytest.raises(ReplayError, match="indices"):
+        Engine.replay(e.spec, records[1:])
