@@ -1,0 +1,53 @@
+"""Metrics round trip: the trial writes Prometheus metrics, the engine reads the objective back."""
+
+from __future__ import annotations
+
+import pytest
+
+from boss.metrics import MetricsReporter, read_metrics, read_objective
+from boss_operator.readback import forget_pushgateway_group, objective_from_pushgateway, objective_from_textfile
+
+
+def test_textfile_round_trip(tmp_path):
+    path = tmp_path / "metrics.prom"
+    r = MetricsReporter("s", 4, "boss", textfile=str(path))
+    r.epoch_end(1, {"train_loss": 0.9, "val_accuracy": 0.61})
+    assert objective_from_textfile(path, "val_accuracy") is None  # no final objective yet
+    r.epoch_end(2, {"train_loss": 0.5, "val_accuracy": 0.72})
+    assert read_metrics(path.read_text()) == {"epoch": 2, "train_loss": 0.5, "val_accuracy": 0.72}
+    r.final("val_accuracy", 0.72)
+    assert objective_from_textfile(path, "val_accuracy") == 0.72
+    assert objective_from_textfile(path, "val_loss") is None  # another metric was the objective
+    assert objective_from_textfile(tmp_path / "missing.prom", "val_accuracy") is None
+
+
+def test_needs_a_destination():
+    with pytest.raises(ValueError):
+        MetricsReporter("s", 0, "warmup")
+
+
+def test_pushgateway_round_trip(pushgateway):
+    a = MetricsReporter("study-a", 1, "warmup", pushgateway=pushgateway)
+    b = MetricsReporter("study-a", 2, "boss", pushgateway=pushgateway)
+    a.epoch_end(1, {"val_accuracy": 0.5})
+    assert objective_from_pushgateway(pushgateway, "study-a", 1, "val_accuracy") is None
+    a.final("val_accuracy", 0.81)
+    b.final("val_accuracy", 0.93)
+    assert objective_from_pushgateway(pushgateway, "study-a", 1, "val_accuracy") == 0.81
+    assert objective_from_pushgateway(pushgateway, "study-a", 2, "val_accuracy") == 0.93
+    assert objective_from_pushgateway(pushgateway, "study-b", 1, "val_accuracy") is None
+    forget_pushgateway_group(pushgateway, "study-a", 1)
+    assert objective_from_pushgateway(pushgateway, "study-a", 1, "val_accuracy") is None
+    assert objective_from_pushgateway(pushgateway, "study-a", 2, "val_accuracy") == 0.93
+
+
+def test_read_objective_ignores_other_trials():
+    text = """# TYPE boss_trial_objective gauge
+boss_trial_objective{job="boss-trial",study="s",trial="1",metric="val_accuracy",phase="boss"} 0.5
+boss_trial_objective{job="boss-trial",study="s",trial="2",metric="val_accuracy",phase="boss"} 0.7
+# TYPE boss_trial_completed gauge
+boss_trial_completed{job="boss-trial",study="s",trial="1",phase="boss"} 1
+boss_trial_completed{job="boss-trial",study="s",trial="2",phase="boss"} 0
+"""
+    assert read_objective(text, "val_accuracy", {"study": "s", "trial": "1"}) == 0.5
+    assert read_objective(text, "val_accuracy", {"study": "s", "trial": "2"}) is None
