@@ -139,9 +139,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         shutil.rmtree(run_dir)
     budget = study.spec.budget
     metric = study.spec.objective.metric
+    human = err if args.output == "json" else console  # keep stdout machine-readable
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TextColumn("{task.fields[best]}"), console=console,
+                  TimeElapsedColumn(), TextColumn("{task.fields[best]}"), console=human,
                   disable=args.quiet) as progress:
         task = progress.add_task(study.name, total=budget.trials, best="")
 

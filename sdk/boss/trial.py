@@ -86,9 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     except (TrialError, CheckpointError, PluginError) as e:
         print(f"boss.trial: trial {spec.index} failed: {e}", file=sys.stderr)
         return 1
-    except Exception:
+    except Exception as e:
         traceback.print_exc()
-        print(f"boss.trial: trial {spec.index} failed with an unexpected error (traceback above)", file=sys.stderr)
+        print(f"boss.trial: trial {spec.index} failed: {type(e).__name__}: {e} (traceback above)", file=sys.stderr)
         return 1
     print(json.dumps({"trial": spec.index, spec.objective.metric: result["value"]}))
     return 0

@@ -1,0 +1,164 @@
+"""The embedded backend end to end: `boss run` on this machine, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, tiny_doc, write_study
+
+from boss.spec import parse_study
+from boss.store import Store
+from boss_operator.engine import BOSS, WARMUP
+from boss_operator.local import LocalRun, load_run
+
+BOSS_CLI = [sys.executable, "-m", "boss.cli"]
+
+
+def run_cli(*args, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(BOSS_CLI + [str(a) for a in args], capture_output=True, text=True, timeout=600, **kw)
+
+
+def check_study(run_dir: Path, trials: int, warmup: int) -> dict:
+    state = json.loads((run_dir / "state.json").read_text())
+    ts = state["trials"]
+    assert len(ts) == trials and state["status"] == "Succeeded"
+    assert [t["phase"] for t in ts] == [WARMUP] * warmup + [BOSS] * (trials - warmup)
+    for t in ts:
+        assert t["state"] == "succeeded" and 0 < t["value"] <= 1
+        if t["phase"] == BOSS:
+            assert t["teacher"] != t["student"]
+            assert ts[t["teacher"]]["told"] < t["asked_after"] and ts[t["student"]]["told"] < t["asked_after"]
+    return state
+
+
+def test_full_study_through_the_cli(tmp_path):
+    study = write_study(tmp_path, tiny_doc())
+    run_dir = tmp_path / "run"
+    r = run_cli("run", study, "--run-dir", run_dir)
+    assert r.returncode == 0, r.stderr
+    assert "best trial #" in r.stdout and "lineage" in r.stdout and "checkpoint" in r.stdout
+    state = check_study(run_dir, 6, 3)
+    best = state["best"]
+    assert best["value"] == max(t["value"] for t in state["trials"])
+    store = Store()
+    store.load_checkpoint(best["checkpoint"], best["checksum"])  # the best checkpoint is there, intact
+    assert (run_dir / "trials" / "0005" / "metrics.prom").exists()
+    shown = run_cli("show", run_dir)
+    assert shown.returncode == 0 and f"best trial #{best['index']}" in shown.stdout
+    # running a finished study again does nothing more
+    again = run_cli("run", study, "--run-dir", run_dir, "--output", "json")
+    assert again.returncode == 0 and json.loads(again.stdout)["best"]["index"] == best["index"]
+    assert len(json.loads((run_dir / "state.json").read_text())["trials"]) == 6
+
+
+def test_study_on_s3_with_a_pushgateway(tmp_path, s3_server, s3_bucket, pushgateway):
+    """Checkpoints in S3 and objectives read back from the Pushgateway, as on a cluster."""
+    doc = tiny_doc(**{"spec.budget": {"trials": 4, "warmupTrials": 2, "parallelism": 2},
+                      "spec.trainer.epochs": 1,
+                      "spec.storage": {"uri": f"s3://{s3_bucket}/boss", "endpoint": s3_server},
+                      "spec.metrics": {"pushgateway": pushgateway}})
+    local = LocalRun(parse_study(doc), tmp_path / "run")
+    engine = local.run()
+    assert local.status() == "Succeeded" and len(engine.succeeded) == 4
+    best = engine.best()
+    assert best.checkpoint.startswith(f"s3://{s3_bucket}/boss/tiny/trial-")
+    Store(s3_server).load_checkpoint(best.checkpoint, best.checksum)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_failures_are_counted_and_end_the_study(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(ROOT / "tests") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    monkeypatch.syspath_prepend(str(ROOT / "tests"))
+    doc = tiny_doc(**{"spec.trainer.plugin": "flaky_trainers:AlwaysFails",
+                      "spec.budget": {"trials": 6, "warmupTrials": 3, "parallelism": 1, "maxFailedTrials": 1}})
+    study = write_study(tmp_path, doc)
+    r = run_cli("run", study, "--run-dir", tmp_path / "run")
+    assert r.returncode == 1
+    assert "study failed: 2 trials failed (maxFailedTrials is 1)" in r.stderr
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert state["status"] == "Failed" and len(state["trials"]) == 2
+    assert all("RuntimeError: this trainer always fails" in t["message"] for t in state["trials"])
+
+
+def test_some_failures_and_the_study_goes_on(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(ROOT / "tests") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    monkeypatch.syspath_prepend(str(ROOT / "tests"))
+    doc = tiny_doc(**{"spec.trainer.plugin": "flaky_trainers:FailsOnAdamW", "spec.trainer.epochs": 1,
+                      "spec.budget": {"trials": 6, "warmupTrials": 3, "parallelism": 2, "maxFailedTrials": 6}})
+    local = LocalRun(parse_study(doc), tmp_path / "run")
+    engine = local.run()
+    assert len(engine.trials) == 6 and local.status() == "Succeeded"
+    for t in engine.trials:
+        assert (t.state == "failed") == (t.config["optimizer"] == "adamw")
+        if t.phase == BOSS:  # failed trials never become teachers or students
+            assert engine.trials[t.teacher].state == engine.trials[t.student].state == "succeeded"
+
+
+def test_a_changed_study_is_not_continued(tmp_path):
+    doc = tiny_doc(**{"spec.budget": {"trials": 2, "warmupTrials": 2}, "spec.trainer.epochs": 1})
+    run_dir = tmp_path / "run"
+    assert run_cli("run", write_study(tmp_path, doc), "--run-dir", run_dir, "-q").returncode == 0
+    doc["spec"]["seed"] = 9
+    r = run_cli("run", write_study(tmp_path, doc, "changed.yaml"), "--run-dir", run_dir)
+    assert r.returncode == 2 and "spec.seed changed" in r.stderr and "Traceback" not in r.stderr
+    doc["spec"]["seed"] = 0
+    doc["spec"]["budget"]["parallelism"] = 2  # parallelism may change between runs
+    assert run_cli("run", write_study(tmp_path, doc, "par.yaml"), "--run-dir", run_dir, "-q").returncode == 0
+
+
+def wait_for(predicate, timeout=300.0):
+    deadline = time.time() + timeout
+    while not predicate():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def finished_trials(run_dir: Path) -> int:
+    try:
+        return sum(t["state"] != "running" for t in json.loads((run_dir / "state.json").read_text())["trials"])
+    except (OSError, ValueError):
+        return 0
+
+
+def running_trials(run_dir: Path) -> int:
+    try:
+        return sum(t["state"] == "running" for t in json.loads((run_dir / "state.json").read_text())["trials"])
+    except (OSError, ValueError):
+        return 0
+
+
+@pytest.mark.slow
+def test_interrupted_then_resumed_equals_an_uninterrupted_run(tmp_path):
+    doc = tiny_doc(**{"spec.budget": {"trials": 7, "warmupTrials": 3, "parallelism": 1}})
+    study = write_study(tmp_path, doc)
+    reference = tmp_path / "reference"
+    assert run_cli("run", study, "--run-dir", reference, "-q").returncode == 0
+
+    run_dir = tmp_path / "interrupted"
+    for stop_after in (2, 4):  # Ctrl-C in the warm-up and again in the BOSS phase
+        proc = subprocess.Popen(BOSS_CLI + ["run", str(study), "--run-dir", str(run_dir)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: finished_trials(run_dir) >= stop_after and running_trials(run_dir))
+        time.sleep(2.0)  # the next trial is training now: it gets cut off
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err
+        assert "interrupted" in err and "run the same command again to continue" in err
+        assert "Traceback" not in err
+        state = json.loads((run_dir / "state.json").read_text())
+        assert any(t["state"] == "running" for t in state["trials"])  # one was cut off
+    r = run_cli("run", study, "--run-dir", run_dir)
+    assert r.returncode == 0, r.stderr
+    assert "continuing" in r.stdout
+    got, want = check_study(run_dir, 7, 3), check_study(reference, 7, 3)
+    key = ("index", "phase", "config", "teacher", "student")
+    assert [{k: t[k] for k in key} for t in got["trials"]] == [{k: t[k] for k in key} for t in want["trials"]]
+    study_, engine, _ = load_run(run_dir)
+    assert len(engine.trials) == 7
