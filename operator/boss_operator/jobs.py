@@ -1,0 +1,97 @@
+"""The batch/v1 Job that runs one trial: deterministic name, labels, owner, safe pod."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from boss.spec import Study
+from boss.trial import ENV, TrialSpec
+
+from .crd import GROUP, VERSION
+
+LABEL_STUDY = f"{GROUP}/study"
+LABEL_TRIAL = f"{GROUP}/trial"
+LABEL_PHASE = f"{GROUP}/phase"
+SCRATCH = "/tmp"
+# keys of the storage Secret (spec.storage.secretRef) handed to the trial as environment
+SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "GOOGLE_APPLICATION_CREDENTIALS_JSON")
+
+
+def job_name(study: str, index: int) -> str:
+    """<study>-t0007: the same trial always gets the same Job, so a retry cannot create two."""
+    return f"{study}-t{index:04d}"
+
+
+def trial_labels(study: str, index: int, phase: str) -> dict[str, str]:
+    return {LABEL_STUDY: study, LABEL_TRIAL: str(index), LABEL_PHASE: phase}
+
+
+def build_job(study: Study, uid: str, namespace: str, ts: TrialSpec, image: str,
+              secret: str | None, backoff_limit: int = 1) -> dict[str, Any]:
+    labels = trial_labels(study.name, ts.index, ts.phase)
+    env: list[dict[str, Any]] = [{"name": ENV, "value": ts.model_dump_json()}, {"name": "HOME", "value": SCRATCH}]
+    if secret:
+        env += [{"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}}}
+                for key in SECRET_KEYS]
+    container: dict[str, Any] = {
+        "name": "trial",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "env": env,
+        "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH}],
+        "securityContext": {
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    if study.spec.trainer.resources:
+        container["resources"] = study.spec.trainer.resources
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(study.name, ts.index),
+            "namespace": namespace,
+            "labels": labels,
+            "ownerReferences": [{
+                "apiVersion": f"{GROUP}/{VERSION}", "kind": "BossStudy", "name": study.name, "uid": uid,
+                "controller": True, "blockOwnerDeletion": True,
+            }],
+        },
+        "spec": {
+            "backoffLimit": backoff_limit,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "fsGroup": 1000,
+                                        "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [container],
+                    "volumes": [{"name": "scratch", "emptyDir": {}}],
+                },
+            },
+        },
+    }
+
+
+def job_outcome(job: dict[str, Any]) -> str | None:
+    """'succeeded', 'failed', or None while the Job runs."""
+    status = job.get("status") or {}
+    for cond in status.get("conditions") or []:
+        if cond.get("status") == "True" and cond.get("type") in ("Complete", "SuccessCriteriaMet"):
+            return "succeeded"
+        if cond.get("status") == "True" and cond.get("type") in ("Failed", "FailureTarget"):
+            return "failed"
+    if (status.get("succeeded") or 0) >= 1:
+        return "succeeded"
+    return None
+
+
+def job_failure(job: dict[str, Any]) -> str:
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Failed" and cond.get("status") == "True":
+            return f"Job failed: {cond.get('reason', '')} {cond.get('message', '')}".strip()
+    return "Job failed"

@@ -1,0 +1,74 @@
+"""The few Kubernetes API calls the operator makes (and the chart's RBAC grants)."""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from .crd import GROUP, PLURAL, VERSION
+from .jobs import LABEL_STUDY
+
+
+def api_client() -> client.ApiClient:
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+class Kube:
+    def __init__(self, api: client.ApiClient | None = None):
+        self.api = api or api_client()
+        self.custom = client.CustomObjectsApi(self.api)
+        self.batch = client.BatchV1Api(self.api)
+        self.core = client.CoreV1Api(self.api)
+
+    def get_study(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name,
+                                                          {"status": status})
+
+    def list_jobs(self, namespace: str, study: str) -> dict[str, dict[str, Any]]:
+        jobs = self.batch.list_namespaced_job(namespace, label_selector=f"{LABEL_STUDY}={study}")
+        out = {}
+        for j in jobs.items:
+            d = self.api.sanitize_for_serialization(j)
+            if d.get("metadata", {}).get("labels", {}).get(LABEL_STUDY) == study:
+                out[d["metadata"]["name"]] = d
+        return out
+
+    def create_job(self, namespace: str, body: dict[str, Any]) -> bool:
+        """Create a Job; False if one of that name exists already (a retried step)."""
+        try:
+            self.batch.create_namespaced_job(namespace, body)
+            return True
+        except ApiException as e:
+            if e.status == 409:
+                return False
+            raise
+
+    def event(self, study: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        meta = study["metadata"]
+        now = datetime.datetime.now(tz=datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:12]}", "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": study.get("apiVersion"), "kind": study.get("kind"),
+                               "name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid")},
+            "type": type_, "reason": reason, "message": message[:1024],
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+            "source": {"component": "boss-operator"}, "reportingComponent": "boss-operator",
+        }
+        self.core.create_namespaced_event(meta["namespace"], body)

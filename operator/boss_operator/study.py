@@ -1,0 +1,274 @@
+"""One BossStudy on a cluster: a reconcile step that is safe to kill at any point and re-run.
+
+The study's status is the whole truth: every trial the engine proposed, in order, with its
+result. A step (1) reads the study, (2) rebuilds the engine by replay if this process has
+none, (3) records the results of finished Jobs, (4) creates the Job of any recorded trial
+that lacks one, (5) asks for new trials up to `parallelism`, recording each in the status
+*before* creating its Job, and (6) writes the status. A crash between any two of these
+leaves a status from which the next step (in this process or after a restart) does the
+rest: Jobs have deterministic names, so no trial ever runs twice.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from typing import Any
+
+from boss.spec import SpecError, Study, parse_study
+from boss.store import CheckpointError, Store
+
+from . import opmetrics
+from .config import OperatorConfig
+from .engine import BOSS, FAILED, Engine, ReplayError, Trial
+from .jobs import build_job, job_failure, job_name, job_outcome
+from .kube import Kube
+from .readback import objective_from_pushgateway
+from .trials import make_trial_spec
+
+FINAL = ("Succeeded", "Failed")
+log = logging.getLogger(__name__)
+
+
+def _now() -> str:
+    return datetime.datetime.now(tz=datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def condition(type_: str, status: bool, reason: str, message: str) -> dict[str, Any]:
+    return {"type": type_, "status": "True" if status else "False", "reason": reason,
+            "message": message, "lastTransitionTime": _now()}
+
+
+class StudyReconciler:
+    def __init__(self, kube: Kube, config: OperatorConfig, namespace: str, name: str):
+        self.kube, self.config = kube, config
+        self.namespace, self.name = namespace, name
+        self.engine: Engine | None = None
+        self.study: Study | None = None
+
+    # ---- one step ---------------------------------------------------------------------------
+
+    def step(self) -> float | None:
+        """Reconcile once; returns seconds until the next step, or None when the study is over."""
+        obj = self.kube.get_study(self.namespace, self.name)
+        if obj is None:
+            return None
+        status = obj.get("status") or {}
+        if status.get("phase") in FINAL:
+            opmetrics.study_phase(obj["metadata"].get("uid", self.name), status["phase"])
+            return None
+        study = self._validate(obj)
+        if study is None:
+            return None
+        if self.engine is None:
+            try:
+                started = time.perf_counter()
+                self.engine = Engine.replay(study.spec, status.get("trials") or [], study.name)
+                opmetrics.REPLAY_SECONDS.observe(time.perf_counter() - started)
+            except ReplayError as e:
+                self._fail(obj, "ReplayFailed", f"the recorded trials cannot be replayed: {e}")
+                return None
+        self.study = study
+        suspended = bool((obj.get("spec") or {}).get("suspend"))
+        parallelism = int(((obj.get("spec") or {}).get("budget") or {}).get("parallelism")
+                          or study.spec.budget.parallelism)
+        jobs = self.kube.list_jobs(self.namespace, self.name)
+        changed = self._collect(obj, jobs)
+        for t in self.engine.running:  # recorded, but its Job was never created (a crash)
+            if job_name(self.name, t.index) not in jobs:
+                self._create_job(obj, t)
+        while not suspended and len(self.engine.running) < parallelism:
+            started = time.perf_counter()
+            t = self.engine.ask()
+            opmetrics.SUGGESTION_SECONDS.observe(time.perf_counter() - started)
+            if t is None:
+                break
+            self._write_status(obj, study, suspended)  # the proposal is recorded before its Job exists
+            self._create_job(obj, t)
+            changed = True
+        phase = self._write_status(obj, study, suspended)
+        if phase != status.get("phase"):
+            self._event(obj, "Normal", "PhaseChanged", f"{status.get('phase') or 'New'} -> {phase}")
+        if phase in FINAL:
+            best = self.engine.best()
+            if phase == "Succeeded" and best is not None:
+                self._event(obj, "Normal", "StudySucceeded",
+                            f"best trial {best.index}: {study.spec.objective.metric}={best.value:.4f}, "
+                            f"checkpoint {best.checkpoint}")
+            return None
+        return 0.2 if changed else self.config.poll_seconds
+
+    # ---- the parts ---------------------------------------------------------------------------
+
+    def _validate(self, obj: dict[str, Any]) -> Study | None:
+        status = obj.get("status") or {}
+        doc = {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"),
+               "metadata": {"name": obj["metadata"]["name"], "namespace": self.namespace},
+               "spec": status.get("studySpec") or obj.get("spec")}  # the spec the study started with
+        try:
+            study = parse_study(doc, f"{self.namespace}/{self.name}")
+        except SpecError as e:
+            self._fail(obj, "InvalidSpec", str(e))
+            return None
+        problem = self._cluster_problem(study)
+        if problem:
+            self._fail(obj, "InvalidSpec", f"{self.namespace}/{self.name}: {problem}")
+            return None
+        if status.get("studySpec") and obj.get("spec") != status["studySpec"]:
+            live = parse_study({**doc, "spec": obj.get("spec")}) if obj.get("spec") else None
+            if live is not None and _without_mutable(live) != _without_mutable(study):
+                log.warning("%s/%s: spec changed after the study started; only suspend and parallelism apply",
+                            self.namespace, self.name)
+        return study
+
+    def _cluster_problem(self, study: Study) -> str | None:
+        s = study.spec
+        if s.budget.trials > self.config.max_trials:
+            return (f"spec.budget.trials: at most {self.config.max_trials} on a cluster "
+                    "(the trials are kept in the study's status)")
+        if not (s.metrics.pushgateway or self.config.pushgateway):
+            return "spec.metrics.pushgateway: required on a cluster (or set the operator's default)"
+        uri = s.storage.uri or self.config.storage_uri
+        if not uri:
+            return "spec.storage.uri: required on a cluster (or set the operator's default)"
+        if "://" not in uri or uri.startswith("file://"):
+            return f"spec.storage.uri: trials run in other pods; use object storage (s3://, gs://), not {uri!r}"
+        return None
+
+    def _storage(self, study: Study) -> tuple[str, Store]:
+        s = study.spec.storage
+        return (s.uri or self.config.storage_uri).rstrip("/"), Store(s.endpoint or self.config.storage_endpoint)
+
+    def _create_job(self, obj: dict[str, Any], t: Trial) -> None:
+        assert self.study is not None and self.engine is not None
+        root, _ = self._storage(self.study)
+        ts = make_trial_spec(self.study, self.engine, t, root)
+        ts = ts.model_copy(update={
+            "pushgateway": self.study.spec.metrics.pushgateway or self.config.pushgateway,
+            "storage_endpoint": self.study.spec.storage.endpoint or self.config.storage_endpoint,
+        })
+        body = build_job(self.study, obj["metadata"].get("uid", ""), self.namespace, ts,
+                         self.study.spec.trainer.image or self.config.trainer_image,
+                         self.study.spec.storage.secret_ref or self.config.storage_secret,
+                         self.config.backoff_limit)
+        if self.kube.create_job(self.namespace, body):
+            opmetrics.TRIALS_STARTED.inc()
+
+    def _collect(self, obj: dict[str, Any], jobs: dict[str, dict[str, Any]]) -> bool:
+        """Tell the engine about every running trial whose Job has ended."""
+        assert self.engine is not None and self.study is not None
+        changed = False
+        for t in list(self.engine.running):
+            job = jobs.get(job_name(self.name, t.index))
+            outcome = job_outcome(job) if job else None
+            if outcome is None:
+                continue
+            if outcome == "failed":
+                self.engine.tell(t.index, failed=True, message=job_failure(job))
+            else:
+                result = self._read_result(obj, t)
+                if result is None:
+                    continue  # storage unreachable: try again next step, lose nothing
+                value, checkpoint, checksum, extra, message = result
+                t.extra.update(extra)
+                self.engine.tell(t.index, value, checkpoint=checkpoint, checksum=checksum,
+                                 failed=value is None, message=message)
+            changed = True
+            metric = self.study.spec.objective.metric
+            if t.state == FAILED:
+                opmetrics.TRIALS_FINISHED.labels("failed").inc()
+                self._event(obj, "Warning", "TrialFailed", f"trial {t.index} ({t.phase}) failed: {t.message}")
+            else:
+                opmetrics.TRIALS_FINISHED.labels("succeeded").inc()
+                self._event(obj, "Normal", "TrialSucceeded", f"trial {t.index} ({t.phase}) {metric}={t.value:.4f}")
+        return changed
+
+    def _read_result(self, obj: dict[str, Any], t: Trial):
+        """(value, checkpoint, checksum, extra, message) of a succeeded Job, None to retry later."""
+        assert self.study is not None and self.engine is not None
+        root, store = self._storage(self.study)
+        ts = make_trial_spec(self.study, self.engine, t, root)
+        try:
+            result = store.read_json(ts.result_uri)
+        except CheckpointError:
+            return None, None, None, {}, "the Job succeeded but the trial wrote no result to storage"
+        except Exception as e:  # storage down: retry on the next step
+            log.warning("%s: cannot read %s yet: %s", self.name, ts.result_uri, e)
+            return None
+        gateway = self.study.spec.metrics.pushgateway or self.config.pushgateway
+        metric = self.study.spec.objective.metric
+        value = None
+        try:
+            value = objective_from_pushgateway(gateway, self.name, t.index, metric)
+        except Exception as e:
+            self._event(obj, "Warning", "MetricsUnavailable",
+                        f"trial {t.index}: Pushgateway unreadable ({e}); using the result in storage")
+        if value is None:
+            if result.get("metric") == metric and result.get("value") is not None:
+                self._event(obj, "Warning", "MetricsFallback",
+                            f"trial {t.index}: no objective in the Pushgateway; using the result in storage")
+                value = result["value"]
+        extra = {"test": result.get("test", {}), "best_epoch": result.get("best_epoch"),
+                 "seconds": result.get("seconds")}
+        return value, result.get("checkpoint") or ts.checkpoint_uri, result.get("sha256"), extra, None
+
+    def _write_status(self, obj: dict[str, Any], study: Study, suspended: bool) -> str:
+        e = self.engine
+        assert e is not None
+        if e.finished:
+            phase = "Failed" if e.too_many_failures else "Succeeded"
+        elif suspended:
+            phase = "Suspended"
+        else:
+            phase = "Distilling" if e.phase == BOSS else "WarmingUp"
+        best = e.best()
+        conditions = [condition("Ready", phase not in FINAL, phase, f"{len(e.trials)} of {study.spec.budget.trials} trials proposed"),
+                      condition("Suspended", suspended, "SpecSuspend" if suspended else "Running",
+                                "spec.suspend is true: no new trials start" if suspended else "")]
+        if phase == "Failed":
+            conditions.append(condition("Failed", True, "TooManyFailedTrials",
+                                        f"{len(e.failed)} trials failed; maxFailedTrials is {study.spec.budget.max_failed_trials}"))
+        if phase == "Succeeded":
+            conditions.append(condition("Succeeded", True, "BudgetSpent", f"{len(e.trials)} trials run"))
+        status: dict[str, Any] = {
+            "phase": phase,
+            "studySpec": (obj.get("status") or {}).get("studySpec") or obj.get("spec"),
+            "trialsTotal": study.spec.budget.trials,
+            "trialsCompleted": sum(t.done for t in e.trials),
+            "trialsRunning": len(e.running),
+            "trialsFailed": len(e.failed),
+            "best": None if best is None else {
+                "trial": best.index, "value": best.value, "phase": best.phase, "config": best.config,
+                "checkpoint": best.checkpoint, "test": best.extra.get("test", {}),
+            },
+            "conditions": conditions,
+            "trials": [t.to_dict() for t in e.trials],
+        }
+        if phase in FINAL:
+            status["completedAt"] = _now()
+        self.kube.patch_status(self.namespace, self.name, status)
+        opmetrics.study_phase(obj["metadata"].get("uid", self.name), phase)
+        return phase
+
+    def _fail(self, obj: dict[str, Any], reason: str, message: str) -> None:
+        """A study that cannot run: phase Failed, a condition and an Event; nothing is created."""
+        self.kube.patch_status(self.namespace, self.name, {
+            "phase": "Failed",
+            "conditions": [condition("Ready", False, reason, message), condition("Failed", True, reason, message)],
+        })
+        self._event(obj, "Warning", reason, message)
+        opmetrics.study_phase(obj["metadata"].get("uid", self.name), "Failed")
+
+    def _event(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        try:
+            self.kube.event(obj, type_, reason, message)
+        except Exception as e:  # an Event is worth a try, never a failed step
+            log.warning("%s: cannot post event %s: %s", self.name, reason, e)
+
+
+def _without_mutable(study: Study) -> dict[str, Any]:
+    doc = study.to_document()
+    doc["spec"].pop("suspend", None)
+    doc["spec"]["budget"].pop("parallelism", None)
+    return doc

@@ -1,0 +1,106 @@
+"""A Kubernetes API server for operator tests: kmock's emulator plus what a real server adds.
+
+kmock stores objects as the client sent them. A real API server also fills in metadata
+(uid, namespace, resourceVersion, creationTimestamp, generateName), refuses a JSON-patch
+whose `test` of resourceVersion fails (422: kopf's optimistic concurrency relies on it), and
+garbage-collects objects whose owner is gone. This adds exactly those, nothing more.
+
+Run: python tests/apiserver.py PORT   (prints "ready" when it listens)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import itertools
+import sys
+import uuid
+
+import attrs
+import kmock
+from kmock._internal.k8s import KubernetesError
+
+_versions = itertools.count(1)
+
+
+@attrs.frozen
+class Unprocessable(KubernetesError):
+    status: int = 422
+    reason: str = "Invalid"
+    message: str = "the JSON patch test failed (the object changed since it was read)"
+
+
+@attrs.define(kw_only=True)
+class ApiServer(kmock.KubernetesEmulator):
+    async def _handle(self, request):
+        action = request.action
+        if request.resource is not None and action == kmock.action.CREATE and isinstance(request.data, dict):
+            meta = request.data.setdefault("metadata", {})
+            if not meta.get("name") and meta.get("generateName"):
+                meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+            if request.namespace:
+                meta.setdefault("namespace", request.namespace)
+            meta.setdefault("uid", str(uuid.uuid4()))
+            meta["resourceVersion"] = str(next(_versions))
+            meta.setdefault("creationTimestamp", _now())
+            meta.setdefault("generation", 1)
+        elif request.resource is not None and action == kmock.action.UPDATE and request.name:
+            current = self._current(request)
+            rv = str(next(_versions))
+            if isinstance(request.data, list):  # JSON patch
+                for op in request.data:
+                    if op.get("op") == "test" and op.get("path") == "/metadata/resourceVersion":
+                        if current is not None and op.get("value") != current.get("metadata", {}).get("resourceVersion"):
+                            return await self._render_error(Unprocessable())
+                request.data[:] = [op for op in request.data if not (op.get("op") == "test")]
+                request.data.append({"op": "add", "path": "/metadata/resourceVersion", "value": rv})
+            elif isinstance(request.data, dict):  # merge patch
+                request.data.setdefault("metadata", {})["resourceVersion"] = rv
+        response = await super()._handle(request)
+        if request.resource is not None and action in (kmock.action.DELETE, kmock.action.UPDATE):
+            await self._collect_garbage()  # an owner may have gone: with DELETE, or when its last finalizer is removed
+        return response
+
+    def _current(self, request):
+        key = (request.resource, request.namespace, request.name)
+        if key in self._objects and not self._objects[key].deleted:
+            return self._objects[key].raw
+        return None
+
+    async def _collect_garbage(self) -> None:
+        """Delete objects whose ownerReferences name an object that no longer exists."""
+        while True:
+            async with self._lock:
+                alive = {obj.raw.get("metadata", {}).get("uid") for obj in self._objects.values() if not obj.deleted}
+                orphans = [(key, obj) for key, obj in self._objects.items() if not obj.deleted
+                           and any(ref.get("uid") not in alive
+                                   for ref in obj.raw.get("metadata", {}).get("ownerReferences", []))]
+                for key, obj in orphans:
+                    raw = obj.raw
+                    obj.delete()
+                    await self._buses[key[0]].put({"type": "DELETED", "object": raw})
+            if not orphans:
+                return
+
+
+def _now() -> str:
+    return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def declare(server: ApiServer) -> None:
+    server.resources.load_bundled()
+    server.resources["boss.automl.io/v1alpha1/bossstudies"] = kmock.ResourceInfo(
+        kind="BossStudy", namespaced=True, singular="bossstudy", shortnames={"boss"},
+        verbs={"get", "list", "watch", "create", "update", "patch", "delete"}, subresources={"status"})
+
+
+async def main(port: int) -> None:
+    server = ApiServer()
+    declare(server)
+    async with server, kmock.Server(server, port=port):
+        print("ready", flush=True)
+        await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(int(sys.argv[1])))

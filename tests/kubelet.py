@@ -1,0 +1,104 @@
+"""Plays the kubelet for operator tests: runs each Job's trial as a local process.
+
+It resolves the container's environment the way a kubelet does (plain values and
+secretKeyRef from the API server), runs the image's entrypoint (`python -m boss.trial`),
+and writes the Job's status when the process ends. It records every run, so tests can
+check that no trial ran twice.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+
+class Kubelet:
+    def __init__(self, api: client.ApiClient, namespace: str, workdir: Path, *, fail: set[str] = frozenset(),
+                 env: dict[str, str] | None = None, slots: int = 4):
+        self.batch, self.core = client.BatchV1Api(api), client.CoreV1Api(api)
+        self.namespace, self.workdir, self.fail = namespace, workdir, set(fail)
+        self.env, self.slots = env or {}, slots
+        self.runs: collections.Counter[str] = collections.Counter()
+        self.running: dict[str, tuple[subprocess.Popen, object]] = {}
+        self.seen: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> Kubelet:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(30)
+        for proc, log in self.running.values():
+            proc.kill()
+            proc.wait()
+            log.close()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._tick()
+            except ApiException:
+                pass  # the API server restarts in some tests
+            self._stop.wait(0.2)
+
+    def _tick(self) -> None:
+        jobs = self.batch.list_namespaced_job(self.namespace).items
+        for job in jobs:
+            name = job.metadata.name
+            if name in self.seen or len(self.running) >= self.slots:
+                continue
+            self.seen.add(name)
+            if name in self.fail:
+                self._finish(name, ok=False)
+                continue
+            container = job.spec.template.spec.containers[0]
+            env = {**os.environ, **self.env, **self._resolve(container.env or [])}
+            log = open(self.workdir / f"{name}.log", "wb")
+            self.runs[name] += 1
+            self.running[name] = (subprocess.Popen([sys.executable, "-m", "boss.trial"], env=env,
+                                                   stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir), log)
+        for name, (proc, log) in list(self.running.items()):
+            if proc.poll() is not None:
+                log.close()
+                del self.running[name]
+                self._finish(name, ok=proc.returncode == 0)
+
+    def _resolve(self, env) -> dict[str, str]:
+        out = {}
+        for e in env:
+            if e.value is not None:
+                out[e.name] = e.value
+            elif e.value_from is not None and e.value_from.secret_key_ref is not None:
+                ref = e.value_from.secret_key_ref
+                try:
+                    data = self.core.read_namespaced_secret(ref.name, self.namespace).data or {}
+                except ApiException:
+                    if ref.optional:
+                        continue
+                    raise
+                if ref.key in data:
+                    out[e.name] = base64.b64decode(data[ref.key]).decode()
+                elif not ref.optional:
+                    raise KeyError(ref.key)
+        return out
+
+    def _finish(self, name: str, ok: bool) -> None:
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        cond = {"type": "Complete" if ok else "Failed", "status": "True", "lastTransitionTime": now,
+                "reason": "Completed" if ok else "BackoffLimitExceeded",
+                "message": "" if ok else "Job has reached the specified backoff limit"}
+        status = {"succeeded": 1} if ok else {"failed": 1}
+        self.batch.patch_namespaced_job_status(name, self.namespace,
+                                               {"status": {**status, "conditions": [cond], "completionTime": now}})
