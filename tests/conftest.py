@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import shutil
@@ -38,19 +39,25 @@ def wait_http(url: str, timeout: float = 30) -> None:
             time.sleep(0.2)
 
 
-@pytest.fixture(scope="session")
-def s3_server():
-    """moto in server mode: a real HTTP S3 endpoint that boto3/s3fs talk to as to any other."""
-    port = free_port()
-    proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+@contextlib.contextmanager
+def serving(cmd: list[str], url: str, ready_path: str):
+    """Run a server process until the block ends; yields its URL once it answers."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_http(url + "/moto-api/")
+        wait_http(url + ready_path)
         yield url
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto in server mode: a real HTTP S3 endpoint that boto3/s3fs talk to as to any other."""
+    port = free_port()
+    with serving([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                 f"http://127.0.0.1:{port}", "/moto-api/") as url:
+        yield url
 
 
 @pytest.fixture()
@@ -73,15 +80,8 @@ def pushgateway():
     if exe is None:
         pytest.skip("prometheus-pushgateway is not installed (make services installs it)")
     port = free_port()
-    proc = subprocess.Popen([exe, f"--web.listen-address=127.0.0.1:{port}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(url + "/-/ready")
+    with serving([exe, f"--web.listen-address=127.0.0.1:{port}"], f"http://127.0.0.1:{port}", "/-/ready") as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def digits_doc(**changes) -> dict:

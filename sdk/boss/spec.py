@@ -39,6 +39,12 @@ class _Model(BaseModel):
     )
 
 
+def _http_url(name: str, value: str | None) -> str | None:
+    if value is not None and not re.match(r"^https?://[^\s/]+", value):
+        raise ValueError(f"{name} must be an http(s) URL, got {value!r}")
+    return value
+
+
 def _finite(name: str, value: float) -> float:
     if not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value}")
@@ -210,9 +216,7 @@ class Storage(_Model):
     @field_validator("endpoint")
     @classmethod
     def _endpoint(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^https?://[^\s/]+", v):
-            raise ValueError(f"endpoint must be an http(s) URL, got {v!r}")
-        return v
+        return _http_url("endpoint", v)
 
 
 class Metrics(_Model):
@@ -221,9 +225,7 @@ class Metrics(_Model):
     @field_validator("pushgateway")
     @classmethod
     def _url(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^https?://[^\s/]+", v):
-            raise ValueError(f"pushgateway must be an http(s) URL, got {v!r}")
-        return v
+        return _http_url("pushgateway", v)
 
 
 class StudySpec(_Model):
