@@ -6,7 +6,7 @@ BOSS   := $(VENV)/bin/boss
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast services crds operator clean
+.PHONY: help install demo test test-fast services crds operator bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,6 +35,11 @@ test: install services ## the whole test suite, slow end-to-end studies included
 
 test-fast: install ## the test suite without the slow end-to-end studies
 	$(PY) -m pytest
+
+bench: install ## benchmarks: BOSS vs BO vs random, distillation step cost, engine overhead (tables + bench/out/*.png)
+	$(PY) bench/search_quality.py
+	$(PY) bench/step_cost.py
+	$(PY) bench/overhead.py
 
 crds: install ## regenerate the BossStudy CRD in crds/ from the spec model
 	$(PY) -m boss_operator.crd > crds/bossstudies.boss.automl.io.yaml
