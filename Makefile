@@ -6,15 +6,16 @@ BOSS   := $(VENV)/bin/boss
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast services crds operator bench clean
+.PHONY: help install demo test test-fast services lint chart-lint crds operator bench image deploy clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.txt requirements-dev.txt sdk/pyproject.toml operator/pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt requirements-helm.txt sdk/pyproject.toml operator/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps --ignore-requires-python -r requirements-helm.txt
 	$(PY) -m pip install -q --no-deps -e sdk -e operator
 	touch $@
 
@@ -36,13 +37,32 @@ test: install services ## the whole test suite, slow end-to-end studies included
 test-fast: install ## the test suite without the slow end-to-end studies
 	$(PY) -m pytest
 
+lint: install ## ruff over the code, tests and benchmarks
+	$(VENV)/bin/ruff check .
+
+chart-lint: install ## render the chart with Helm (default and every option) and validate it against Kubernetes' schemas
+	$(PY) -m pytest tests/test_chart.py tests/test_crd.py -q
+
+IMAGE_REGISTRY ?= ghcr.io/boss-automl
+IMAGE_TAG ?= 0.1.0
+image: ## build the trainer and operator images (needs a Docker engine)
+	@docker info >/dev/null 2>&1 || { echo "make image: no Docker engine here; build on a machine with one"; exit 1; }
+	docker build -f trainer-image/Dockerfile -t $(IMAGE_REGISTRY)/boss-trainer:$(IMAGE_TAG) .
+	docker build -f operator/Dockerfile -t $(IMAGE_REGISTRY)/boss-operator:$(IMAGE_TAG) .
+
+NAMESPACE ?= boss-system
+deploy: ## helm upgrade --install the operator into the current kubectl context (HELM_ARGS for --set ...)
+	@command -v helm >/dev/null 2>&1 || { echo "make deploy: needs the helm CLI (https://helm.sh/docs/intro/install/)"; exit 1; }
+	helm upgrade --install boss charts/boss-operator --namespace $(NAMESPACE) --create-namespace $(HELM_ARGS)
+
 bench: install ## benchmarks: BOSS vs BO vs random, distillation step cost, engine overhead (tables + bench/out/*.png)
 	$(PY) bench/search_quality.py
 	$(PY) bench/step_cost.py
 	$(PY) bench/overhead.py
 
-crds: install ## regenerate the BossStudy CRD in crds/ from the spec model
+crds: install ## regenerate the BossStudy CRD (crds/ and the chart's copy) from the spec model
 	$(PY) -m boss_operator.crd > crds/bossstudies.boss.automl.io.yaml
+	cp crds/bossstudies.boss.automl.io.yaml charts/boss-operator/crds/
 
 operator: install ## run the operator against the current kubeconfig's cluster
 	$(PY) -m boss_operator

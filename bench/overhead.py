@@ -102,7 +102,7 @@ def plot(results) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in results:
-        xs, ys = zip(*r["asks"])
+        xs, ys = zip(*r["asks"], strict=True)
         ax.plot(xs, ys, ".", ms=3, label=f"{r['trials']} trials")
     ax.set_yscale("log")
     ax.set_xlabel("trial index")

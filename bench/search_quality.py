@@ -41,7 +41,6 @@ def study_doc(seed: int, trials: int, warmup: int, epochs: int) -> dict:
 
 def _train(spec_json: str) -> dict:
     import torch
-
     from boss.loop import run_trial
     from boss.trial import TrialSpec
 
@@ -121,7 +120,7 @@ def main() -> int:
 
     print(f"\nsearch quality: digits {TASK}, {args.trials} trials x {args.epochs} epochs, "
           f"{args.seeds} seeds (BOSS: {args.warmup} warm-up)\n")
-    print(f"| method | best val acc | test acc of best | wall s / study | epochs / study |")
+    print("| method | best val acc | test acc of best | wall s / study | epochs / study |")
     print("|---|---|---|---|---|")
     for m in methods:
         rs = runs[m]
@@ -129,8 +128,8 @@ def main() -> int:
               f"{statistics.mean(r['seconds'] for r in rs):.1f} | {statistics.mean(r['epochs'] for r in rs):.0f} |")
     if "boss" in runs:
         for other in [m for m in methods if m != "boss"]:
-            wins = sum(a["test"] > b["test"] for a, b in zip(runs["boss"], runs[other]))
-            gap = statistics.mean(a["test"] - b["test"] for a, b in zip(runs["boss"], runs[other]))
+            wins = sum(a["test"] > b["test"] for a, b in zip(runs["boss"], runs[other], strict=True))
+            gap = statistics.mean(a["test"] - b["test"] for a, b in zip(runs["boss"], runs[other], strict=True))
             print(f"\nboss vs {other}: test accuracy {gap:+.4f} on average, better on {wins} of {args.seeds} seeds")
     plot(runs, args)
     return 0

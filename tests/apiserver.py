@@ -2,8 +2,9 @@
 
 kmock stores objects as the client sent them. A real API server also fills in metadata
 (uid, namespace, resourceVersion, creationTimestamp, generateName), refuses a JSON-patch
-whose `test` of resourceVersion fails (422: kopf's optimistic concurrency relies on it), and
-garbage-collects objects whose owner is gone. This adds exactly those, nothing more.
+whose `test` of resourceVersion fails (422: kopf's optimistic concurrency relies on it),
+garbage-collects objects whose owner is gone, and names the core group "v1" in discovery
+(kmock says "/v1", which client-go, and so Helm, rejects). This adds exactly those.
 
 Run: python tests/apiserver.py PORT   (prints "ready" when it listens)
 """
@@ -61,6 +62,12 @@ class ApiServer(kmock.KubernetesEmulator):
             await self._collect_garbage()  # an owner may have gone: with DELETE, or when its last finalizer is removed
         return response
 
+    async def _serve_version(self, request):
+        doc = await super()._serve_version(request)
+        if isinstance(doc, dict) and str(doc.get("groupVersion", "")).startswith("/"):
+            doc["groupVersion"] = doc["groupVersion"][1:]  # the core group is "v1", not "/v1"
+        return doc
+
     def _current(self, request):
         key = (request.resource, request.namespace, request.name)
         if key in self._objects and not self._objects[key].deleted:
@@ -92,6 +99,14 @@ def declare(server: ApiServer) -> None:
     server.resources["boss.automl.io/v1alpha1/bossstudies"] = kmock.ResourceInfo(
         kind="BossStudy", namespaced=True, singular="bossstudy", shortnames={"boss"},
         verbs={"get", "list", "watch", "create", "update", "patch", "delete"}, subresources={"status"})
+    # a real server publishes its OpenAPI documents; clients (Helm's validation) fetch them
+    # (client-go asks for v2 as protobuf: zero bytes is a valid, empty document)
+    server["get /openapi/v2"] << b""
+    server["get /openapi/v3"] << {"paths": {}}
+    # as in a cluster with the Prometheus Operator, for the chart's optional ServiceMonitor
+    server.resources["monitoring.coreos.com/v1/servicemonitors"] = kmock.ResourceInfo(
+        kind="ServiceMonitor", namespaced=True, singular="servicemonitor",
+        verbs={"get", "list", "watch", "create", "update", "patch", "delete"})
 
 
 async def main(port: int) -> None:

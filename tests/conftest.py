@@ -19,6 +19,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 BIN = Path(sys.executable).parent
+NS = "default"
 
 
 def free_port() -> int:
@@ -82,6 +83,36 @@ def pushgateway():
     port = free_port()
     with serving([exe, f"--web.listen-address=127.0.0.1:{port}"], f"http://127.0.0.1:{port}", "/-/ready") as url:
         yield url
+
+
+@pytest.fixture()
+def apiserver(tmp_path):
+    """tests/apiserver.py on a free port: (a kubernetes ApiClient, a kubeconfig path)."""
+    from kubernetes import client
+
+    port = free_port()
+    log = tmp_path / "apiserver.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "apiserver.py"), str(port)],
+                                stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.time() + 30
+    while "ready" not in log.read_text():
+        assert proc.poll() is None and time.time() < deadline, log.read_text()
+        time.sleep(0.05)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(f"""apiVersion: v1
+kind: Config
+clusters: [{{name: test, cluster: {{server: "http://127.0.0.1:{port}"}}}}]
+users: [{{name: test, user: {{token: test}}}}]
+contexts: [{{name: test, context: {{cluster: test, user: test, namespace: {NS}}}}}]
+current-context: test
+""")
+    conf = client.Configuration()
+    conf.host = f"http://127.0.0.1:{port}"
+    api = client.ApiClient(conf)
+    yield api, kubeconfig
+    proc.terminate()
+    proc.wait(10)
 
 
 def digits_doc(**changes) -> dict:

@@ -7,9 +7,8 @@ import copy
 import jsonschema
 import pytest
 import yaml
-from conftest import EXAMPLES, ROOT, digits_doc
-
 from boss_operator.crd import NAME, crd, render
+from conftest import EXAMPLES, ROOT, digits_doc
 from test_spec import BAD
 
 CRD_FILE = ROOT / "crds" / f"{NAME}.yaml"

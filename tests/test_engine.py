@@ -10,10 +10,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, digits_doc
-
 from boss.spec import DISTILL_WEIGHT, parse_study
 from boss_operator.engine import BOSS, FAILED, WARMUP, Engine, ReplayError, Trial
+from conftest import ROOT, digits_doc
 
 
 def spec_of(**changes):

@@ -11,12 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, tiny_doc, write_study
-
 from boss.spec import parse_study
 from boss.store import Store
 from boss_operator.engine import BOSS, WARMUP
 from boss_operator.local import LocalRun, load_run
+from conftest import ROOT, tiny_doc, write_study
 
 BOSS_CLI = [sys.executable, "-m", "boss.cli"]
 
@@ -145,7 +144,7 @@ def test_interrupted_then_resumed_equals_an_uninterrupted_run(tmp_path):
     for stop_after in (2, 4):  # Ctrl-C in the warm-up and again in the BOSS phase
         proc = subprocess.Popen(BOSS_CLI + ["run", str(study), "--run-dir", str(run_dir)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        wait_for(lambda: finished_trials(run_dir) >= stop_after and running_trials(run_dir))
+        wait_for(lambda n=stop_after: finished_trials(run_dir) >= n and running_trials(run_dir))
         time.sleep(2.0)  # the next trial is training now: it gets cut off
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)

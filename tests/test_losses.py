@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-
 from boss.losses import boss_loss, distillation_loss
 
 S = torch.tensor([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]])
@@ -26,9 +25,9 @@ def softmax(row, t):
 def test_kl_by_hand():
     temp = 2.0
     total = 0.0
-    for s_row, t_row in zip(S.tolist(), T.tolist()):
+    for s_row, t_row in zip(S.tolist(), T.tolist(), strict=True):
         p, q = softmax(t_row, temp), softmax(s_row, temp)
-        total += sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
+        total += sum(pi * math.log(pi / qi) for pi, qi in zip(p, q, strict=True))
     expected = total / 2 * temp**2  # batchmean, scaled by T^2 (Hinton)
     assert distillation_loss(S, T, "kl", temp).item() == pytest.approx(expected, rel=1e-6)
 

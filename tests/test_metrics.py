@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from boss.metrics import MetricsReporter, read_metrics, read_objective
 from boss_operator.readback import forget_pushgateway_group, objective_from_pushgateway, objective_from_textfile
 

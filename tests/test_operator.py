@@ -17,38 +17,14 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, free_port, tiny_doc
-from kubelet import Kubelet
-from kubernetes import client
-
 from boss.store import Store
 from boss_operator.crd import GROUP, PLURAL, VERSION
 from boss_operator.jobs import LABEL_PHASE, LABEL_STUDY, LABEL_TRIAL
+from conftest import NS, free_port, tiny_doc
+from kubelet import Kubelet
+from kubernetes import client
 
-NS = "default"
 SECRET_VALUE = "s3cr3t-value-never-logged"
-
-
-@pytest.fixture()
-def apiserver(tmp_path):
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "apiserver.py"), str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout.readline().strip() == "ready"
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(f"""apiVersion: v1
-kind: Config
-clusters: [{{name: test, cluster: {{server: "http://127.0.0.1:{port}"}}}}]
-users: [{{name: test, user: {{token: test}}}}]
-contexts: [{{name: test, context: {{cluster: test, user: test, namespace: {NS}}}}}]
-current-context: test
-""")
-    conf = client.Configuration()
-    conf.host = f"http://127.0.0.1:{port}"
-    api = client.ApiClient(conf)
-    yield api, kubeconfig
-    proc.terminate()
-    proc.wait(10)
 
 
 class Operator:

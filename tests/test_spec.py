@@ -6,9 +6,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import DELETE, EXAMPLES, digits_doc, write_study
-
 from boss.spec import DISTILL_WEIGHT, Range, SpecError, load_study, parse_study
+from conftest import DELETE, EXAMPLES, digits_doc, write_study
 
 
 def test_examples_parse():

@@ -8,7 +8,6 @@ import pickle
 
 import pytest
 import torch
-
 from boss.store import CheckpointError, Store, to_uri
 
 

@@ -8,16 +8,15 @@ import pickle
 import subprocess
 import sys
 
+import boss
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset
-
-import boss
 from boss.loop import run_trial
 from boss.metrics import read_objective
 from boss.store import Store, to_uri
 from boss.trial import TrialError, TrialSpec
+from torch.utils.data import DataLoader, TensorDataset
 
 DIGITS = "boss.trainers.digits:DigitsTrainer"
 CONFIG = {"lr": 0.05, "optimizer": "sgd", "momentum": 0.9, "batch_size": 64, "weight_decay": 1e-4}

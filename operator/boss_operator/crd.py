@@ -14,7 +14,6 @@ import sys
 from typing import Any
 
 import yaml
-
 from boss.spec import API_VERSION, KIND, StudySpec
 
 GROUP, VERSION = API_VERSION.split("/")

@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 import math
 import random
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable
-
-from smac import HyperparameterOptimizationFacade as HPO
-from smac.runhistory.dataclasses import TrialInfo, TrialValue
+from typing import Any
 
 from boss.spec import DISTILL_WEIGHT, StudySpec
+from smac import HyperparameterOptimizationFacade as HPO
+from smac.runhistory.dataclasses import TrialInfo, TrialValue
 
 from .optimizer import make_smac
 from .space import native

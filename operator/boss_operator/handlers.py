@@ -30,6 +30,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
         prefix=PREFIX, key="last-handled-configuration")
     settings.posting.level = logging.WARNING  # our own Events tell the story; kopf adds warnings
     settings.watching.server_timeout = 300
+    if os.environ.get("BOSS_WATCH_NAMESPACE"):
+        # one namespace, a Role: nothing cluster-scoped (namespaces, CRDs) may be listed
+        settings.scanning.disabled = True
     memo.config = OperatorConfig.from_env()
     memo.kube = Kube()
     port = int(os.environ.get("BOSS_METRICS_PORT", "8000"))

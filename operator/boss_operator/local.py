@@ -15,12 +15,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
-
 from boss.spec import SpecError, Study, parse_study
 from boss.store import CheckpointError, Store, to_uri
 from boss.trial import TrialSpec

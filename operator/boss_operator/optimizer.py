@@ -7,12 +7,11 @@ import shutil
 import tempfile
 from typing import Any
 
+from boss.spec import StudySpec
 from smac import HyperparameterOptimizationFacade as HPO
 from smac import Scenario
 from smac.acquisition.maximizer.local_search import LocalSearch
 from smac.model.random_forest import RandomForest
-
-from boss.spec import StudySpec
 
 from .space import build_space
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import urllib.request
 from pathlib import Path
 
-from prometheus_client import delete_from_gateway
-
 from boss.metrics import JOB, grouping_key, read_objective
+from prometheus_client import delete_from_gateway
 
 
 def objective_from_textfile(path: str | Path, metric: str) -> float | None:

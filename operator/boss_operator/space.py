@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from boss.spec import DISTILL_WEIGHT, Param, StudySpec
 from ConfigSpace import (
     AndConjunction,
     Categorical,
@@ -14,8 +15,6 @@ from ConfigSpace import (
     InCondition,
     Integer,
 )
-
-from boss.spec import DISTILL_WEIGHT, Param, StudySpec
 
 
 def _hyperparameter(name: str, p: Param):

@@ -5,10 +5,20 @@
     study = boss.load_study("study.yaml")
 """
 
-from .losses import boss_loss, distillation_loss
 from .spec import SpecError, Study, StudySpec, load_study, parse_study
 from .store import CheckpointError, Store
-from .trainer import Trainer
+
+_TORCH = {"Trainer": "trainer", "boss_loss": "losses", "distillation_loss": "losses"}
+
+
+def __getattr__(name: str):
+    """The torch-backed parts load on first use: the operator imports `boss` without torch."""
+    if name in _TORCH:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_TORCH[name]}", __name__), name)
+    raise AttributeError(f"module 'boss' has no attribute {name!r}")
+
 
 __all__ = [
     "CheckpointError",

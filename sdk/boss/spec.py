@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -26,7 +26,7 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _STORAGE_SCHEMES = ("file", "s3", "gs", "gcs", "memory")
 MAX_STUDY_NAME = 50  # trial Jobs are named <study>-t<index>, and a Job name must stay under 63
 
-Scalar = Union[bool, int, float, str]
+Scalar = bool | int | float | str
 
 
 class SpecError(ValueError):
@@ -60,7 +60,7 @@ class Param(_Model):
     log: bool = False
     choices: list[Scalar] | None = None
     default: Scalar | None = None
-    when: dict[str, Union[Scalar, list[Scalar]]] | None = Field(
+    when: dict[str, Scalar | list[Scalar]] | None = Field(
         default=None, description="Active only when every named parent takes the given value(s)."
     )
 
@@ -151,7 +151,7 @@ class Budget(_Model):
 
 class Distillation(_Model):
     loss: Literal["mse", "kl"] = "mse"
-    weight: Union[float, Range] = Field(
+    weight: float | Range = Field(
         1.0, description="w in L = CE + w * L_dt; a {low, high, log} range makes it searched."
     )
     temperature: float = Field(4.0, gt=0, le=1_000, description="Softening for the kl loss.")

@@ -12,13 +12,12 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fsspec
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
+
+if TYPE_CHECKING:
+    import torch
 
 
 class CheckpointError(RuntimeError):
@@ -80,15 +79,19 @@ class Store:
     def read_json(self, uri: str) -> Any:
         return json.loads(self.read(uri))
 
-    def save_checkpoint(self, uri: str, state_dict: dict[str, torch.Tensor], metadata: dict[str, Any]) -> str:
+    def save_checkpoint(self, uri: str, state_dict: dict[str, "torch.Tensor"], metadata: dict[str, Any]) -> str:
         """Save weights (safetensors) with JSON metadata; returns the file's SHA-256."""
+        from safetensors.torch import save as st_save
         tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
         data = st_save(tensors, metadata={"boss": json.dumps(metadata, sort_keys=True)})
         self.write(uri, data)
         return hashlib.sha256(data).hexdigest()
 
-    def load_checkpoint(self, uri: str, sha256: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    def load_checkpoint(self, uri: str, sha256: str | None = None) -> tuple[dict[str, "torch.Tensor"], dict[str, Any]]:
         """Load weights; refuses bytes that do not match `sha256` or are not safetensors."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load as st_load
+
         data = self.read(uri)
         if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
             raise CheckpointError(f"{uri}: checksum mismatch (truncated or corrupt checkpoint)")

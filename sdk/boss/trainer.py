@@ -18,7 +18,8 @@ evaluates, keeps the best epoch, saves the checkpoint and reports metrics.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
