@@ -1,5 +1,10 @@
-"""Trainers that fail on purpose, for the local backend's failure tests."""
+"""Trainers that fail on purpose, for the failure and preemption tests."""
 
+import os
+from pathlib import Path
+
+import torch
+from boss.trainers.common import make_optimizer
 from boss.trainers.digits import DigitsTrainer
 
 
@@ -13,3 +18,25 @@ class FailsOnAdamW(DigitsTrainer):
         if self.config.get("optimizer") == "adamw":
             raise RuntimeError("no adamw today")
         return super().configure_model()
+
+
+class _DieAfter(torch.optim.lr_scheduler.CosineAnnealingLR):
+    """Kills the process (like a preempted pod) right after epoch `epoch`'s training, once."""
+
+    def __init__(self, opt, epochs, epoch, marker):
+        self.die_at, self.marker = epoch, str(marker)  # before super(): its __init__ steps once
+        super().__init__(opt, T_max=epochs)
+
+    def step(self, *args, **kwargs):
+        super().step(*args, **kwargs)
+        if self.last_epoch == self.die_at and not Path(self.marker).exists():
+            Path(self.marker).write_text("preempted once")
+            os._exit(137)
+
+
+class PreemptedOnce(DigitsTrainer):
+    """args.die_after_epoch and args.marker: die once, mid-trial, before that epoch is saved."""
+
+    def configure_optimizers(self, model, epochs, steps_per_epoch):
+        opt, _ = make_optimizer(model, self.config, epochs)
+        return opt, _DieAfter(opt, epochs, int(self.args["die_after_epoch"]), self.args["marker"])

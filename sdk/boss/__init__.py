@@ -6,7 +6,7 @@
 """
 
 from .spec import SpecError, Study, StudySpec, load_study, parse_study
-from .store import CheckpointError, Store
+from .store import CheckpointError, StorageError, Store
 
 _TORCH = {"Trainer": "trainer", "boss_loss": "losses", "distillation_loss": "losses"}
 
@@ -23,6 +23,7 @@ def __getattr__(name: str):
 __all__ = [
     "CheckpointError",
     "SpecError",
+    "StorageError",
     "Store",
     "Study",
     "StudySpec",

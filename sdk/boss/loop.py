@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+import sys
 import time
 from contextlib import nullcontext
 from typing import Any
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import resume
 from .losses import boss_loss
 from .metrics import MetricsReporter
 from .plugins import load_trainer_class
@@ -83,10 +85,16 @@ def run_trial(spec: TrialSpec, trainer: Trainer | None = None) -> dict[str, Any]
     optimizer, scheduler = _optimizers(trainer.configure_optimizers(model, spec.epochs, steps))
     weight = spec.distill_weight if teacher is not None else 0.0
 
-    best: tuple[float, int, dict[str, float], dict[str, torch.Tensor]] | None = None
-    history: list[dict[str, float]] = []
-    diverged = False
-    for epoch in range(1, spec.epochs + 1):
+    identity = {"study": spec.study, "trial": spec.index, "config": spec.config, "epochs": spec.epochs,
+                "teacher": spec.teacher_sha256, "student": spec.student_sha256, "seed": spec.seed}
+    resume_uri = spec.output_uri.rstrip("/") + "/" + resume.RESUME
+    st = resume.load(store, resume_uri, identity, model, optimizer, scheduler) or resume.TrainState()
+    if st.epoch:
+        print(f"boss: trial {spec.index}: resuming after epoch {st.epoch} of {spec.epochs}", file=sys.stderr)
+    for epoch in range(st.epoch + 1, spec.epochs + 1):
+        if st.diverged:
+            break
+        seed_everything(spec.seed * 1_000 + epoch)  # each epoch's randomness is its own: resumable
         model.train()
         n, sum_loss, sum_dt = 0, 0.0, 0.0
         for inputs, targets in train_loader:
@@ -101,7 +109,7 @@ def run_trial(spec: TrialSpec, trainer: Trainer | None = None) -> dict[str, Any]
                 loss, dt = boss_loss(task, logits, teacher_logits, weight,
                                      spec.distill_loss, spec.temperature)
             if not torch.isfinite(loss):
-                diverged = True
+                st.diverged = True
                 break
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -114,22 +122,30 @@ def run_trial(spec: TrialSpec, trainer: Trainer | None = None) -> dict[str, Any]
         with _autocast(trainer, device):
             val = {f"val_{k}": v for k, v in trainer.evaluate(model, val_loader, device).items()}
         row = {"epoch": epoch, "train_loss": sum_loss / max(n, 1), "distill_loss": sum_dt / max(n, 1), **val}
-        if diverged:
+        if st.diverged:
             row["train_loss"] = float("nan")
-        history.append(row)
+        st.history.append(row)
         if metric not in row:
             raise TrialError(f"objective metric {metric!r} is not among the metrics the trainer "
                              f"reports: {', '.join(sorted(row))}")
         value = float(row[metric])
-        if math.isfinite(value) and (best is None or (value > best[0] if maximize else value < best[0])):
-            best = (value, epoch, row, copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}))
+        if math.isfinite(value) and (st.best_value is None or (value > st.best_value if maximize else value < st.best_value)):
+            st.best_value, st.best_epoch, st.best_row = value, epoch, row
+            st.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
         reporter.epoch_end(epoch, {k: v for k, v in row.items() if k != "epoch"})
-        if diverged:
-            break
-    if best is None:
+        st.epoch = epoch
+        if epoch < spec.epochs and not st.diverged:
+            try:
+                if not resume.save(store, resume_uri, identity, model, optimizer, scheduler, st) and epoch == 1:
+                    print("boss: warning: the optimiser/scheduler state is not plain data (JSON); "
+                          "this trial cannot resume after a preemption", file=sys.stderr)
+            except OSError as e:  # only resumability is lost; the final save decides the trial
+                print(f"boss: warning: no resume point after epoch {epoch}: {e}", file=sys.stderr)
+    if st.best_state is None:
         raise TrialError("no epoch produced a finite objective (the training diverged)")
 
-    value, best_epoch, best_row, best_state = best
+    value, best_epoch, best_row, best_state = st.best_value, st.best_epoch, st.best_row, st.best_state
+    history, diverged = st.history, st.diverged
     model.load_state_dict(best_state)
     test_loader = trainer.test_dataloader()
     test: dict[str, float] = {}
@@ -154,4 +170,5 @@ def run_trial(spec: TrialSpec, trainer: Trainer | None = None) -> dict[str, Any]
     }
     store.write_json(spec.result_uri, result)
     reporter.final(metric, value)  # last: the objective appears only once weights and result exist
+    store.delete(resume_uri)  # the trial is done: its resume point is no longer needed
     return result

@@ -8,6 +8,7 @@ configured, and otherwise writes the text exposition format to a file beside the
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_to_textfile
@@ -43,6 +44,7 @@ class MetricsReporter:
         self._completed = Gauge(COMPLETED, "1 once the final objective is reported", ["phase"],
                                 registry=self.registry)
         self.phase = phase
+        self.push_failures = 0  # consecutive failed pushes (the Pushgateway is down)
         self._completed.labels(phase).set(0)
 
     def epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
@@ -57,9 +59,16 @@ class MetricsReporter:
         self.flush()
 
     def flush(self) -> None:
+        """Publish the metrics. A Pushgateway that is down costs a warning, never the trial:
+        the result in storage is the record, and the operator falls back to it."""
         if self.pushgateway:
-            push_to_gateway(self.pushgateway, job=JOB, registry=self.registry,
-                            grouping_key=grouping_key(self.study, self.trial), timeout=10)
+            try:
+                push_to_gateway(self.pushgateway, job=JOB, registry=self.registry,
+                                grouping_key=grouping_key(self.study, self.trial), timeout=10)
+                self.push_failures = 0
+            except OSError as e:  # URLError, refused, timed out
+                self.push_failures += 1
+                print(f"boss: warning: cannot push metrics to {self.pushgateway}: {e}", file=sys.stderr)
         if self.textfile:
             write_to_textfile(self.textfile, self.registry)  # writes a temp file, then renames
 

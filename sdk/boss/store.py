@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +24,15 @@ if TYPE_CHECKING:
 
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing, corrupt or not in the safe format."""
+
+
+class StorageError(OSError):
+    """Storage that kept failing after every retry."""
+
+
+# answers that retrying cannot change
+_FINAL = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, CheckpointError, ValueError,
+          TypeError, AttributeError)  # the last two: a bug or a misconfiguration, not an outage
 
 
 def to_uri(location: str | Path) -> str:
@@ -38,18 +49,47 @@ def join(base: str, *parts: str) -> str:
 
 @dataclass(frozen=True)
 class Store:
-    """Reads and writes bytes at URIs. `endpoint` points s3:// at an S3-compatible server."""
+    """Reads and writes bytes at URIs. `endpoint` points s3:// at an S3-compatible server.
+
+    Object storage refuses or times out now and then: every operation is retried with
+    exponential backoff (`backoff`, doubling, `attempts` in all) before it fails.
+    """
 
     endpoint: str | None = None
+    attempts: int = field(default_factory=lambda: int(os.environ.get("BOSS_STORAGE_ATTEMPTS", "6")))
+    backoff: float = field(default_factory=lambda: float(os.environ.get("BOSS_STORAGE_BACKOFF", "0.5")))
+
+    def _retry(self, what: str, uri: str, fn):
+        delay = self.backoff
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return fn()
+            except _FINAL:
+                raise
+            except Exception as e:
+                if type(e).__name__ in ("NoCredentialsError", "PartialCredentialsError"):
+                    raise StorageError(f"{uri}: {what} failed: {e} (set the storage Secret)") from None
+                if attempt == self.attempts:
+                    raise StorageError(f"{uri}: {what} failed after {attempt} attempts: {e}") from None
+                print(f"boss: {what} {uri} failed ({e}); retrying in {delay:.1f}s", file=sys.stderr)
+                time.sleep(delay)
+                delay *= 2
 
     def _fs(self, uri: str) -> tuple[Any, str]:
         opts: dict[str, Any] = {}
-        if uri.startswith("s3://") and self.endpoint:
-            opts["client_kwargs"] = {"endpoint_url": self.endpoint}
+        if uri.startswith("s3://"):
+            # one retry policy, ours (logged, configurable), not botocore's and s3fs's stacked under it
+            opts.update(config_kwargs={"retries": {"max_attempts": 1, "mode": "standard"},
+                                       "connect_timeout": 10, "read_timeout": 60})
+            if self.endpoint:
+                opts["client_kwargs"] = {"endpoint_url": self.endpoint}
         return fsspec.core.url_to_fs(uri, **opts)
 
     def write(self, uri: str, data: bytes) -> None:
         """Write all of `data` or nothing: readers never see a half-written file."""
+        self._retry("write", uri, lambda: self._write(uri, data))
+
+    def _write(self, uri: str, data: bytes) -> None:
         fs, path = self._fs(uri)
         if getattr(fs, "protocol", None) in ("file", ("file", "local")) or uri.startswith("file://"):
             os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -63,15 +103,24 @@ class Store:
             fs.pipe_file(path, data)  # one PUT: an object store commits it whole
 
     def read(self, uri: str) -> bytes:
-        fs, path = self._fs(uri)
         try:
-            return fs.cat_file(path)
+            return self._retry("read", uri, lambda: self._on(uri, "cat_file"))
         except FileNotFoundError:
             raise CheckpointError(f"{uri}: not found") from None
 
     def exists(self, uri: str) -> bool:
+        return self._retry("check", uri, lambda: self._on(uri, "exists"))
+
+    def delete(self, uri: str) -> None:
+        """Remove an object; one that is already gone is fine."""
+        try:
+            self._retry("delete", uri, lambda: self._on(uri, "rm_file"))
+        except FileNotFoundError:
+            pass
+
+    def _on(self, uri: str, method: str):
         fs, path = self._fs(uri)
-        return fs.exists(path)
+        return getattr(fs, method)(path)
 
     def write_json(self, uri: str, obj: Any) -> None:
         self.write(uri, json.dumps(obj, indent=2, sort_keys=True).encode())

@@ -13,7 +13,10 @@ In the spirit of Lightning's LightningModule. A subclass needs four methods:
 `self.config` holds the trial's hyperparameters (inactive conditional ones are absent),
 `self.args` the study's `trainer.args`. Batches are `(inputs, targets)`; the model returns
 logits. The SDK loads the student's and the teacher's weights, adds the distillation term,
-evaluates, keeps the best epoch, saves the checkpoint and reports metrics.
+evaluates, keeps the best epoch, saves the checkpoint and reports metrics. After every
+epoch it saves a resume point, and it seeds torch's global RNG at the start of each epoch:
+draw randomness from it (no private torch.Generator in a DataLoader) and a preempted trial
+resumes to the same result as an uninterrupted one.
 """
 
 from __future__ import annotations

@@ -79,11 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from .loop import run_trial
     from .plugins import PluginError
-    from .store import CheckpointError
+    from .store import CheckpointError, StorageError
 
     try:
         result = run_trial(spec)
-    except (TrialError, CheckpointError, PluginError) as e:
+    except (TrialError, CheckpointError, StorageError, PluginError) as e:
         print(f"boss.trial: trial {spec.index} failed: {e}", file=sys.stderr)
         return 1
     except Exception as e:
@@ -95,4 +95,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run main() from the imported module, not from __main__: otherwise `TrialError` here would be
+    # __main__.TrialError, a different class from the boss.trial.TrialError the loop raises
+    from boss.trial import main as _main
+
+    sys.exit(_main())

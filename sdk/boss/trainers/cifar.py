@@ -87,11 +87,10 @@ class ResNetTrainer(Trainer):
         return train, order[:n_val]
 
     def _loader(self, ds, shuffle: bool) -> DataLoader:
-        g = torch.Generator().manual_seed(self.seed)
         workers = int(self.args.get("num_workers", 4))
         return DataLoader(ds, batch_size=int(self.config.get("batch_size", 128)), shuffle=shuffle,
                           num_workers=workers, pin_memory=torch.cuda.is_available(),
-                          persistent_workers=workers > 0, generator=g, drop_last=False)
+                          persistent_workers=False, drop_last=False)  # global RNG, seeded per epoch
 
     def configure_model(self) -> nn.Module:
         classes = 10 if self._dataset_name() == "cifar10" else 100

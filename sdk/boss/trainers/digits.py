@@ -77,9 +77,9 @@ class DigitsTrainer(Trainer):
 
     def _loader(self, split: int, shuffle: bool) -> DataLoader:
         x, y = self._splits()[split]
-        g = torch.Generator().manual_seed(self.seed)
         bs = int(self.config.get("batch_size", 64)) if shuffle else 512
-        return DataLoader(TensorDataset(x, y), batch_size=bs, shuffle=shuffle, generator=g)
+        # shuffling draws from torch's global RNG, which the SDK seeds per epoch (resumable)
+        return DataLoader(TensorDataset(x, y), batch_size=bs, shuffle=shuffle)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(0, shuffle=True)
