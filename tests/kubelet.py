@@ -23,10 +23,10 @@ from kubernetes.client.exceptions import ApiException
 
 class Kubelet:
     def __init__(self, api: client.ApiClient, namespace: str, workdir: Path, *, fail: set[str] = frozenset(),
-                 env: dict[str, str] | None = None, slots: int = 4):
+                 env: dict[str, str] | None = None, slots: int = 4, after_run=None):
         self.batch, self.core = client.BatchV1Api(api), client.CoreV1Api(api)
         self.namespace, self.workdir, self.fail = namespace, workdir, set(fail)
-        self.env, self.slots = env or {}, slots
+        self.env, self.slots, self.after_run = env or {}, slots, after_run
         self.runs: collections.Counter[str] = collections.Counter()
         self.running: dict[str, tuple[subprocess.Popen, object]] = {}
         self.seen: set[str] = set()
@@ -73,6 +73,8 @@ class Kubelet:
             if proc.poll() is not None:
                 log.close()
                 del self.running[name]
+                if self.after_run is not None:
+                    self.after_run(name)
                 self._finish(name, ok=proc.returncode == 0)
 
     def _resolve(self, env) -> dict[str, str]:

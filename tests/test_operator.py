@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import pytest
 from boss.store import Store
 from boss_operator.crd import GROUP, PLURAL, VERSION
 from boss_operator.jobs import LABEL_PHASE, LABEL_STUDY, LABEL_TRIAL
+from boss_operator.readback import forget_pushgateway_group
 from conftest import NS, free_port, tiny_doc
 from kubelet import Kubelet
 from kubernetes import client
@@ -143,6 +145,7 @@ def test_a_study_runs_as_jobs_end_to_end(cluster, tmp_path):
     reasons = [e.reason for e in events_of(api, "digits")]
     assert reasons.count("TrialSucceeded") == 5 and "StudySucceeded" in reasons and "PhaseChanged" in reasons
     assert SECRET_VALUE not in op.log()
+    assert all(SECRET_VALUE not in p.read_text(errors="replace") for p in tmp_path.glob("digits-t*.log"))
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{op.metrics_port}/metrics").read().decode()
     assert "boss_operator_trials_started_total 5.0" in metrics
     assert 'boss_operator_trials_finished_total{result="succeeded"} 5.0' in metrics
@@ -236,3 +239,57 @@ def _exists(api, name) -> bool:
         if e.status == 404:
             return False
         raise
+
+
+def trial_history(status) -> list:
+    return [(t["phase"], t["config"], t["teacher"], t["student"]) for t in status["trials"]]
+
+
+@pytest.mark.slow
+def test_ten_operator_kills_change_nothing(cluster, tmp_path):
+    """SIGKILL at random points, 10 times: same trials as an uninterrupted run, no Job twice."""
+    api, op, s3, bucket, gateway = cluster
+    budget = {"trials": 6, "warmupTrials": 3, "parallelism": 1}
+    op.start()
+    with Kubelet(api, NS, tmp_path) as kubelet:
+        custom(api).create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL,
+                                                    study_doc("calm", s3, bucket, gateway, **{"spec.budget": budget}))
+        calm = wait_phase(api, "calm", ("Succeeded", "Failed"))["status"]
+        custom(api).create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL,
+                                                    study_doc("stormy", s3, bucket, gateway, **{"spec.budget": budget}))
+        rng = random.Random(7)
+        for _ in range(10):
+            time.sleep(rng.uniform(0.5, 4.0))
+            op.kill()
+            op.start()
+        stormy = wait_phase(api, "stormy", ("Succeeded", "Failed"))["status"]
+    assert calm["phase"] == stormy["phase"] == "Succeeded"
+    assert op.starts == 11
+    assert trial_history(stormy) == trial_history(calm)
+    names = [f"stormy-t{i:04d}" for i in range(6)]
+    assert [j.metadata.name for j in jobs_of(api, "stormy")] == names
+    assert [kubelet.runs[n] for n in names] == [1] * 6
+
+
+@pytest.mark.slow
+def test_metrics_outages_fall_back_to_the_result_in_storage(cluster, tmp_path):
+    api, op, s3, bucket, gateway = cluster
+    dead = f"http://127.0.0.1:{free_port()}"
+    small = {"spec.budget": {"trials": 3, "warmupTrials": 2, "parallelism": 2}}
+    custom(api).create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, study_doc("nogw", s3, bucket, dead, **small))
+    custom(api).create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, study_doc("lost", s3, bucket, gateway, **small))
+
+    def lose_series(job: str) -> None:  # a Pushgateway restarted without persistence
+        if job.startswith("lost-"):
+            forget_pushgateway_group(gateway, "lost", int(job.rsplit("-t", 1)[1]))
+
+    op.start()
+    with Kubelet(api, NS, tmp_path, after_run=lose_series):
+        down = wait_phase(api, "nogw", ("Succeeded", "Failed"))["status"]
+        lost = wait_phase(api, "lost", ("Succeeded", "Failed"))["status"]
+    for name, status, reason in (("nogw", down, "MetricsUnavailable"), ("lost", lost, "MetricsFallback")):
+        assert status["phase"] == "Succeeded" and all(t["state"] == "succeeded" for t in status["trials"])
+        result = Store(s3).read_json(status["trials"][0]["checkpoint"].rsplit("/", 1)[0] + "/result.json")
+        assert status["trials"][0]["value"] == result["value"]
+        said = [e.reason for e in events_of(api, name)]
+        assert said.count(reason) == 3, said

@@ -71,8 +71,10 @@ class Param(_Model):
                 raise ValueError("a categorical parameter needs a non-empty 'choices' list")
             if self.low is not None or self.high is not None or self.log:
                 raise ValueError("a categorical parameter takes 'choices', not low/high/log")
-            if len({repr(c) for c in self.choices}) != len(self.choices):
-                raise ValueError(f"'choices' has duplicates: {self.choices}")
+            for i, a in enumerate(self.choices):
+                for b in self.choices[i + 1 :]:
+                    if a == b:  # also 1 == 1.0 == True: the search could not tell them apart
+                        raise ValueError(f"'choices' has duplicates: {a!r} and {b!r} ({self.choices})")
             if self.default is not None and self.default not in self.choices:
                 raise ValueError(f"default {self.default!r} is not one of the choices {self.choices}")
             return self
@@ -346,7 +348,8 @@ def _loc(loc: tuple[Any, ...]) -> tuple[str, str | None]:
         elif str(part) in _UNION_TAGS or "[" in str(part):
             tag = str(part)  # pydantic names the union member it tried; not a field the user wrote
         else:
-            out += ("." if out else "") + str(part)
+            name = str(part)
+            out += ("." if out else "") + (name if name.isprintable() and name.strip() == name and name else repr(name))
     return out, tag
 
 
@@ -376,14 +379,19 @@ def format_errors(e: ValidationError, source: str | None = None) -> str:
             seen[where] = "must be " + " or ".join(dict.fromkeys(kinds))
     parts = [f"{w}: {m}" if w else m for w, m in seen.items()]
     head = f"{source}: " if source else ""
-    return head + "; ".join(parts)
+    return _one_line(head + "; ".join(parts))
+
+
+def _one_line(text: str) -> str:
+    """Whatever the input held, the message stays one line (newlines in values are escaped)."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def parse_study(doc: Any, source: str | None = None) -> Study:
     """Validate a BossStudy document (a dict from YAML or from the API server)."""
     if not isinstance(doc, dict):
         where = f"{source}: " if source else ""
-        raise SpecError(f"{where}expected a {KIND} document (a mapping), got {type(doc).__name__}")
+        raise SpecError(_one_line(f"{where}expected a {KIND} document (a mapping), got {type(doc).__name__}"))
     try:
         return Study.model_validate(doc)
     except ValidationError as e:
