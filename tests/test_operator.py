@@ -185,29 +185,6 @@ def test_failed_jobs_are_counted_and_the_study_goes_on(cluster, tmp_path):
 
 
 @pytest.mark.slow
-def test_operator_killed_and_restarted_loses_and_repeats_nothing(cluster, tmp_path):
-    api, op, s3, bucket, gateway = cluster
-    doc = study_doc("restart", s3, bucket, gateway,
-                    **{"spec.budget": {"trials": 6, "warmupTrials": 3, "parallelism": 2}})
-    custom(api).create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, doc)
-    op.start()
-    with Kubelet(api, NS, tmp_path) as kubelet:
-        for finished in (0, 2, 4):  # kill once Jobs exist, in the warm-up and in the BOSS phase
-            deadline = time.time() + 240
-            while (get(api, "restart").get("status") or {}).get("trialsCompleted", 0) < finished or not jobs_of(api, "restart"):
-                assert time.time() < deadline
-                time.sleep(0.2)
-            op.kill()
-            time.sleep(1.0)
-            op.start()
-        status = wait_phase(api, "restart", ("Succeeded", "Failed"))["status"]
-    assert status["phase"] == "Succeeded" and len(status["trials"]) == 6
-    assert [j.metadata.name for j in jobs_of(api, "restart")] == [f"restart-t{i:04d}" for i in range(6)]
-    assert sorted(kubelet.runs) == [f"restart-t{i:04d}" for i in range(6)] and set(kubelet.runs.values()) == {1}
-    assert op.starts == 4
-
-
-@pytest.mark.slow
 def test_suspend_resume_and_delete(cluster, tmp_path):
     api, op, s3, bucket, gateway = cluster
     doc = study_doc("pause", s3, bucket, gateway, **{"spec.suspend": True})
