@@ -21,12 +21,14 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-helm.txt sdk/pyproj
 
 install: $(STAMP) ## create .venv and install the SDK, the operator and the test tools
 
-services: ## install the test services from Debian (the Prometheus Pushgateway) where apt is usable
-	@command -v prometheus-pushgateway >/dev/null 2>&1 || { \
+services: ## install the test services from Debian where apt is usable: Prometheus Pushgateway, Chromium
+	@missing=""; command -v prometheus-pushgateway >/dev/null 2>&1 || missing="$$missing prometheus-pushgateway"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-pushgateway) >/dev/null \
-	      || echo "warning: could not install prometheus-pushgateway; its tests will be skipped"; \
-	  else echo "note: prometheus-pushgateway not installed (needs root + apt); its tests will be skipped"; fi; }
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing) >/dev/null \
+	      || echo "warning: could not install$$missing; the tests that need them will be skipped"; \
+	  else echo "note:$$missing not installed (needs root + apt); the tests that need them will be skipped"; fi; fi
 
 demo: install ## run the digits BOSS study on this machine and print the result
 	$(BOSS) run examples/digits-study.yaml --run-dir runs/digits-demo --fresh

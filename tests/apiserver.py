@@ -3,8 +3,9 @@
 kmock stores objects as the client sent them. A real API server also fills in metadata
 (uid, namespace, resourceVersion, creationTimestamp, generateName), refuses a JSON-patch
 whose `test` of resourceVersion fails (422: kopf's optimistic concurrency relies on it),
-garbage-collects objects whose owner is gone, and names the core group "v1" in discovery
-(kmock says "/v1", which client-go, and so Helm, rejects). This adds exactly those.
+garbage-collects objects whose owner is gone, answers a create with 201 (the kubernetes
+client only reads the body then), serves its OpenAPI documents, and names the core group "v1"
+in discovery (kmock says "/v1", which client-go, and so Helm, rejects). This adds exactly those.
 
 Run: python tests/apiserver.py PORT   (prints "ready" when it listens)
 """
@@ -58,6 +59,8 @@ class ApiServer(kmock.KubernetesEmulator):
             elif isinstance(request.data, dict):  # merge patch
                 request.data.setdefault("metadata", {})["resourceVersion"] = rv
         response = await super()._handle(request)
+        if request.resource is not None and action == kmock.action.CREATE and response.status == 200:
+            response.set_status(201)  # "Created", as a real server says (clients read the body only then)
         if request.resource is not None and action in (kmock.action.DELETE, kmock.action.UPDATE):
             await self._collect_garbage()  # an owner may have gone: with DELETE, or when its last finalizer is removed
         return response

@@ -207,3 +207,23 @@ def test_dockerfiles_parse_and_use_files_that_exist(dockerfile):
     users = [rest for word, rest in ins if word == "USER"]
     assert users and users[-1] not in ("root", "0")
     assert any(w in ("ENTRYPOINT", "CMD") for w, _ in ins)
+
+
+# ---- the Grafana dashboard ------------------------------------------------------------------
+
+
+def test_dashboard_ships_in_a_configmap_and_queries_real_metrics(helm):
+    from boss import metrics as trial_metrics
+    from boss_operator import opmetrics
+
+    docs = helm({"grafana": {"dashboard": {"enabled": True}}})
+    validate_all(docs)
+    cm = by_kind(docs)["ConfigMap"][0]
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dash = json.loads(cm["data"]["boss-operator.json"])
+    assert dash == json.loads((CHART / "dashboards" / "boss-operator.json").read_text())
+    exprs = " ".join(t["expr"] for p in dash["panels"] for t in p["targets"])
+    used = set(re.findall(r"\b(boss_[a-z_]+?)(?:_bucket|_total)?\b", exprs))
+    known = {m._name for m in vars(opmetrics).values() if hasattr(m, "_name")}
+    known |= {v for k, v in vars(trial_metrics).items() if k.isupper() and isinstance(v, str) and v.startswith("boss_")}
+    assert used and used <= known, used - known

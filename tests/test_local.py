@@ -38,7 +38,7 @@ def check_study(run_dir: Path, trials: int, warmup: int) -> dict:
 
 
 def test_full_study_through_the_cli(tmp_path):
-    study = write_study(tmp_path, tiny_doc())
+    study = write_study(tmp_path, tiny_doc(**{"spec.trainer.epochs": 1}))
     run_dir = tmp_path / "run"
     r = run_cli("run", study, "--run-dir", run_dir)
     assert r.returncode == 0, r.stderr
@@ -135,7 +135,7 @@ def running_trials(run_dir: Path) -> int:
 
 @pytest.mark.slow
 def test_interrupted_then_resumed_equals_an_uninterrupted_run(tmp_path):
-    doc = tiny_doc(**{"spec.budget": {"trials": 7, "warmupTrials": 3, "parallelism": 1}})
+    doc = tiny_doc(**{"spec.budget": {"trials": 6, "warmupTrials": 3, "parallelism": 1}, "spec.trainer.epochs": 1})
     study = write_study(tmp_path, doc)
     reference = tmp_path / "reference"
     assert run_cli("run", study, "--run-dir", reference, "-q").returncode == 0
@@ -156,8 +156,8 @@ def test_interrupted_then_resumed_equals_an_uninterrupted_run(tmp_path):
     r = run_cli("run", study, "--run-dir", run_dir)
     assert r.returncode == 0, r.stderr
     assert "continuing" in r.stdout
-    got, want = check_study(run_dir, 7, 3), check_study(reference, 7, 3)
+    got, want = check_study(run_dir, 6, 3), check_study(reference, 6, 3)
     key = ("index", "phase", "config", "teacher", "student")
     assert [{k: t[k] for k in key} for t in got["trials"]] == [{k: t[k] for k in key} for t in want["trials"]]
     study_, engine, _ = load_run(run_dir)
-    assert len(engine.trials) == 7
+    assert len(engine.trials) == 6

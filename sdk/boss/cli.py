@@ -43,38 +43,38 @@ def _config(c: dict[str, Any]) -> str:
     return " ".join(f"{k}={_fmt(v)}" for k, v in c.items())
 
 
-def trials_table(study: Study, engine: Any) -> Table:
-    metric = study.spec.objective.metric
-    best = engine.best()
-    table = Table(title=f"{study.name}: {len(engine.trials)} trials", header_style="bold")
+def trials_table(name: str, metric: str, trials: list[dict[str, Any]], best: dict[str, Any] | None) -> Table:
+    """The trials as recorded (a local run's state.json or a cluster study's status)."""
+    table = Table(title=f"{name}: {len(trials)} trials", header_style="bold")
     for col in ("#", "phase", "state", "teacher", "student", "config", metric, "test", "s"):
         table.add_column(col, overflow="fold", justify="right" if col in ("#", metric, "test", "s") else "left")
-    for t in engine.trials:
-        test = t.extra.get("test", {}).get(metric.replace("val_", "test_", 1))
-        style = "bold green" if best is not None and t.index == best.index else ("red" if t.state == "failed" else "")
+    for t in trials:
+        extra = t.get("extra") or {}
+        test = extra.get("test", {}).get(metric.replace("val_", "test_", 1))
+        style = "bold green" if best is not None and t["index"] == best["index"] else (
+            "red" if t["state"] == "failed" else "")
         table.add_row(
-            str(t.index), t.phase, t.state,
-            "" if t.teacher is None else f"#{t.teacher}", "" if t.student is None else f"#{t.student}",
-            _config(t.config), "" if t.value is None else f"{t.value:.4f}",
-            "" if test is None else f"{test:.4f}", _fmt(t.extra.get("seconds", "")),
+            str(t["index"]), t["phase"], t["state"],
+            "" if t.get("teacher") is None else f"#{t['teacher']}", "" if t.get("student") is None else f"#{t['student']}",
+            _config(t.get("config", {})), "" if t.get("value") is None else f"{t['value']:.4f}",
+            "" if test is None else f"{test:.4f}", _fmt(extra.get("seconds", "")),
             style=style,
         )
     return table
 
 
-def lineage_tree(engine: Any, index: int) -> Tree:
-    """The checkpoints a trial descends from; each shown once (lineage is a DAG)."""
+def lineage_tree(trials: list[dict[str, Any]], index: int) -> tuple[Tree, int]:
+    """The checkpoints a trial descends from, each shown once (lineage is a DAG), and their count."""
     shown: set[int] = set()
 
     def label(i: int, role: str) -> str:
-        t = engine.trials[i]
-        score = "" if t.value is None else f" {t.value:.4f}"
-        return f"{role}#{i} [dim]{t.phase}{score}[/]"
+        t = trials[i]
+        score = "" if t.get("value") is None else f" {t['value']:.4f}"
+        return f"{role}#{i} [dim]{t['phase']}{score}[/]"
 
     def grow(node: Tree, i: int) -> None:
         shown.add(i)
-        t = engine.trials[i]
-        for role, j in (("student init ", t.student), ("teacher ", t.teacher)):
+        for role, j in (("student init ", trials[i].get("student")), ("teacher ", trials[i].get("teacher"))):
             if j is None:
                 continue
             if j in shown:
@@ -84,26 +84,29 @@ def lineage_tree(engine: Any, index: int) -> Tree:
 
     root = Tree(label(index, "best "))
     grow(root, index)
-    return root
+    return root, len(shown) - 1
 
 
-def print_result(study: Study, engine: Any, run_dir: Path | None = None) -> None:
-    console.print(trials_table(study, engine))
-    best = engine.best()
-    metric = study.spec.objective.metric
+def print_result(name: str, spec: dict[str, Any], trials: list[dict[str, Any]], where: str | None = None) -> None:
+    from .report import best_trial
+
+    objective = spec.get("objective", {})
+    metric = objective.get("metric", "val_accuracy")
+    best = best_trial(trials, objective.get("goal", "maximize") == "maximize")
+    console.print(trials_table(name, metric, trials, best))
     if best is None:
         console.print("[red]no trial succeeded[/]")
         return
-    test = best.extra.get("test", {})
-    console.print(f"[bold]best[/] trial #{best.index} ({best.phase}): {metric} = [bold green]{best.value:.4f}[/]"
+    test = (best.get("extra") or {}).get("test", {})
+    console.print(f"[bold]best[/] trial #{best['index']} ({best['phase']}): {metric} = [bold green]{best['value']:.4f}[/]"
                   + "".join(f", {k} = {v:.4f}" for k, v in test.items() if k.endswith("accuracy")))
-    console.print(f"[bold]config[/] {_config(best.config)}")
-    console.print(f"[bold]checkpoint[/] {best.checkpoint}")
-    ancestry = engine.lineage(best.index)
-    console.print(f"[bold]lineage[/] ({len(ancestry) - 1} ancestor checkpoint(s)):")
-    console.print(lineage_tree(engine, best.index))
-    if run_dir is not None:
-        console.print(f"[dim]run folder: {run_dir}[/]")
+    console.print(f"[bold]config[/] {_config(best['config'])}")
+    console.print(f"[bold]checkpoint[/] {best.get('checkpoint')}")
+    tree, ancestors = lineage_tree(trials, best["index"])
+    console.print(f"[bold]lineage[/] ({ancestors} ancestor checkpoint(s)):")
+    console.print(tree)
+    if where is not None:
+        console.print(f"[dim]{where}[/]")
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -180,7 +183,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(json.dumps({"study": study.name, "status": status, "runDir": str(run_dir),
                           "best": best.to_dict() if best else None}, indent=2))
     else:
-        print_result(study, engine, run_dir)
+        print_result(study.name, study.to_document()["spec"], [t.to_dict() for t in engine.trials],
+                     f"run folder: {run_dir}")
     if status == "Failed":
         return _fail(f"study failed: {len(engine.failed)} trials failed "
                      f"(maxFailedTrials is {budget.max_failed_trials})", 1)
@@ -188,15 +192,97 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from boss_operator.local import load_run
+    """status / trials / best / show: the same for a run folder and for a cluster study."""
+    study, trials = _load_any(args.target, getattr(args, "namespace", None))
+    name, spec = study["metadata"]["name"], study["spec"]
+    from .report import best_trial
 
-    study, engine, saved = load_run(args.run_dir)
+    best = best_trial(trials, spec.get("objective", {}).get("goal", "maximize") == "maximize")
+    status = study.get("status") or {}
+    what = args.command
     if args.output == "json":
-        print(json.dumps(saved, indent=2))
+        out = {"status": {"name": name, "phase": status.get("phase"), "trials": len(trials),
+                          "finished": sum(t["state"] != "running" for t in trials), "best": best},
+               "trials": trials, "best": best}.get(what, {"study": study, "trials": trials, "best": best})
+        print(json.dumps(out, indent=2, default=str))
+    elif what == "status":
+        done = sum(t["state"] != "running" for t in trials)
+        failed = sum(t["state"] == "failed" for t in trials)
+        console.print(f"{name}: {status.get('phase', '?')}, {done}/{spec.get('budget', {}).get('trials', '?')} "
+                      f"trials finished ({failed} failed), {sum(t['state'] == 'running' for t in trials)} running")
+        if best:
+            console.print(f"best: trial #{best['index']} {spec.get('objective', {}).get('metric')}={best['value']:.4f}")
+    elif what == "trials":
+        console.print(trials_table(name, spec.get("objective", {}).get("metric", "val_accuracy"), trials, best))
+    elif what == "best":
+        if best is None:
+            return _fail(f"{name}: no trial has succeeded yet", 1)
+        console.print(f"trial #{best['index']} ({best['phase']}): {best['value']:.4f}\nconfig {_config(best['config'])}"
+                      f"\ncheckpoint {best.get('checkpoint')}", highlight=False)
     else:
-        console.print(f"status: {saved.get('status')}")
-        print_result(study, engine, Path(args.run_dir))
+        console.print(f"status: {status.get('phase')}")
+        print_result(name, spec, trials, f"{args.target}")
     return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    if Path(args.target).is_dir():
+        log = Path(args.target) / "trials" / f"{args.trial:04d}" / "log.txt"
+        if not log.exists():
+            return _fail(f"{args.target}: no log for trial {args.trial}")
+        sys.stdout.write(log.read_text(errors="replace"))
+        return 0
+    from .client import BossClient
+
+    sys.stdout.write(BossClient(namespace=args.namespace).logs(args.target, args.trial))
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from .client import BossClient
+
+    study = load_study(args.study)
+    obj = BossClient(namespace=args.namespace).create(study)
+    console.print(f"created BossStudy {obj['metadata']['name']} in namespace {obj['metadata'].get('namespace')}; "
+                  f"watch it with: boss status {obj['metadata']['name']}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    study, trials = _load_any(args.target, args.namespace)
+    out = Path(args.out or (Path(args.target) / "report" if Path(args.target).is_dir() else Path(f"{args.target}-report")))
+    path = write_report(study, trials, out)
+    console.print(f"report: {path}")
+    return 0
+
+
+def _load_any(target: str, namespace: str | None) -> tuple[dict, list[dict]]:
+    """A local run folder, or the name of a BossStudy on the cluster of the current kubeconfig."""
+    if Path(target).exists() or "/" in target:
+        if not Path(target).is_dir():
+            raise SpecError(f"{target}: not a BOSS run folder")
+        state = Path(target) / "state.json"
+        try:
+            saved = json.loads(state.read_text())
+        except FileNotFoundError:
+            raise SpecError(f"{target}: not a BOSS run folder (no state.json)") from None
+        except (OSError, ValueError) as e:
+            raise SpecError(f"{state}: unreadable run state ({e})") from None
+        return {**saved["study"], "status": {"phase": saved.get("status")}}, saved["trials"]
+    from .client import BossClient, StudyNotFound
+
+    try:
+        obj = BossClient(namespace=namespace).get(target)
+    except StudyNotFound as e:
+        raise SpecError(str(e)) from None
+    except Exception as e:  # no kubeconfig, no cluster: say so in one line
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise SpecError(f"{target}: not a run folder, and no cluster to ask ({first})") from None
+    status = obj.get("status") or {}
+    study = {"metadata": obj["metadata"], "spec": status.get("studySpec") or obj.get("spec", {}), "status": status}
+    return study, status.get("trials", [])
 
 
 def parser() -> argparse.ArgumentParser:
@@ -212,10 +298,27 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", "-q", action="store_true", help="no progress bar, no per-trial lines")
     r.add_argument("--output", "-o", choices=["table", "json"], default="table")
     r.set_defaults(func=cmd_run)
-    s = sub.add_parser("show", help="show a local run's trials, best trial and lineage")
-    s.add_argument("run_dir")
-    s.add_argument("--output", "-o", choices=["table", "json"], default="table")
-    s.set_defaults(func=cmd_show)
+    for what, text in (("show", "the trials, the best trial and its lineage"), ("status", "phase and progress"),
+                       ("trials", "the trials table"), ("best", "the best trial: value, config, checkpoint")):
+        sp = sub.add_parser(what, help=f"{text} of a run folder or a cluster study")
+        sp.add_argument("target", help="a run folder, or the name of a BossStudy on the cluster")
+        sp.add_argument("--namespace", "-n", help="the study's namespace (cluster studies)")
+        sp.add_argument("--output", "-o", choices=["table", "json"], default="table")
+        sp.set_defaults(func=cmd_show)
+    lg = sub.add_parser("logs", help="a trial's log (run folder or cluster)")
+    lg.add_argument("target")
+    lg.add_argument("trial", type=int)
+    lg.add_argument("--namespace", "-n")
+    lg.set_defaults(func=cmd_logs)
+    sb = sub.add_parser("submit", help="create a BossStudy on the cluster of the current kubeconfig")
+    sb.add_argument("study")
+    sb.add_argument("--namespace", "-n")
+    sb.set_defaults(func=cmd_submit)
+    rp = sub.add_parser("report", help="write an HTML report (and PNGs) of a local run or a cluster study")
+    rp.add_argument("target", help="a run folder, or the name of a BossStudy on the cluster")
+    rp.add_argument("--out", help="folder for report.html and the PNGs")
+    rp.add_argument("--namespace", "-n", help="the study's namespace (cluster studies)")
+    rp.set_defaults(func=cmd_report)
     return p
 
 
@@ -225,6 +328,13 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except SpecError as e:
         return _fail(str(e))
+    except Exception as e:  # the cluster commands: no kubeconfig, or the API server said no
+        kind = type(e).__name__
+        if kind == "ConfigException":
+            return _fail(f"no cluster to talk to: {str(e).strip().splitlines()[0]}")
+        if kind == "ApiException":
+            return _fail(f"the Kubernetes API refused: {getattr(e, 'status', '')} {getattr(e, 'reason', '')}".strip(), 1)
+        raise
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
 

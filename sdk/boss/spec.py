@@ -55,11 +55,11 @@ class Param(_Model):
     """One hyperparameter: float/int (optionally log-scaled) or categorical, maybe conditional."""
 
     type: Literal["float", "int", "categorical"]
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    choices: list[Scalar] | None = None
-    default: Scalar | None = None
+    low: float | None = Field(None, description="Lower bound (float, int).")
+    high: float | None = Field(None, description="Upper bound (float, int).")
+    log: bool = Field(False, description="Search on a log scale (float, int).")
+    choices: list[Scalar] | None = Field(None, description="The values (categorical).")
+    default: Scalar | None = Field(None, description="Where the search starts, if given.")
     when: dict[str, Scalar | list[Scalar]] | None = Field(
         default=None, description="Active only when every named parent takes the given value(s)."
     )
@@ -107,9 +107,9 @@ class Param(_Model):
 class Range(_Model):
     """A searched float range (the distillation weight when it is searched)."""
 
-    low: float
-    high: float
-    log: bool = False
+    low: float = Field(description="Lower bound, >= 0.")
+    high: float = Field(description="Upper bound.")
+    log: bool = Field(False, description="Search on a log scale (needs low > 0).")
 
     @model_validator(mode="after")
     def _check(self) -> Range:
@@ -125,7 +125,7 @@ class Range(_Model):
 
 
 class Objective(_Model):
-    metric: str = "val_accuracy"
+    metric: str = Field("val_accuracy", description="A metric the trainer reports (val_* are validation).")
     goal: Literal["maximize", "minimize"] = "maximize"
 
     @field_validator("metric")
@@ -152,7 +152,7 @@ class Budget(_Model):
 
 
 class Distillation(_Model):
-    loss: Literal["mse", "kl"] = "mse"
+    loss: Literal["mse", "kl"] = Field("mse", description="mse: of logits (the paper); kl: Hinton's, at temperature.")
     weight: float | Range = Field(
         1.0, description="w in L = CE + w * L_dt; a {low, high, log} range makes it searched."
     )
@@ -188,8 +188,8 @@ class TrainerSpec(_Model):
     )
     epochs: int = Field(10, ge=1, le=100_000)
     args: dict[str, Any] = Field(default_factory=dict, description="Passed to the Trainer as-is.")
-    image: str | None = None
-    resources: dict[str, Any] | None = None
+    image: str | None = Field(None, description="Trial image on a cluster (default: the operator's).")
+    resources: dict[str, Any] | None = Field(None, description="Kubernetes resources of a trial's container.")
 
     @field_validator("plugin")
     @classmethod
@@ -232,14 +232,14 @@ class Metrics(_Model):
 
 class StudySpec(_Model):
     objective: Objective = Objective()
-    search_space: dict[str, Param] = Field(min_length=1)
+    search_space: dict[str, Param] = Field(min_length=1, description="Hyperparameters by name.")
     budget: Budget = Budget()
     boss: BossSettings = BossSettings()
     trainer: TrainerSpec = TrainerSpec()
     storage: Storage = Storage()
     metrics: Metrics = Metrics()
-    seed: int = Field(0, ge=0, le=2**31 - 1)
-    suspend: bool = False
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seeds SMAC, teacher/student draws and trials.")
+    suspend: bool = Field(False, description="On a cluster: start no new trials while true.")
 
     @model_validator(mode="after")
     def _check_space(self) -> StudySpec:
