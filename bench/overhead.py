@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 
 import yaml
+from plotting import save
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "bench" / "out"
 
 
 def spec_for(trials: int, parallelism: int):
@@ -94,12 +94,8 @@ def main() -> int:
 
 
 def plot(results) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    OUT.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in results:
         xs, ys = zip(*r["asks"], strict=True)
@@ -109,9 +105,7 @@ def plot(results) -> None:
     ax.set_ylabel("ask latency (s)")
     ax.set_title("SMAC ask latency as the history grows")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(OUT / "overhead.png", dpi=120)
-    print(f"\nplot: {OUT / 'overhead.png'}")
+    save(fig, "overhead.png")
 
 
 if __name__ == "__main__":

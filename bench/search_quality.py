@@ -23,9 +23,9 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import yaml
+from plotting import save
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "bench" / "out"
 TASK = {"train_fraction": 0.25, "label_noise": 0.3, "width": 8}
 
 
@@ -136,13 +136,9 @@ def main() -> int:
 
 
 def plot(runs: dict[str, list[dict]], args) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    OUT.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for m, rs in runs.items():
         c = np.array([r["curve"] for r in rs])
@@ -155,9 +151,7 @@ def plot(runs: dict[str, list[dict]], args) -> None:
     ax.set_ylabel("best validation accuracy so far")
     ax.set_title(f"BOSS vs BO vs random ({args.seeds} seeds, mean ± std)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(OUT / "search_quality.png", dpi=120)
-    print(f"\nplot: {OUT / 'search_quality.png'}")
+    save(fig, "search_quality.png")
 
 
 if __name__ == "__main__":

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from plotting import save
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "bench" / "out"
 sys.path.insert(0, str(ROOT / "sdk"))
 
 from boss.losses import distillation_loss  # noqa: E402
@@ -121,12 +121,8 @@ def main() -> int:
 
 
 def plot(times, base, args, device) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    OUT.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6, 3.5))
     names = list(times)
     ratios = [statistics.median(times[n]) / base for n in names]
@@ -136,9 +132,7 @@ def plot(times, base, args, device) -> None:
     ax.set_title(f"{args.model}, batch {args.batch}, {device}")
     for i, r in enumerate(ratios):
         ax.text(i, r, f"{r:.2f}", ha="center", va="bottom")
-    fig.tight_layout()
-    fig.savefig(OUT / f"step_cost_{args.model}_{device.type}.png", dpi=120)
-    print(f"\nplot: {OUT / f'step_cost_{args.model}_{device.type}.png'}")
+    save(fig, f"step_cost_{args.model}_{device.type}.png")
 
 
 if __name__ == "__main__":
