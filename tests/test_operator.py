@@ -125,6 +125,7 @@ def test_a_study_runs_as_jobs_end_to_end(cluster, tmp_path):
     assert status["trialsCompleted"] == 5 and status["trialsFailed"] == 0 and len(status["trials"]) == 5
     best = status["best"]
     assert best["value"] == max(t["value"] for t in status["trials"])
+    assert all(t["extra"]["started"] > 0 and t["extra"]["seconds"] > 0 for t in status["trials"])
     Store(s3).load_checkpoint(best["checkpoint"], status["trials"][best["trial"]]["checksum"])
 
     jobs = jobs_of(api, "digits")

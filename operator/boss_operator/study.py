@@ -84,6 +84,7 @@ class StudyReconciler:
             opmetrics.SUGGESTION_SECONDS.observe(time.perf_counter() - started)
             if t is None:
                 break
+            t.extra["started"] = time.time()  # for the report's wall-time curve
             self._write_status(obj, study, suspended)  # the proposal is recorded before its Job exists
             self._create_job(obj, t)
             changed = True
