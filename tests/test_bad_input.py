@@ -158,3 +158,17 @@ def test_the_operator_fails_bad_studies_once_and_stops(changes):
         assert kube.events[-1][:2] == ("Warning", "InvalidSpec")
     else:
         assert kube.statuses[-1]["phase"] != "Failed" or kube.statuses[-1]["conditions"][0]["reason"] != "InvalidSpec"
+
+
+def test_a_bad_edit_of_a_running_study_is_ignored_not_retried_forever():
+    started = digits_doc(**{"spec.budget": {"trials": 4, "warmupTrials": 2, "parallelism": 1}})["spec"]
+    obj = {"apiVersion": "boss.automl.io/v1alpha1", "kind": "BossStudy",
+           "metadata": {"name": "s", "namespace": "default", "uid": "u"},
+           "spec": {**started, "budget": {"trials": 4, "warmupTrials": 2, "parallelism": "lots"}},
+           "status": {"studySpec": started, "trials": []}}
+    kube = RecordingKube(obj)
+    reconciler = StudyReconciler(kube, CLUSTER, "default", "s")
+    assert reconciler.step() is not None  # carries on as started
+    assert kube.statuses[-1]["phase"] == "WarmingUp" and len(kube.jobs) == 1
+    kube.obj = {**kube.obj, "spec": {**started, "suspend": True}}  # a valid edit of what may change
+    assert reconciler.step() is not None and kube.statuses[-1]["phase"] == "Suspended"

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from boss.spec import SpecError, Study, parse_study
+from boss.spec import SpecError, Study, first_difference, fixed_part, parse_study
 from boss.store import CheckpointError, Store, to_uri
 from boss.trial import TrialSpec
 
@@ -46,26 +46,6 @@ class _Running:
     proc: subprocess.Popen
     log: Any
     started: float
-
-
-def _comparable(doc: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a study that must not change under a running study (parallelism may)."""
-    doc = json.loads(json.dumps(doc))
-    doc.get("spec", {}).get("budget", {}).pop("parallelism", None)
-    doc.get("spec", {}).pop("suspend", None)
-    doc.get("metadata", {}).pop("labels", None)
-    doc.get("metadata", {}).pop("annotations", None)
-    return doc
-
-
-def _first_difference(a: Any, b: Any, path: str = "") -> str | None:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in sorted(set(a) | set(b)):
-            d = _first_difference(a.get(k), b.get(k), f"{path}.{k}" if path else k)
-            if d:
-                return d
-        return None
-    return None if a == b else (path or "(document)")
 
 
 class LocalRun:
@@ -102,7 +82,7 @@ class LocalRun:
             saved = json.loads(state.read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise SpecError(f"{state}: unreadable run state ({e}); move the folder away to start over") from None
-        diff = _first_difference(_comparable(saved["study"]), _comparable(doc))
+        diff = first_difference(fixed_part(saved["study"]), fixed_part(doc))
         if diff:
             raise SpecError(
                 f"{self.run_dir} holds a run of a different study ({diff} changed); "

@@ -16,7 +16,7 @@ import logging
 import time
 from typing import Any
 
-from boss.spec import SpecError, Study, parse_study
+from boss.spec import SpecError, Study, first_difference, fixed_part, parse_study
 from boss.store import CheckpointError, Store
 
 from . import opmetrics
@@ -58,9 +58,10 @@ class StudyReconciler:
         if status.get("phase") in FINAL:
             opmetrics.study_phase(obj["metadata"].get("uid", self.name), status["phase"])
             return None
-        study = self._validate(obj)
-        if study is None:
+        validated = self._validate(obj)
+        if validated is None:
             return None
+        study, live = validated
         if self.engine is None:
             try:
                 started = time.perf_counter()
@@ -70,9 +71,7 @@ class StudyReconciler:
                 self._fail(obj, "ReplayFailed", f"the recorded trials cannot be replayed: {e}")
                 return None
         self.study = study
-        suspended = bool((obj.get("spec") or {}).get("suspend"))
-        parallelism = int(((obj.get("spec") or {}).get("budget") or {}).get("parallelism")
-                          or study.spec.budget.parallelism)
+        suspended, parallelism = live.spec.suspend, live.spec.budget.parallelism
         jobs = self.kube.list_jobs(self.namespace, self.name)
         changed = self._collect(obj, jobs)
         for t in self.engine.running:  # recorded, but its Job was never created (a crash)
@@ -102,7 +101,8 @@ class StudyReconciler:
 
     # ---- the parts ---------------------------------------------------------------------------
 
-    def _validate(self, obj: dict[str, Any]) -> Study | None:
+    def _validate(self, obj: dict[str, Any]) -> tuple[Study, Study] | None:
+        """(the study as it started, the live one whose suspend/parallelism apply), or None if it failed."""
         status = obj.get("status") or {}
         doc = {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"),
                "metadata": {"name": obj["metadata"]["name"], "namespace": self.namespace},
@@ -116,12 +116,18 @@ class StudyReconciler:
         if problem:
             self._fail(obj, "InvalidSpec", f"{self.namespace}/{self.name}: {problem}")
             return None
+        live = study
         if status.get("studySpec") and obj.get("spec") != status["studySpec"]:
-            live = parse_study({**doc, "spec": obj.get("spec")}) if obj.get("spec") else None
-            if live is not None and _without_mutable(live) != _without_mutable(study):
-                log.warning("%s/%s: spec changed after the study started; only suspend and parallelism apply",
-                            self.namespace, self.name)
-        return study
+            try:
+                live = parse_study({**doc, "spec": obj.get("spec")}, f"{self.namespace}/{self.name}")
+            except SpecError as e:  # a bad edit of a running study: keep running as started
+                log.warning("%s; the edit is ignored", e)
+                return study, study
+            changed = first_difference(fixed_part(study.to_document()), fixed_part(live.to_document()))
+            if changed:
+                log.warning("%s/%s: %s changed after the study started; only suspend and parallelism apply",
+                            self.namespace, self.name, changed)
+        return study, live
 
     def _cluster_problem(self, study: Study) -> str | None:
         s = study.spec
@@ -266,10 +272,3 @@ class StudyReconciler:
             self.kube.event(obj, type_, reason, message)
         except Exception as e:  # an Event is worth a try, never a failed step
             log.warning("%s: cannot post event %s: %s", self.name, reason, e)
-
-
-def _without_mutable(study: Study) -> dict[str, Any]:
-    doc = study.to_document()
-    doc["spec"].pop("suspend", None)
-    doc["spec"]["budget"].pop("parallelism", None)
-    return doc

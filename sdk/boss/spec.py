@@ -7,6 +7,7 @@ same one-line message naming the field.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -337,6 +338,30 @@ class Study(BaseModel):
 
 _UNION_TAGS = {"bool": "a boolean", "int": "an integer", "float": "a number", "str": "a string",
                "list[...]": "a list", "dict[...]": "a mapping"}
+
+
+def fixed_part(doc: dict[str, Any]) -> dict[str, Any]:
+    """A study document without what may change while it runs (spec.suspend,
+    spec.budget.parallelism, metadata labels and annotations): the rest must stay as started."""
+    doc = json.loads(json.dumps(doc))
+    spec = doc.get("spec") if isinstance(doc.get("spec"), dict) else {}
+    spec.pop("suspend", None)
+    if isinstance(spec.get("budget"), dict):
+        spec["budget"].pop("parallelism", None)
+    for key in ("labels", "annotations"):
+        (doc.get("metadata") or {}).pop(key, None)
+    return doc
+
+
+def first_difference(a: Any, b: Any, path: str = "") -> str | None:
+    """The dotted path of the first field where two documents differ, or None."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            d = first_difference(a.get(k), b.get(k), f"{path}.{k}" if path else k)
+            if d:
+                return d
+        return None
+    return None if a == b else (path or "(document)")
 
 
 def _loc(loc: tuple[Any, ...]) -> tuple[str, str | None]:
