@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+from boss.report import ancestry
 from boss.spec import DISTILL_WEIGHT, parse_study
 from boss_operator.engine import BOSS, FAILED, WARMUP, Engine, ReplayError, Trial
 from conftest import ROOT, digits_doc
@@ -143,9 +144,9 @@ def test_lineage_and_best():
     drive(e, random.Random(2))
     best = e.best()
     assert best.value == max(t.value for t in e.succeeded)
-    lin = e.lineage(11)
-    assert lin[0].index == 11 and {e.trials[11].teacher, e.trials[11].student} <= {t.index for t in lin}
-    assert all(t.phase == WARMUP or t.teacher is not None for t in lin)
+    lin = ancestry([t.to_dict() for t in e.trials], 11)
+    assert 11 in lin and {e.trials[11].teacher, e.trials[11].student} <= lin
+    assert all(e.trials[i].phase == WARMUP or e.trials[i].teacher is not None for i in lin)
 
 
 def recorded(seed: int, parallelism: int, fail_rate: float = 0.2) -> tuple[Engine, list[dict]]:

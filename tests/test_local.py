@@ -11,10 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
+from boss.runs import read_state
 from boss.spec import parse_study
 from boss.store import Store
 from boss_operator.engine import BOSS, WARMUP
-from boss_operator.local import LocalRun, load_run
+from boss_operator.local import LocalRun
 from conftest import ROOT, tiny_doc, write_study
 
 BOSS_CLI = [sys.executable, "-m", "boss.cli"]
@@ -159,5 +160,4 @@ def test_interrupted_then_resumed_equals_an_uninterrupted_run(tmp_path):
     got, want = check_study(run_dir, 6, 3), check_study(reference, 6, 3)
     key = ("index", "phase", "config", "teacher", "student")
     assert [{k: t[k] for k in key} for t in got["trials"]] == [{k: t[k] for k in key} for t in want["trials"]]
-    study_, engine, _ = load_run(run_dir)
-    assert len(engine.trials) == 6
+    assert len(read_state(run_dir)["trials"]) == 6

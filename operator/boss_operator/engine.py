@@ -166,15 +166,6 @@ class Engine:
             eng.trials[r.index].extra = dict(r.extra)
         return eng
 
-    @classmethod
-    def view(cls, spec: StudySpec, records: Iterable[Trial | dict[str, Any]], name: str = "study") -> Engine:
-        """A read-only engine over recorded trials (for reports): no SMAC, so it cannot ask."""
-        eng = cls(spec, name)
-        eng.trials = sorted((r if isinstance(r, Trial) else Trial.from_dict(r) for r in records),
-                            key=lambda r: r.index)
-        eng._told = sum(t.told is not None for t in eng.trials)
-        return eng
-
     # ---- the study's standing ---------------------------------------------------------------
 
     @property
@@ -227,19 +218,6 @@ class Engine:
         rng = random.Random(f"{self.spec.seed}:{index}")
         teacher, student = rng.sample(top, 2)
         return teacher.index, student.index
-
-    def lineage(self, index: int) -> list[Trial]:
-        """The trial and all the checkpoints it descends from (teachers and student inits)."""
-        seen: dict[int, Trial] = {}
-        stack = [index]
-        while stack:
-            i = stack.pop()
-            if i in seen:
-                continue
-            t = self.trials[i]
-            seen[i] = t
-            stack += [j for j in (t.student, t.teacher) if j is not None]
-        return [seen[i] for i in sorted(seen, reverse=True)]
 
     # ---- internals ---------------------------------------------------------------------------
 

@@ -21,16 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from boss.spec import SpecError, Study, first_difference, fixed_part, parse_study
+from boss.runs import STATE, STUDY, read_state
+from boss.spec import SpecError, Study, first_difference, fixed_part
 from boss.store import CheckpointError, Store, to_uri
 from boss.trial import TrialSpec
 
 from .engine import FAILED, Engine, Trial
 from .readback import objective_from_pushgateway, objective_from_textfile
 from .trials import make_trial_spec
-
-STATE = "state.json"
-STUDY = "study.yaml"
 
 Event = Callable[[str, Engine, Trial | None], None]
 
@@ -79,9 +77,9 @@ class LocalRun:
             (self.run_dir / STUDY).write_text(yaml.safe_dump(doc, sort_keys=False))
             return Engine(self.study.spec, self.study.name)
         try:
-            saved = json.loads(state.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise SpecError(f"{state}: unreadable run state ({e}); move the folder away to start over") from None
+            saved = read_state(self.run_dir)
+        except SpecError as e:
+            raise SpecError(f"{e}; move the folder away to start over") from None
         diff = first_difference(fixed_part(saved["study"]), fixed_part(doc))
         if diff:
             raise SpecError(
@@ -224,16 +222,3 @@ def _last_line(path: str) -> str | None:
     except OSError:
         return None
     return lines[-1][:500] if lines else None
-
-
-def load_run(run_dir: str | Path) -> tuple[Study, Engine, dict[str, Any]]:
-    """A run folder's study, a read-only engine over its trials, and the raw state."""
-    path = Path(run_dir) / STATE
-    try:
-        saved = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise SpecError(f"{run_dir}: not a BOSS run folder (no {STATE})") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise SpecError(f"{path}: unreadable run state ({e})") from None
-    study = parse_study(saved["study"], str(path))
-    return study, Engine.view(study.spec, saved["trials"], study.name), saved

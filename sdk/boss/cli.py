@@ -261,15 +261,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 def _load_any(target: str, namespace: str | None) -> tuple[dict, list[dict]]:
     """A local run folder, or the name of a BossStudy on the cluster of the current kubeconfig."""
     if Path(target).exists() or "/" in target:
+        from .runs import read_state
+
         if not Path(target).is_dir():
             raise SpecError(f"{target}: not a BOSS run folder")
-        state = Path(target) / "state.json"
-        try:
-            saved = json.loads(state.read_text())
-        except FileNotFoundError:
-            raise SpecError(f"{target}: not a BOSS run folder (no state.json)") from None
-        except (OSError, ValueError) as e:
-            raise SpecError(f"{state}: unreadable run state ({e})") from None
+        saved = read_state(target)
         return {**saved["study"], "status": {"phase": saved.get("status")}}, saved["trials"]
     from .client import BossClient, StudyNotFound
 

@@ -27,7 +27,8 @@ def _done(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [t for t in trials if t.get("state") == "succeeded" and t.get("value") is not None]
 
 
-def _ancestry(trials: list[dict[str, Any]], index: int) -> set[int]:
+def ancestry(trials: list[dict[str, Any]], index: int) -> set[int]:
+    """The trial and every checkpoint it descends from (student inits and teachers)."""
     seen, stack = set(), [index]
     while stack:
         i = stack.pop()
@@ -109,7 +110,7 @@ def plot_lineage(trials, maximize: bool, metric: str, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(11, 5))
     done = {t["index"]: t for t in _done(trials)}
     best = best_trial(trials, maximize)
-    hot = _ancestry(trials, best["index"]) if best else set()
+    hot = ancestry(trials, best["index"]) if best else set()
     for t in trials:
         if t["index"] not in done:
             continue
@@ -199,7 +200,7 @@ def write_report(study: dict[str, Any], trials: list[dict[str, Any]], out_dir: s
         draw(out / file)
         imgs[file] = base64.b64encode((out / file).read_bytes()).decode()
     best = best_trial(trials, maximize)
-    hot = _ancestry(trials, best["index"]) if best else set()
+    hot = ancestry(trials, best["index"]) if best else set()
     rows = []
     for t in sorted(trials, key=lambda t: t["index"]):
         test = (t.get("extra") or {}).get("test", {}).get(metric.replace("val_", "test_", 1))
