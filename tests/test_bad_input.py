@@ -172,3 +172,18 @@ def test_a_bad_edit_of_a_running_study_is_ignored_not_retried_forever():
     assert kube.statuses[-1]["phase"] == "WarmingUp" and len(kube.jobs) == 1
     kube.obj = {**kube.obj, "spec": {**started, "suspend": True}}  # a valid edit of what may change
     assert reconciler.step() is not None and kube.statuses[-1]["phase"] == "Suspended"
+
+
+def test_a_step_that_changes_nothing_writes_nothing():
+    spec = digits_doc(**{"spec.budget": {"trials": 4, "warmupTrials": 2, "parallelism": 1}})["spec"]
+    kube = RecordingKube({"apiVersion": "boss.automl.io/v1alpha1", "kind": "BossStudy",
+                          "metadata": {"name": "s", "namespace": "default", "uid": "u"}, "spec": spec})
+    reconciler = StudyReconciler(kube, CLUSTER, "default", "s")
+    reconciler.step()
+    written = len(kube.statuses)
+    times = [c["lastTransitionTime"] for c in kube.statuses[-1]["conditions"]]
+    assert written >= 1
+    reconciler.step()  # the trial is still running: nothing to say
+    assert len(kube.statuses) == written
+    StudyReconciler(kube, CLUSTER, "default", "s").step()  # a restarted operator writes once...
+    assert [c["lastTransitionTime"] for c in kube.statuses[-1]["conditions"]] == times  # ...same times

@@ -46,6 +46,7 @@ class StudyReconciler:
         self.namespace, self.name = namespace, name
         self.engine: Engine | None = None
         self.study: Study | None = None
+        self._written: dict[str, Any] | None = None  # the status this process last wrote
 
     # ---- one step ---------------------------------------------------------------------------
 
@@ -252,9 +253,16 @@ class StudyReconciler:
             "conditions": conditions,
             "trials": [t.to_dict() for t in e.trials],
         }
+        earlier = {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
+        for c in conditions:  # a condition's time moves only when it changes
+            old = earlier.get(c["type"])
+            if old and (old.get("status"), old.get("reason")) == (c["status"], c["reason"]):
+                c["lastTransitionTime"] = old.get("lastTransitionTime", c["lastTransitionTime"])
         if phase in FINAL:
             status["completedAt"] = _now()
-        self.kube.patch_status(self.namespace, self.name, status)
+        if status != self._written:  # a poll that changed nothing writes nothing
+            self.kube.patch_status(self.namespace, self.name, status)
+            self._written = status
         opmetrics.study_phase(obj["metadata"].get("uid", self.name), phase)
         return phase
 
