@@ -127,6 +127,20 @@ def finished_trials(run_dir: Path) -> int:
         return 0
 
 
+def trial_processes(run_dir: Path) -> list:
+    """Live `boss.trial` processes working in this run folder."""
+    import psutil
+
+    found = []
+    for p in psutil.process_iter(["cmdline", "cwd"]):
+        try:
+            if "boss.trial" in " ".join(p.info["cmdline"] or []) and str(run_dir) in (p.info["cwd"] or ""):
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return found
+
+
 def running_trials(run_dir: Path) -> int:
     try:
         return sum(t["state"] == "running" for t in json.loads((run_dir / "state.json").read_text())["trials"])
@@ -148,7 +162,11 @@ def test_interrupted_then_resumed_equals_an_uninterrupted_run(tmp_path):
         wait_for(lambda n=stop_after: finished_trials(run_dir) >= n and running_trials(run_dir))
         time.sleep(2.0)  # the next trial is training now: it gets cut off
         proc.send_signal(signal.SIGINT)
+        if stop_after == 4:  # an impatient user presses Ctrl-C twice
+            time.sleep(0.05)
+            proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
+        assert not trial_processes(run_dir), "trial processes outlived the interrupted run"
         assert proc.returncode == 130, err
         assert "interrupted" in err and "run the same command again to continue" in err
         assert "Traceback" not in err

@@ -135,8 +135,15 @@ class LocalRun:
             self.save()
             return self.engine
         except KeyboardInterrupt:
-            self._stop_all(running)
-            self.save()
+            # a second Ctrl-C (or timeout's signal to the whole group) must not cut the clean
+            # stop short and leave trial processes running on their own
+            previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            try:
+                self._stop_all(running)
+                self.save()
+            finally:
+                signal.signal(signal.SIGINT, previous_int)
             raise Interrupted(f"stopped with {len(self.engine.running)} trial(s) unfinished") from None
         finally:
             signal.signal(signal.SIGTERM, previous)
