@@ -162,12 +162,17 @@ def test_interrupted_then_resumed_equals_an_uninterrupted_run(tmp_path):
         wait_for(lambda n=stop_after: finished_trials(run_dir) >= n and running_trials(run_dir))
         time.sleep(2.0)  # the next trial is training now: it gets cut off
         proc.send_signal(signal.SIGINT)
-        if stop_after == 4:  # an impatient user presses Ctrl-C twice
-            time.sleep(0.05)
-            proc.send_signal(signal.SIGINT)
+        if stop_after == 4:  # an impatient user keeps pressing Ctrl-C, also after the stop
+            for _ in range(20):
+                time.sleep(0.05)
+                if proc.poll() is not None:
+                    break
+                proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
         assert not trial_processes(run_dir), "trial processes outlived the interrupted run"
-        assert proc.returncode == 130, err
+        # 130, or killed by a press that lands while the interpreter shuts down (Python puts
+        # SIGINT back to the default then): a shell reports both as $? == 130
+        assert proc.returncode in (130, -signal.SIGINT), err
         assert "interrupted" in err and "run the same command again to continue" in err
         assert "Traceback" not in err
         state = json.loads((run_dir / "state.json").read_text())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,21 @@ def _check_plugin(study: Study) -> None:
         raise SpecError(f"spec.trainer.plugin: {e}") from None
 
 
+class _FirstPressInterrupts:
+    """SIGINT handler: the first Ctrl-C starts the clean stop, later ones are ignored.
+
+    Python's default handler would let a second press that lands after the stop finished
+    kill the process by SIGINT, so the exit code (130) and the continue message could be lost.
+    """
+
+    pressed = False
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if not self.pressed:
+            self.pressed = True
+            raise KeyboardInterrupt
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     study = load_study(args.study)
     _check_plugin(study)
@@ -172,6 +188,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if resumed and not args.quiet:
             progress.console.print(f"continuing {run_dir}: {resumed} trial(s) recorded", highlight=False)
         on_event("resume", local.engine, None)
+        signal.signal(signal.SIGINT, _FirstPressInterrupts())
         try:
             engine = local.run()
         except Interrupted as e:
