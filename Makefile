@@ -21,8 +21,9 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-helm.txt sdk/pyproj
 
 install: $(STAMP) ## create .venv and install the SDK, the operator and the test tools
 
-services: ## install the test services from Debian where apt is usable: Prometheus Pushgateway, Chromium
+services: ## install the test services from Debian where apt is usable: Prometheus, its Pushgateway, Chromium
 	@missing=""; command -v prometheus-pushgateway >/dev/null 2>&1 || missing="$$missing prometheus-pushgateway"; \
+	command -v prometheus >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \

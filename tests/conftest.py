@@ -1,4 +1,5 @@
-"""Shared fixtures: real servers on loopback (moto's S3 server, Debian's Pushgateway), study docs."""
+"""Shared fixtures: real servers on loopback (moto's S3 server, Debian's Pushgateway and
+Prometheus), study docs."""
 
 from __future__ import annotations
 
@@ -81,7 +82,28 @@ def pushgateway():
     if exe is None:
         pytest.skip("prometheus-pushgateway is not installed (make services installs it)")
     port = free_port()
-    with serving([exe, f"--web.listen-address=127.0.0.1:{port}"], f"http://127.0.0.1:{port}", "/-/ready") as url:
+    # Debian's build persists to /var/lib/prometheus/pushgateway.data by default: every test
+    # session would start with the groups of the sessions before it. Memory only.
+    with serving([exe, f"--web.listen-address=127.0.0.1:{port}", "--persistence.file="],
+                 f"http://127.0.0.1:{port}", "/-/ready") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def prometheus(pushgateway, tmp_path_factory):
+    """Debian's Prometheus server scraping the test Pushgateway every second, with honor_labels
+    as a Pushgateway needs (skipped where not installed)."""
+    exe = shutil.which("prometheus")
+    if exe is None:
+        pytest.skip("prometheus is not installed (make services installs it)")
+    d = tmp_path_factory.mktemp("prometheus")
+    config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+              "scrape_configs": [{"job_name": "pushgateway", "honor_labels": True,
+                                  "static_configs": [{"targets": [pushgateway.split("://", 1)[1]]}]}]}
+    (d / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    with serving([exe, f"--config.file={d / 'prometheus.yml'}", f"--storage.tsdb.path={d / 'data'}",
+                  f"--web.listen-address=127.0.0.1:{port}"], f"http://127.0.0.1:{port}", "/-/ready") as url:
         yield url
 
 

@@ -98,7 +98,8 @@ def test_one_namespace_gets_a_role(helm):
 def test_every_optional_part(helm):
     docs = helm({"pushgateway": {"enabled": True}, "storage": {"uri": "s3://ckpt/", "secretName": "boss-s3",
                                                                  "endpoint": "http://minio:9000"},
-                 "metrics": {"port": 8000, "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}})
+                 "metrics": {"port": 8000, "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
+                 "prometheus": {"url": "http://prometheus-operated.monitoring:9090"}})
     validate_all(docs)
     kinds = by_kind(docs)
     assert {d["metadata"]["name"] for d in kinds["Deployment"]} == {"boss0-boss-operator", "boss0-boss-operator-pushgateway"}
@@ -106,6 +107,7 @@ def test_every_optional_part(helm):
     env = {e["name"]: e for e in c["env"]}
     assert env["BOSS_PUSHGATEWAY"]["value"] == f"http://boss0-boss-operator-pushgateway.{RELEASE_NS}.svc:9091"
     assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "boss-s3"
+    assert env["BOSS_PROMETHEUS"]["value"] == "http://prometheus-operated.monitoring:9090"
     sm = kinds["ServiceMonitor"][0]
     assert sm["metadata"]["labels"]["release"] == "prom"
     assert [e["port"] for e in sm["spec"]["endpoints"]] == ["metrics", "http"]
@@ -117,6 +119,7 @@ def test_every_optional_part(helm):
     ({"metrics": {"port": "eight"}}, "port"),
     ({"storage": {"uri": "ftp://nowhere"}}, "uri"),
     ({"watchNamespace": "Not_A_Namespace"}, "watchNamespace"),
+    ({"prometheus": {"url": "prometheus:9090"}}, "url"),
     ({"replicas": 3}, "replicas"),
 ])
 def test_bad_values_fail_at_install(helm, values, words):

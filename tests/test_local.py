@@ -73,6 +73,26 @@ def test_study_on_s3_with_a_pushgateway(tmp_path, s3_server, s3_bucket, pushgate
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+def test_objectives_read_through_a_prometheus_server(tmp_path, pushgateway, prometheus):
+    doc = tiny_doc(**{"spec.budget": {"trials": 3, "warmupTrials": 2, "parallelism": 2},
+                      "spec.trainer.epochs": 1,
+                      "spec.metrics": {"pushgateway": pushgateway, "prometheus": prometheus, "waitSeconds": 30}})
+    doc["metadata"]["name"] = "scraped-locally"
+    local = LocalRun(parse_study(doc), tmp_path / "run")
+    engine = local.run()
+    assert local.status() == "Succeeded" and len(engine.succeeded) == 3
+    for t in engine.trials:
+        result = Store().read_json(t.checkpoint.rsplit("/", 1)[0] + "/result.json")
+        assert t.extra["objectiveFrom"] == "prometheus" and t.value == result["value"]
+
+
+def test_prometheus_without_a_pushgateway_is_refused_in_one_line(tmp_path):
+    study = write_study(tmp_path, tiny_doc(**{"spec.metrics": {"prometheus": "http://prometheus:9090"}}))
+    r = run_cli("run", study, "--run-dir", tmp_path / "run")
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
+    assert "spec.metrics.prometheus: needs spec.metrics.pushgateway" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_failures_are_counted_and_end_the_study(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(ROOT / "tests") + os.pathsep + os.environ.get("PYTHONPATH", ""))
     monkeypatch.syspath_prepend(str(ROOT / "tests"))

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from boss.metrics import MetricsReporter, read_metrics, read_objective
-from boss_operator.readback import forget_pushgateway_group, objective_from_pushgateway, objective_from_textfile
+from boss_operator.readback import (
+    forget_pushgateway_group,
+    objective_from_prometheus,
+    objective_from_pushgateway,
+    objective_from_textfile,
+)
+from conftest import free_port
 
 
 def test_textfile_round_trip(tmp_path):
@@ -38,6 +46,44 @@ def test_pushgateway_round_trip(pushgateway):
     forget_pushgateway_group(pushgateway, "study-a", 1)
     assert objective_from_pushgateway(pushgateway, "study-a", 1, "val_accuracy") is None
     assert objective_from_pushgateway(pushgateway, "study-a", 2, "val_accuracy") == 0.93
+
+
+def test_same_named_studies_in_two_namespaces_keep_their_own_trials(pushgateway):
+    a = MetricsReporter("twin", 0, "warmup", pushgateway=pushgateway, namespace="team-a")
+    b = MetricsReporter("twin", 0, "warmup", pushgateway=pushgateway, namespace="team-b")
+    a.final("val_accuracy", 0.61)
+    b.epoch_end(1, {"val_accuracy": 0.3})  # still training: must not replace team-a's finished trial
+    assert objective_from_pushgateway(pushgateway, "twin", 0, "val_accuracy", namespace="team-a") == 0.61
+    assert objective_from_pushgateway(pushgateway, "twin", 0, "val_accuracy", namespace="team-b") is None
+    b.final("val_accuracy", 0.72)
+    assert objective_from_pushgateway(pushgateway, "twin", 0, "val_accuracy", namespace="team-b") == 0.72
+    assert objective_from_pushgateway(pushgateway, "twin", 0, "val_accuracy", namespace="team-a") == 0.61
+
+
+def wait_value(read, timeout: float = 30.0):
+    deadline = time.time() + timeout
+    while (value := read()) is None and time.time() < deadline:
+        time.sleep(0.2)
+    return value
+
+
+def test_objective_read_back_through_a_prometheus_server(pushgateway, prometheus):
+    """Trials push to the Pushgateway; Prometheus scrapes it; the objective comes from its query API."""
+    done = MetricsReporter("scraped", 3, "boss", pushgateway=pushgateway, namespace="ns-1")
+    other = MetricsReporter("scraped", 3, "boss", pushgateway=pushgateway, namespace="ns-2")
+    running = MetricsReporter("scraped", 4, "boss", pushgateway=pushgateway, namespace="ns-1")
+    assert objective_from_prometheus(prometheus, "scraped", 3, "val_accuracy", namespace="ns-1") is None
+    done.final("val_accuracy", 0.875)
+    other.final("val_accuracy", 0.5)
+    running.epoch_end(1, {"val_accuracy": 0.99})
+    got = wait_value(lambda: objective_from_prometheus(prometheus, "scraped", 3, "val_accuracy", namespace="ns-1"))
+    assert got == 0.875
+    assert objective_from_prometheus(prometheus, "scraped", 3, "val_accuracy", namespace="ns-2") == 0.5
+    assert objective_from_prometheus(prometheus, "scraped", 3, "val_loss", namespace="ns-1") is None
+    # the scrape that saw trial 3 also saw trial 4's epoch (pushed before): not completed, no objective
+    assert objective_from_prometheus(prometheus, "scraped", 4, "val_accuracy", namespace="ns-1") is None
+    with pytest.raises(OSError):
+        objective_from_prometheus(f"http://127.0.0.1:{free_port()}", "scraped", 3, "val_accuracy", timeout=2)
 
 
 def test_read_objective_ignores_other_trials():

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 class OperatorConfig:
     trainer_image: str = "ghcr.io/boss-automl/boss-trainer:0.1.0"
     pushgateway: str | None = None  # used when a study names none
+    prometheus: str | None = None  # read objectives from this server (it scrapes the Pushgateway)
     storage_uri: str | None = None
     storage_endpoint: str | None = None
     storage_secret: str | None = None
@@ -23,6 +24,7 @@ class OperatorConfig:
         return cls(
             trainer_image=e.get("BOSS_TRAINER_IMAGE", cls.trainer_image),
             pushgateway=e.get("BOSS_PUSHGATEWAY") or None,
+            prometheus=e.get("BOSS_PROMETHEUS") or None,
             storage_uri=e.get("BOSS_STORAGE_URI") or None,
             storage_endpoint=e.get("BOSS_STORAGE_ENDPOINT") or None,
             storage_secret=e.get("BOSS_STORAGE_SECRET") or None,

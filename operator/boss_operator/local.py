@@ -27,7 +27,7 @@ from boss.store import CheckpointError, Store, to_uri
 from boss.trial import TrialSpec
 
 from .engine import FAILED, Engine, Trial
-from .readback import objective_from_pushgateway, objective_from_textfile
+from .readback import objective_from_prometheus, objective_from_pushgateway, objective_from_textfile
 from .trials import make_trial_spec
 
 Event = Callable[[str, Engine, Trial | None], None]
@@ -44,6 +44,7 @@ class _Running:
     proc: subprocess.Popen
     log: Any
     started: float
+    ended: float | None = None  # when the process exited (its objective may still be on its way)
 
 
 class LocalRun:
@@ -57,6 +58,9 @@ class LocalRun:
         self.on_event = on_event or (lambda kind, engine, trial: None)
         self.poll = poll
         spec = study.spec
+        if spec.metrics.prometheus and not spec.metrics.pushgateway:
+            raise SpecError("spec.metrics.prometheus: needs spec.metrics.pushgateway too "
+                            "(trials push there, and Prometheus scrapes it)")
         self.root = to_uri(spec.storage.uri) if spec.storage.uri else to_uri(self.run_dir / "checkpoints")
         self.store = Store(spec.storage.endpoint)
         cores = os.cpu_count() or 1
@@ -128,9 +132,8 @@ class LocalRun:
                 if not running:
                     break
                 for index, r in list(running.items()):
-                    if r.proc.poll() is not None:
+                    if r.proc.poll() is not None and self._finish(r):
                         del running[index]
-                        self._finish(r)
                 time.sleep(self.poll)
             self.save()
             return self.engine
@@ -170,11 +173,15 @@ class LocalRun:
         self.on_event("start", self.engine, trial)
         return _Running(trial, ts, proc, log, time.time())
 
-    def _finish(self, r: _Running) -> None:
-        r.log.close()
+    def _finish(self, r: _Running) -> bool:
+        """Record a trial whose process ended; False while its objective is not yet scraped."""
+        if r.ended is None:
+            r.ended = time.time()
+            r.log.close()
         t, ts = r.trial, r.spec
-        t.extra["seconds"] = round(time.time() - r.started, 3)
+        t.extra["seconds"] = round(r.ended - r.started, 3)
         failed, message, value, result = False, None, None, None
+        metrics = self.study.spec.metrics
         if r.proc.returncode != 0:
             failed, message = True, _last_line(t.extra["log"]) or f"exit code {r.proc.returncode}"
         else:
@@ -183,8 +190,16 @@ class LocalRun:
                 result = self.store.read_json(ts.result_uri)
             except (OSError, CheckpointError, ValueError) as e:
                 failed, message = True, f"cannot read the trial's result back: {e}"
-            if not failed and value is None:
+            if not failed and value is None and metrics.prometheus:
+                if time.time() - r.ended < metrics.wait_seconds:
+                    return False  # Prometheus has not scraped the Pushgateway since the trial ended
+                failed, message = True, (f"no objective in Prometheus {metrics.wait_seconds:g} s after the "
+                                         "trial ended (does it scrape the Pushgateway with honor_labels?)")
+            elif not failed and value is None:
                 failed, message = True, "the trial exited without reporting its objective"
+        if not failed:
+            t.extra["objectiveFrom"] = ("prometheus" if metrics.prometheus else
+                                        "pushgateway" if ts.pushgateway else "textfile")
         if result:
             t.extra["test"] = result.get("test", {})
             t.extra["best_epoch"] = result.get("best_epoch")
@@ -192,9 +207,12 @@ class LocalRun:
                          checksum=(result or {}).get("sha256"), failed=failed, message=message)
         self.save()
         self.on_event("fail" if t.state == FAILED else "end", self.engine, t)
+        return True
 
     def _read_objective(self, ts: TrialSpec) -> float | None:
         metric = ts.objective.metric
+        if self.study.spec.metrics.prometheus:
+            return objective_from_prometheus(self.study.spec.metrics.prometheus, ts.study, ts.index, metric)
         if ts.pushgateway:
             return objective_from_pushgateway(ts.pushgateway, ts.study, ts.index, metric)
         return objective_from_textfile(ts.metrics_textfile, metric)

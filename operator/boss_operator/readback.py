@@ -1,11 +1,18 @@
-"""Reading a finished trial's objective back from its Prometheus metrics."""
+"""Reading a finished trial's objective back from its Prometheus metrics.
+
+Two sources: the Pushgateway the trial pushed to (read at once), or a Prometheus server
+that scrapes that Pushgateway (read through its query API, once a scrape has happened).
+"""
 
 from __future__ import annotations
 
+import json
+import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Any
 
-from boss.metrics import JOB, grouping_key, read_objective
+from boss.metrics import COMPLETED, JOB, OBJECTIVE, grouping_key, read_objective
 from prometheus_client import delete_from_gateway
 
 
@@ -17,13 +24,56 @@ def objective_from_textfile(path: str | Path, metric: str) -> float | None:
     return read_objective(text, metric)
 
 
-def objective_from_pushgateway(url: str, study: str, trial: int, metric: str, timeout: float = 10) -> float | None:
+def objective_from_pushgateway(url: str, study: str, trial: int, metric: str, *,
+                               namespace: str | None = None, timeout: float = 10) -> float | None:
     """The trial's objective from the Pushgateway's /metrics (all groups; we pick ours)."""
     with urllib.request.urlopen(url.rstrip("/") + "/metrics", timeout=timeout) as r:
         text = r.read().decode()
-    return read_objective(text, metric, {"job": JOB, **grouping_key(study, trial)})
+    return read_objective(text, metric, {"job": JOB, **grouping_key(study, trial, namespace)})
 
 
-def forget_pushgateway_group(url: str, study: str, trial: int) -> None:
+def objective_from_prometheus(url: str, study: str, trial: int, metric: str, *,
+                              namespace: str | None = None, timeout: float = 10) -> float | None:
+    """The trial's objective from a Prometheus server's instant-query API.
+
+    None until a scrape has seen the trial complete. The `job` label is not matched: it is
+    `boss-trial` only where Prometheus scrapes the Pushgateway with honor_labels, as it should.
+    """
+    selector = ",".join(f'{k}="{_quote(v)}"' for k, v in grouping_key(study, trial, namespace).items())
+    query = f'{{__name__=~"{OBJECTIVE}|{COMPLETED}",{selector}}}'
+    address = url.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    with urllib.request.urlopen(address, timeout=timeout) as r:
+        answer = json.loads(r.read().decode())
+    if answer.get("status") != "success":
+        raise ValueError(f"Prometheus refused the query: {answer.get('error', answer)}")
+    completed, value = False, None
+    for series in answer["data"]["result"]:
+        name, sample = series["metric"].get("__name__"), float(series["value"][1])
+        if name == COMPLETED and sample == 1:
+            completed = True
+        elif name == OBJECTIVE and series["metric"].get("metric") == metric and sample == sample:
+            value = sample
+    return value if completed else None
+
+
+def forget_pushgateway_group(url: str, study: str, trial: int, namespace: str | None = None) -> None:
     """Drop a recorded trial's group so the Pushgateway does not grow without end."""
-    delete_from_gateway(url, job=JOB, grouping_key=grouping_key(study, trial), timeout=10)
+    delete_from_gateway(url, job=JOB, grouping_key=grouping_key(study, trial, namespace), timeout=10)
+
+
+def forget_pushgateway_groups(url: str, study: str, namespace: str | None, trials: list[int], log: Any) -> int:
+    """Drop a deleted study's groups; returns how many. Best effort: a Pushgateway that is down
+    keeps them (they are a few hundred bytes each), and the deletion goes on."""
+    dropped = 0
+    for index in trials:
+        try:
+            forget_pushgateway_group(url, study, int(index), namespace)
+            dropped += 1
+        except (OSError, ValueError, TypeError) as e:
+            log.warning("cannot drop the Pushgateway group of trial %s of %s: %s", index, study, e)
+            break
+    return dropped
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

@@ -17,14 +17,14 @@ import time
 from typing import Any
 
 from boss.spec import SpecError, Study, first_difference, fixed_part, parse_study
-from boss.store import CheckpointError, Store
+from boss.store import CheckpointError, Store, join
 
 from . import opmetrics
 from .config import OperatorConfig
 from .engine import BOSS, FAILED, Engine, ReplayError, Trial
 from .jobs import build_job, job_failure, job_name, job_outcome
 from .kube import Kube
-from .readback import objective_from_pushgateway
+from .readback import objective_from_prometheus, objective_from_pushgateway
 from .trials import make_trial_spec
 
 FINAL = ("Succeeded", "Failed")
@@ -47,6 +47,7 @@ class StudyReconciler:
         self.engine: Engine | None = None
         self.study: Study | None = None
         self._written: dict[str, Any] | None = None  # the status this process last wrote
+        self._seen_ended: dict[int, float] = {}  # trial -> when this process saw its Job end
 
     # ---- one step ---------------------------------------------------------------------------
 
@@ -145,14 +146,17 @@ class StudyReconciler:
         return None
 
     def _storage(self, study: Study) -> tuple[str, Store]:
+        """The study's storage root, <uri>/<namespace>: same-named studies in two namespaces
+        may share a bucket (the operator's default) and must not overwrite each other."""
         s = study.spec.storage
-        return (s.uri or self.config.storage_uri).rstrip("/"), Store(s.endpoint or self.config.storage_endpoint)
+        return join(s.uri or self.config.storage_uri, self.namespace), Store(s.endpoint or self.config.storage_endpoint)
 
     def _create_job(self, obj: dict[str, Any], t: Trial) -> None:
         assert self.study is not None and self.engine is not None
         root, _ = self._storage(self.study)
         ts = make_trial_spec(self.study, self.engine, t, root)
         ts = ts.model_copy(update={
+            "namespace": self.namespace,
             "pushgateway": self.study.spec.metrics.pushgateway or self.config.pushgateway,
             "storage_endpoint": self.study.spec.storage.endpoint or self.config.storage_endpoint,
         })
@@ -175,9 +179,9 @@ class StudyReconciler:
             if outcome == "failed":
                 self.engine.tell(t.index, failed=True, message=job_failure(job))
             else:
-                result = self._read_result(obj, t)
+                result = self._read_result(obj, t, job)
                 if result is None:
-                    continue  # storage unreachable: try again next step, lose nothing
+                    continue  # storage unreachable or not scraped yet: try again next step
                 value, checkpoint, checksum, extra, message = result
                 t.extra.update(extra)
                 self.engine.tell(t.index, value, checkpoint=checkpoint, checksum=checksum,
@@ -192,7 +196,7 @@ class StudyReconciler:
                 self._event(obj, "Normal", "TrialSucceeded", f"trial {t.index} ({t.phase}) {metric}={t.value:.4f}")
         return changed
 
-    def _read_result(self, obj: dict[str, Any], t: Trial):
+    def _read_result(self, obj: dict[str, Any], t: Trial, job: dict[str, Any]):
         """(value, checkpoint, checksum, extra, message) of a succeeded Job, None to retry later."""
         assert self.study is not None and self.engine is not None
         root, store = self._storage(self.study)
@@ -204,22 +208,45 @@ class StudyReconciler:
         except Exception as e:  # storage down: retry on the next step
             log.warning("%s: cannot read %s yet: %s", self.name, ts.result_uri, e)
             return None
-        gateway = self.study.spec.metrics.pushgateway or self.config.pushgateway
+        spec = self.study.spec.metrics
+        prometheus = spec.prometheus or self.config.prometheus
         metric = self.study.spec.objective.metric
-        value = None
+        value, source = None, "prometheus" if prometheus else "pushgateway"
+        where = "Prometheus" if prometheus else "the Pushgateway"
         try:
-            value = objective_from_pushgateway(gateway, self.name, t.index, metric)
+            if prometheus:
+                value = objective_from_prometheus(prometheus, self.name, t.index, metric, namespace=self.namespace)
+            else:
+                value = objective_from_pushgateway(spec.pushgateway or self.config.pushgateway, self.name,
+                                                   t.index, metric, namespace=self.namespace)
         except Exception as e:
             self._event(obj, "Warning", "MetricsUnavailable",
-                        f"trial {t.index}: Pushgateway unreadable ({e}); using the result in storage")
-        if value is None:
-            if result.get("metric") == metric and result.get("value") is not None:
+                        f"trial {t.index}: {where} unreadable ({e}); using the result in storage")
+        else:
+            if value is None and prometheus and self._since_end(t, job) < spec.wait_seconds:
+                return None  # the next scrape of the Pushgateway has not happened yet
+            if value is None:
+                hint = (f" {spec.wait_seconds:g} s after the trial ended (does it scrape the Pushgateway "
+                        "with honor_labels?)" if prometheus else "")
                 self._event(obj, "Warning", "MetricsFallback",
-                            f"trial {t.index}: no objective in the Pushgateway; using the result in storage")
-                value = result["value"]
+                            f"trial {t.index}: no objective in {where}{hint}; using the result in storage")
+        if value is None and result.get("metric") == metric and result.get("value") is not None:
+            value, source = result["value"], "storage"
+        self._seen_ended.pop(t.index, None)
         extra = {"test": result.get("test", {}), "best_epoch": result.get("best_epoch"),
-                 "seconds": result.get("seconds")}
+                 "seconds": result.get("seconds"), "objectiveFrom": source if value is not None else None}
         return value, result.get("checkpoint") or ts.checkpoint_uri, result.get("sha256"), extra, None
+
+    def _since_end(self, t: Trial, job: dict[str, Any]) -> float:
+        """Seconds since the trial's Job completed (by its completionTime, else since seen)."""
+        now = time.time()
+        seen = self._seen_ended.setdefault(t.index, now)
+        stamp = (job.get("status") or {}).get("completionTime")
+        try:
+            ended = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() if stamp else seen
+        except (AttributeError, ValueError):
+            ended = seen
+        return now - min(seen, ended)
 
     def _write_status(self, obj: dict[str, Any], study: Study, suspended: bool) -> str:
         e = self.engine

@@ -62,7 +62,8 @@ def run_trial(spec: TrialSpec, trainer: Trainer | None = None) -> dict[str, Any]
     if trainer is None:
         trainer = load_trainer_class(spec.plugin)(spec.config, spec.args, seed=spec.seed)
     reporter = MetricsReporter(spec.study, spec.index, spec.phase,
-                               textfile=spec.metrics_textfile, pushgateway=spec.pushgateway)
+                               textfile=spec.metrics_textfile, pushgateway=spec.pushgateway,
+                               namespace=spec.namespace)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     metric, maximize = spec.objective.metric, spec.objective.goal == "maximize"
 

@@ -21,19 +21,24 @@ OBJECTIVE = "boss_trial_objective"
 COMPLETED = "boss_trial_completed"
 
 
-def grouping_key(study: str, trial: int) -> dict[str, str]:
-    """The Pushgateway group of one trial (job=boss-trial, study, trial)."""
-    return {"study": study, "trial": str(trial)}
+def grouping_key(study: str, trial: int, namespace: str | None = None) -> dict[str, str]:
+    """The Pushgateway group of one trial (job=boss-trial, [namespace,] study, trial).
+
+    On a cluster the namespace is part of it: studies of the same name in two namespaces
+    share one Pushgateway and must not overwrite each other's trials.
+    """
+    key = {"namespace": namespace} if namespace else {}
+    return {**key, "study": study, "trial": str(trial)}
 
 
 class MetricsReporter:
     """Per-epoch metrics and the final objective of one trial."""
 
     def __init__(self, study: str, trial: int, phase: str, *, textfile: str | None = None,
-                 pushgateway: str | None = None):
+                 pushgateway: str | None = None, namespace: str | None = None):
         if not textfile and not pushgateway:
             raise ValueError("a MetricsReporter needs a textfile or a pushgateway")
-        self.study, self.trial = study, trial
+        self.study, self.trial, self.namespace = study, trial, namespace
         self.textfile, self.pushgateway = textfile, pushgateway
         self.registry = CollectorRegistry()
         self._epoch = Gauge(EPOCH, "Last finished epoch of the trial", ["phase"], registry=self.registry)
@@ -64,7 +69,7 @@ class MetricsReporter:
         if self.pushgateway:
             try:
                 push_to_gateway(self.pushgateway, job=JOB, registry=self.registry,
-                                grouping_key=grouping_key(self.study, self.trial), timeout=10)
+                                grouping_key=grouping_key(self.study, self.trial, self.namespace), timeout=10)
                 self.push_failures = 0
             except OSError as e:  # URLError, refused, timed out
                 self.push_failures += 1

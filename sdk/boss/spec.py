@@ -224,11 +224,17 @@ class Storage(_Model):
 
 class Metrics(_Model):
     pushgateway: str | None = Field(None, description="Pushgateway URL; else a textfile per trial.")
+    prometheus: str | None = Field(
+        None, description="Prometheus server URL to read each trial's objective from (it must scrape "
+        "the Pushgateway with honor_labels); else the Pushgateway is read directly.")
+    wait_seconds: float = Field(
+        120.0, ge=0, le=3600, description="With `prometheus`: how long after a trial ends to wait for "
+        "its objective to be scraped before using the result in storage.")
 
-    @field_validator("pushgateway")
+    @field_validator("pushgateway", "prometheus")
     @classmethod
-    def _url(cls, v: str | None) -> str | None:
-        return _http_url("pushgateway", v)
+    def _url(cls, v: str | None, info: Any) -> str | None:
+        return _http_url(info.field_name, v)
 
 
 class StudySpec(_Model):

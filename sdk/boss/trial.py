@@ -27,6 +27,7 @@ class TrialSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     study: str
+    namespace: str | None = Field(None, description="The study's namespace on a cluster (labels its metrics).")
     index: int = Field(ge=0)
     phase: Literal["warmup", "boss"]
     config: dict[str, Any]
