@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     kopf.run(standalone=True, clusterwide=not args.namespace, namespaces=args.namespace,
-             liveness_endpoint=args.liveness or None)
+             liveness_endpoint=args.liveness or None, memo=kopf.Memo(namespaces=list(args.namespace)))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from . import opmetrics
 from .config import OperatorConfig
 from .crd import GROUP, PLURAL, VERSION
 from .kube import Kube
+from .readback import forget_pushgateway_groups
 from .study import StudyReconciler
 
 PREFIX = GROUP
@@ -30,8 +31,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
         prefix=PREFIX, key="last-handled-configuration")
     settings.posting.level = logging.WARNING  # our own Events tell the story; kopf adds warnings
     settings.watching.server_timeout = 300
-    if os.environ.get("BOSS_WATCH_NAMESPACE"):
-        # one namespace, a Role: nothing cluster-scoped (namespaces, CRDs) may be listed
+    if memo.get("namespaces"):
+        # named namespaces, with a Role each: nothing cluster-scoped (namespaces, CRDs) may be
+        # listed, so kopf watches exactly the names it was given
         settings.scanning.disabled = True
     memo.config = OperatorConfig.from_env()
     memo.kube = Kube()
@@ -56,7 +58,19 @@ def run_study(stopped: kopf.DaemonStopped, name: str, namespace: str, memo: kopf
         stopped.wait(wait)
 
 
-@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
-def forget_study(uid: str, **_) -> None:
-    """Jobs go with the study through their ownerReferences; the metrics forget it here."""
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def forget_study(type: str, uid: str, name: str, namespace: str, spec: kopf.Spec, status: kopf.Status,
+                 memo: kopf.Memo, logger: logging.Logger, **_) -> None:
+    """Jobs go with the study through their ownerReferences; the metrics forget it here
+    (the operator's own, and the trials' groups on the Pushgateway, which never expire).
+    Checkpoints stay in storage: they are the user's.
+
+    A watch event, not an on.delete handler: that would need a finalizer on every study, and
+    a finished study could then not be deleted while the operator is down."""
+    if type != "DELETED":
+        return
     opmetrics.study_phase(uid, None)
+    gateway = (spec.get("metrics") or {}).get("pushgateway") or memo.config.pushgateway
+    trials = [t.get("index") for t in status.get("trials") or [] if isinstance(t, dict)]
+    if gateway and trials:
+        forget_pushgateway_groups(gateway, name, namespace, trials, logger)
