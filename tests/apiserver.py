@@ -4,8 +4,10 @@ kmock stores objects as the client sent them. A real API server also fills in me
 (uid, namespace, resourceVersion, creationTimestamp, generateName), refuses a JSON-patch
 whose `test` of resourceVersion fails (422: kopf's optimistic concurrency relies on it),
 garbage-collects objects whose owner is gone, answers a create with 201 (the kubernetes
-client only reads the body then), serves its OpenAPI documents, and names the core group "v1"
-in discovery (kmock says "/v1", which client-go, and so Helm, rejects). This adds exactly those.
+client only reads the body then), serves its OpenAPI documents, names the core group "v1"
+in discovery (kmock says "/v1", which client-go, and so Helm, rejects), filters lists by
+equality-based label selectors, and serves a pod's log (here: the file that the stand-in
+kubelet names in the pod's LOG_ANNOTATION). This adds exactly those.
 
 Run: python tests/apiserver.py PORT   (prints "ready" when it listens)
 """
@@ -18,11 +20,13 @@ import itertools
 import sys
 import uuid
 
+import aiohttp.web
 import attrs
 import kmock
 from kmock._internal.k8s import KubernetesError
 
 _versions = itertools.count(1)
+LOG_ANNOTATION = "kubelet.test/log-file"
 
 
 @attrs.frozen
@@ -36,6 +40,9 @@ class Unprocessable(KubernetesError):
 class ApiServer(kmock.KubernetesEmulator):
     async def _handle(self, request):
         action = request.action
+        if (request.resource is not None and request.resource.plural == "pods"
+                and request.subresource == "log" and str(request.method).upper().endswith("GET")):
+            return self._serve_pod_log(request)
         if request.resource is not None and action == kmock.action.CREATE and isinstance(request.data, dict):
             meta = request.data.setdefault("metadata", {})
             if not meta.get("name") and meta.get("generateName"):
@@ -71,6 +78,31 @@ class ApiServer(kmock.KubernetesEmulator):
             doc["groupVersion"] = doc["groupVersion"][1:]  # the core group is "v1", not "/v1"
         return doc
 
+    async def _serve_list(self, request):
+        result = await super()._serve_list(request)
+        selector = request.params.get("labelSelector")
+        if selector and isinstance(result, dict):
+            match = _label_selector(selector)
+            result["items"] = [o for o in result["items"] if match((o.get("metadata") or {}).get("labels") or {})]
+        return result
+
+    def _serve_pod_log(self, request) -> aiohttp.web.Response:
+        pod = self._current(request)
+        if pod is None:
+            return aiohttp.web.json_response({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404,
+                                              "reason": "NotFound", "message": f'pods "{request.name}" not found'},
+                                             status=404)
+        path = (pod.get("metadata", {}).get("annotations") or {}).get(LOG_ANNOTATION)
+        try:
+            with open(path, errors="replace") as f:
+                text = f.read()
+        except (OSError, TypeError):
+            text = ""
+        tail = request.params.get("tailLines")
+        if tail:
+            text = "".join(text.splitlines(keepends=True)[-int(tail):])
+        return aiohttp.web.Response(text=text, content_type="text/plain")
+
     def _current(self, request):
         key = (request.resource, request.namespace, request.name)
         if key in self._objects and not self._objects[key].deleted:
@@ -91,6 +123,23 @@ class ApiServer(kmock.KubernetesEmulator):
                     await self._buses[key[0]].put({"type": "DELETED", "object": raw})
             if not orphans:
                 return
+
+
+def _label_selector(selector: str):
+    """A matcher for equality-based selectors: a=b, a==b, a!=b, a, !a (comma = and)."""
+    terms = []
+    for term in (t.strip() for t in selector.split(",") if t.strip()):
+        if "!=" in term:
+            k, v = term.split("!=", 1)
+            terms.append(lambda labels, k=k.strip(), v=v.strip(): labels.get(k) != v)
+        elif "=" in term:
+            k, v = term.replace("==", "=").split("=", 1)
+            terms.append(lambda labels, k=k.strip(), v=v.strip(): labels.get(k) == v)
+        elif term.startswith("!"):
+            terms.append(lambda labels, k=term[1:].strip(): k not in labels)
+        else:
+            terms.append(lambda labels, k=term: k in labels)
+    return lambda labels: all(t(labels) for t in terms)
 
 
 def _now() -> str:

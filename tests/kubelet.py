@@ -2,8 +2,9 @@
 
 It resolves the container's environment the way a kubelet does (plain values and
 secretKeyRef from the API server), runs the image's entrypoint (`python -m boss.trial`),
-and writes the Job's status when the process ends. It records every run, so tests can
-check that no trial ran twice.
+and writes the Job's status when the process ends. Each run gets a Pod object, as the Job
+controller would make, whose log the test API server serves. It records every run, so tests
+can check that no trial ran twice.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
+from apiserver import LOG_ANNOTATION
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -66,6 +69,7 @@ class Kubelet:
             container = job.spec.template.spec.containers[0]
             env = {**os.environ, **self.env, **self._resolve(container.env or [])}
             log = open(self.workdir / f"{name}.log", "wb")
+            self._create_pod(job, self.workdir / f"{name}.log")
             self.runs[name] += 1
             self.running[name] = (subprocess.Popen([sys.executable, "-m", "boss.trial"], env=env,
                                                    stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir), log)
@@ -76,6 +80,19 @@ class Kubelet:
                 if self.after_run is not None:
                     self.after_run(name)
                 self._finish(name, ok=proc.returncode == 0)
+
+    def _create_pod(self, job, log: Path) -> None:
+        name = job.metadata.name
+        c = job.spec.template.spec.containers[0]
+        self.core.create_namespaced_pod(self.namespace, {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": f"{name}-{uuid.uuid4().hex[:5]}", "namespace": self.namespace,
+                         "labels": {"job-name": name, "batch.kubernetes.io/job-name": name},
+                         "annotations": {LOG_ANNOTATION: str(log)},
+                         "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": name,
+                                              "uid": job.metadata.uid, "controller": True}]},
+            "spec": {"restartPolicy": "Never", "containers": [{"name": c.name, "image": c.image}]},
+            "status": {"phase": "Running"}})
 
     def _resolve(self, env) -> dict[str, str]:
         out = {}

@@ -249,9 +249,12 @@ def cmd_logs(args: argparse.Namespace) -> int:
             return _fail(f"{args.target}: no log for trial {args.trial}")
         sys.stdout.write(log.read_text(errors="replace"))
         return 0
-    from .client import BossClient
+    from .client import BossClient, StudyNotFound
 
-    sys.stdout.write(BossClient(namespace=args.namespace).logs(args.target, args.trial))
+    try:
+        sys.stdout.write(BossClient(namespace=args.namespace).logs(args.target, args.trial))
+    except StudyNotFound as e:
+        return _fail(str(e))
     return 0
 
 

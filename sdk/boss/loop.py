@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 import random
 import sys
@@ -92,9 +93,13 @@ def run_trial(spec: TrialSpec, trainer: Trainer | None = None) -> dict[str, Any]
     st = resume.load(store, resume_uri, identity, model, optimizer, scheduler) or resume.TrainState()
     if st.epoch:
         print(f"boss: trial {spec.index}: resuming after epoch {st.epoch} of {spec.epochs}", file=sys.stderr)
+    _say(f"trial {spec.index} ({spec.phase}) on {device}: config {json.dumps(spec.config, sort_keys=True)}"
+         + (f", student from {spec.student_uri}" if spec.student_uri else "")
+         + (f", teacher {spec.teacher_uri} (weight {weight:g}, {spec.distill_loss})" if teacher is not None else ""))
     for epoch in range(st.epoch + 1, spec.epochs + 1):
         if st.diverged:
             break
+        epoch_started = time.time()
         seed_everything(spec.seed * 1_000 + epoch)  # each epoch's randomness is its own: resumable
         model.train()
         n, sum_loss, sum_dt = 0, 0.0, 0.0
@@ -134,6 +139,9 @@ def run_trial(spec: TrialSpec, trainer: Trainer | None = None) -> dict[str, Any]
             st.best_value, st.best_epoch, st.best_row = value, epoch, row
             st.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
         reporter.epoch_end(epoch, {k: v for k, v in row.items() if k != "epoch"})
+        _say(f"trial {spec.index} epoch {epoch}/{spec.epochs} "
+             + " ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch")
+             + f" ({time.time() - epoch_started:.1f} s)")
         st.epoch = epoch
         if epoch < spec.epochs and not st.diverged:
             try:
@@ -173,3 +181,8 @@ def run_trial(spec: TrialSpec, trainer: Trainer | None = None) -> dict[str, Any]
     reporter.final(metric, value)  # last: the objective appears only once weights and result exist
     store.delete(resume_uri)  # the trial is done: its resume point is no longer needed
     return result
+
+
+def _say(line: str) -> None:
+    """Progress for the trial's log (`kubectl logs`, `boss logs`)."""
+    print(f"boss: {line}", file=sys.stderr, flush=True)
