@@ -25,6 +25,7 @@ from boss_operator.readback import forget_pushgateway_group
 from conftest import NS, free_port, tiny_doc
 from kubelet import Kubelet
 from kubernetes import client
+from prometheus_client.parser import text_string_to_metric_families
 
 SECRET_VALUE = "s3cr3t-value-never-logged"
 
@@ -38,12 +39,12 @@ class Operator:
         self.starts = 0
         self.metrics_port = free_port()
 
-    def start(self) -> None:
+    def start(self, *args: str) -> None:
         self.starts += 1
         log = open(self.workdir / f"operator-{self.starts}.log", "wb")
         env = {**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig), "BOSS_POLL_SECONDS": "0.5",
                "BOSS_METRICS_PORT": str(self.metrics_port), "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "boss_operator", "--liveness", ""], env=env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "boss_operator", "--liveness", "", *args], env=env,
                                      stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
 
     def kill(self) -> None:
@@ -65,16 +66,19 @@ class Operator:
 @pytest.fixture()
 def cluster(apiserver, tmp_path, s3_server, s3_bucket, pushgateway):
     api, kubeconfig = apiserver
-    core = client.CoreV1Api(api)
-    core.create_namespaced_secret(NS, {"apiVersion": "v1", "kind": "Secret",
-                                       "metadata": {"name": "boss-s3", "namespace": NS},
-                                       "data": {"AWS_ACCESS_KEY_ID": base64.b64encode(b"testing").decode(),
-                                                "AWS_SECRET_ACCESS_KEY": base64.b64encode(SECRET_VALUE.encode()).decode()}})
+    create_storage_secret(api, NS)
     # the operator reads results from storage with its own credentials (the chart mounts them)
     env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": SECRET_VALUE}
     op = Operator(kubeconfig, tmp_path, env)
     yield api, op, s3_server, s3_bucket, pushgateway
     op.stop()
+
+
+def create_storage_secret(api, namespace: str) -> None:
+    client.CoreV1Api(api).create_namespaced_secret(namespace, {
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "boss-s3", "namespace": namespace},
+        "data": {"AWS_ACCESS_KEY_ID": base64.b64encode(b"testing").decode(),
+                 "AWS_SECRET_ACCESS_KEY": base64.b64encode(SECRET_VALUE.encode()).decode()}})
 
 
 def study_doc(name: str, s3: str, bucket: str, gateway: str, **changes) -> dict:
@@ -86,20 +90,23 @@ def study_doc(name: str, s3: str, bucket: str, gateway: str, **changes) -> dict:
     return doc
 
 
+FINAL_PHASES = ("Succeeded", "Failed")
+
+
 def custom(api):
     return client.CustomObjectsApi(api)
 
 
-def get(api, name):
-    return custom(api).get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, name)
+def get(api, name, ns=NS):
+    return custom(api).get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
 
 
-def wait_phase(api, name, phases, timeout=300.0):
+def wait_phase(api, name, phases, timeout=300.0, ns=NS):
     deadline = time.time() + timeout
     while True:
-        phase = (get(api, name).get("status") or {}).get("phase")
+        phase = (get(api, name, ns).get("status") or {}).get("phase")
         if phase in phases:
-            return get(api, name)
+            return get(api, name, ns)
         assert time.time() < deadline, f"study {name} stuck in phase {phase}"
         time.sleep(0.3)
 
@@ -109,8 +116,8 @@ def jobs_of(api, name):
     return sorted((j for j in items if (j.metadata.labels or {}).get(LABEL_STUDY) == name), key=lambda j: j.metadata.name)
 
 
-def events_of(api, name):
-    return [e for e in client.CoreV1Api(api).list_namespaced_event(NS).items if e.involved_object.name == name]
+def events_of(api, name, ns=NS):
+    return [e for e in client.CoreV1Api(api).list_namespaced_event(ns).items if e.involved_object.name == name]
 
 
 @pytest.mark.slow
@@ -151,6 +158,30 @@ def test_a_study_runs_as_jobs_end_to_end(cluster, tmp_path):
     assert "boss_operator_trials_started_total 5.0" in metrics
     assert 'boss_operator_trials_finished_total{result="succeeded"} 5.0' in metrics
     assert "boss_operator_suggestion_seconds_count" in metrics
+
+    # `boss logs STUDY TRIAL` on a cluster: the log of the trial's pod, found by its Job's label
+    env = {**os.environ, "KUBECONFIG": str(op.kubeconfig)}
+    for trial in (0, 4):
+        r = subprocess.run([sys.executable, "-m", "boss.cli", "logs", "digits", str(trial), "-n", NS],
+                           env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == (tmp_path / f"digits-t{trial:04d}.log").read_text() and f"trial {trial}" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "boss.cli", "logs", "digits", "7", "-n", NS],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "no pod for trial 7" in r.stderr and "Traceback" not in r.stderr
+
+    # deleting the study also drops its trials' groups from the Pushgateway (they never expire)
+    def groups_left() -> int:
+        text = urllib.request.urlopen(f"{gateway}/metrics").read().decode()
+        return sum(s.name == "boss_trial_completed" and s.labels.get("study") == "digits"
+                   and s.labels.get("namespace") == NS
+                   for family in text_string_to_metric_families(text) for s in family.samples)
+    assert groups_left() == 5
+    custom(api).delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "digits")
+    deadline = time.time() + 30
+    while groups_left():
+        assert time.time() < deadline, "the deleted study's Pushgateway groups are still there"
+        time.sleep(0.3)
 
 
 def test_invalid_spec_fails_with_a_condition_and_an_event(cluster, tmp_path):
@@ -259,7 +290,7 @@ def test_metrics_outages_fall_back_to_the_result_in_storage(cluster, tmp_path):
 
     def lose_series(job: str) -> None:  # a Pushgateway restarted without persistence
         if job.startswith("lost-"):
-            forget_pushgateway_group(gateway, "lost", int(job.rsplit("-t", 1)[1]))
+            forget_pushgateway_group(gateway, "lost", int(job.rsplit("-t", 1)[1]), namespace=NS)
 
     op.start()
     with Kubelet(api, NS, tmp_path, after_run=lose_series):
@@ -271,3 +302,52 @@ def test_metrics_outages_fall_back_to_the_result_in_storage(cluster, tmp_path):
         assert status["trials"][0]["value"] == result["value"]
         said = [e.reason for e in events_of(api, name)]
         assert said.count(reason) == 3, said
+
+
+@pytest.mark.slow
+def test_same_named_studies_in_two_namespaces_one_read_through_prometheus(cluster, tmp_path, prometheus):
+    """Two studies called "twin" share the bucket and the Pushgateway, in two namespaces; one
+    reads its objectives from a Prometheus server that scrapes the Pushgateway."""
+    api, op, s3, bucket, gateway = cluster
+    other = "team-b"
+    create_storage_secret(api, other)
+    small = {"spec.budget": {"trials": 3, "warmupTrials": 2, "parallelism": 2}}
+    scraped = study_doc("twin", s3, bucket, gateway, **small, **{
+        "spec.metrics": {"pushgateway": gateway, "prometheus": prometheus, "waitSeconds": 60}})
+    direct = study_doc("twin", s3, bucket, gateway, **small)
+    direct["metadata"]["namespace"] = other
+    custom(api).create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, scraped)
+    custom(api).create_namespaced_custom_object(GROUP, VERSION, other, PLURAL, direct)
+    op.start()
+    (tmp_path / NS).mkdir()
+    (tmp_path / other).mkdir()
+    with Kubelet(api, NS, tmp_path / NS), Kubelet(api, other, tmp_path / other):
+        results = [(NS, wait_phase(api, "twin", FINAL_PHASES)["status"], "prometheus"),
+                   (other, wait_phase(api, "twin", FINAL_PHASES, ns=other)["status"], "pushgateway")]
+    for ns, status, source in results:
+        assert status["phase"] == "Succeeded", (ns, status.get("conditions"))
+        for t in status["trials"]:
+            assert t["state"] == "succeeded" and t["extra"]["objectiveFrom"] == source, (ns, t)
+            assert t["checkpoint"].startswith(f"s3://{bucket}/boss/{ns}/twin/trial-"), t["checkpoint"]
+            result = Store(s3).read_json(t["checkpoint"].rsplit("/", 1)[0] + "/result.json")
+            assert t["value"] == result["value"]  # its own trial, not the twin's
+        said = [e.reason for e in events_of(api, "twin", ns)]
+        assert "MetricsFallback" not in said and "MetricsUnavailable" not in said, said
+
+
+@pytest.mark.slow
+def test_an_operator_for_one_namespace_leaves_the_others_alone(cluster, tmp_path):
+    """`-n team-a` (the chart's watchNamespace, with a Role): no cluster-scoped list or watch."""
+    api, op, s3, bucket, gateway = cluster
+    create_storage_secret(api, "team-a")
+    small = {"spec.budget": {"trials": 2, "warmupTrials": 2, "parallelism": 2}}
+    mine = study_doc("mine", s3, bucket, gateway, **small)
+    mine["metadata"]["namespace"] = "team-a"
+    custom(api).create_namespaced_custom_object(GROUP, VERSION, "team-a", PLURAL, mine)
+    custom(api).create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, study_doc("theirs", s3, bucket, gateway, **small))
+    op.start("--namespace", "team-a")
+    with Kubelet(api, "team-a", tmp_path):
+        status = wait_phase(api, "mine", FINAL_PHASES, ns="team-a")["status"]
+    assert status["phase"] == "Succeeded" and len(status["trials"]) == 2
+    assert "status" not in get(api, "theirs") and jobs_of(api, "theirs") == []
+    assert "Traceback" not in op.log()
