@@ -2,8 +2,9 @@
 
 It resolves the container's environment the way a kubelet does (plain values and
 secretKeyRef from the API server), runs the image's entrypoint (`python -m boss.trial`),
-and writes the Job's status when the process ends. Each run gets a Pod object, as the Job
-controller would make, whose log the test API server serves. It records every run, so tests
+and writes the Job's status when the process ends, retrying as the Job controller would
+(podFailurePolicy exit-code rules, then backoffLimit). Each run gets a Pod object whose log
+the test API server serves. It records every run, so tests
 can check that no trial ran twice.
 """
 
@@ -33,6 +34,7 @@ class Kubelet:
         self.runs: collections.Counter[str] = collections.Counter()
         self.running: dict[str, tuple[subprocess.Popen, object]] = {}
         self.seen: set[str] = set()
+        self.jobs: dict[str, object] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -66,20 +68,47 @@ class Kubelet:
             if name in self.fail:
                 self._finish(name, ok=False)
                 continue
-            container = job.spec.template.spec.containers[0]
-            env = {**os.environ, **self.env, **self._resolve(container.env or [])}
-            log = open(self.workdir / f"{name}.log", "wb")
-            self._create_pod(job, self.workdir / f"{name}.log")
-            self.runs[name] += 1
-            self.running[name] = (subprocess.Popen([sys.executable, "-m", "boss.trial"], env=env,
-                                                   stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir), log)
+            self._launch(job)
         for name, (proc, log) in list(self.running.items()):
             if proc.poll() is not None:
                 log.close()
                 del self.running[name]
                 if self.after_run is not None:
                     self.after_run(name)
-                self._finish(name, ok=proc.returncode == 0)
+                self._ended(name, proc.returncode)
+
+    def _launch(self, job) -> None:
+        name = job.metadata.name
+        self.jobs[name] = job
+        container = job.spec.template.spec.containers[0]
+        env = {**os.environ, **self.env, **self._resolve(container.env or [])}
+        path = self.workdir / (f"{name}.log" if not self.runs[name] else f"{name}.retry{self.runs[name]}.log")
+        log = open(path, "wb")
+        self._create_pod(job, path)
+        self.runs[name] += 1
+        self.running[name] = (subprocess.Popen([sys.executable, "-m", "boss.trial"], env=env,
+                                               stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir), log)
+
+    def _ended(self, name: str, code: int) -> None:
+        """What the Job controller does when a pod ends: its podFailurePolicy's exit-code rules,
+        then backoffLimit (a new pod) — DisruptionTarget rules need evictions, which never happen here."""
+        job = self.jobs[name]
+        if code == 0:
+            return self._finish(name, ok=True)
+        policy = job.spec.pod_failure_policy
+        for i, rule in enumerate(policy.rules if policy else []):
+            on = rule.on_exit_codes
+            if on and (on.operator == "In") == (code in on.values):
+                if rule.action == "FailJob":
+                    return self._finish(name, ok=False, reason="PodFailurePolicy",
+                                        message=f"Container {on.container_name} failed with exit code {code} "
+                                                f"matching FailJob rule at index {i}")
+                if rule.action == "Ignore":
+                    return self._launch(job)
+                break  # Count: as if no rule matched
+        if self.runs[name] <= (job.spec.backoff_limit or 0):
+            return self._launch(job)
+        self._finish(name, ok=False)
 
     def _create_pod(self, job, log: Path) -> None:
         name = job.metadata.name
@@ -113,11 +142,11 @@ class Kubelet:
                     raise KeyError(ref.key)
         return out
 
-    def _finish(self, name: str, ok: bool) -> None:
+    def _finish(self, name: str, ok: bool, reason: str = "BackoffLimitExceeded",
+                message: str = "Job has reached the specified backoff limit") -> None:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         cond = {"type": "Complete" if ok else "Failed", "status": "True", "lastTransitionTime": now,
-                "reason": "Completed" if ok else "BackoffLimitExceeded",
-                "message": "" if ok else "Job has reached the specified backoff limit"}
+                "reason": "Completed" if ok else reason, "message": "" if ok else message}
         status = {"succeeded": 1} if ok else {"failed": 1}
         self.batch.patch_namespaced_job_status(name, self.namespace,
                                                {"status": {**status, "conditions": [cond], "completionTime": now}})

@@ -17,17 +17,19 @@ import time
 import urllib.request
 from pathlib import Path
 
+import kubernetes_validate
 import pytest
 from boss.store import Store
 from boss_operator.crd import GROUP, PLURAL, VERSION
 from boss_operator.jobs import LABEL_PHASE, LABEL_STUDY, LABEL_TRIAL
 from boss_operator.readback import forget_pushgateway_group
-from conftest import NS, free_port, tiny_doc
+from conftest import NS, ROOT, free_port, tiny_doc
 from kubelet import Kubelet
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
 SECRET_VALUE = "s3cr3t-value-never-logged"
+K8S_VERSION = "1.37.0"
 
 
 class Operator:
@@ -351,3 +353,48 @@ def test_an_operator_for_one_namespace_leaves_the_others_alone(cluster, tmp_path
     assert status["phase"] == "Succeeded" and len(status["trials"]) == 2
     assert "status" not in get(api, "theirs") and jobs_of(api, "theirs") == []
     assert "Traceback" not in op.log()
+
+
+def test_a_trial_job_is_a_valid_batch_v1_job():
+    """Checked against Kubernetes' own OpenAPI schema, podFailurePolicy included."""
+    from boss.spec import parse_study
+    from boss.trial import EXIT_WILL_FAIL_AGAIN, TrialSpec
+    from boss_operator.jobs import build_job
+
+    study = parse_study(study_doc("valid", "http://s3:9000", "bucket", "http://pushgateway:9091",
+                                  **{"spec.trainer.resources": {"limits": {"nvidia.com/gpu": 1}}}))
+    ts = TrialSpec(study="valid", namespace=NS, index=3, phase="warmup", config={"lr": 0.1}, plugin="a.b:C",
+                   epochs=2, output_uri="s3://bucket/boss/default/valid/trial-0003")
+    job = build_job(study, "uid-1", NS, ts, "registry.example/trainer:1", "boss-s3", backoff_limit=2)
+    kubernetes_validate.validate(job, K8S_VERSION, strict=True)
+    rules = job["spec"]["podFailurePolicy"]["rules"]
+    assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+    assert rules[1]["action"] == "FailJob" and EXIT_WILL_FAIL_AGAIN in rules[1]["onExitCodes"]["values"]
+    assert rules[1]["onExitCodes"]["containerName"] == job["spec"]["template"]["spec"]["containers"][0]["name"]
+
+
+@pytest.mark.slow
+def test_preempted_trials_resume_on_retry_and_hopeless_ones_are_not_retried(cluster, tmp_path):
+    api, op, s3, bucket, gateway = cluster
+    two = {"spec.budget": {"trials": 2, "warmupTrials": 2, "parallelism": 2, "maxFailedTrials": 1},
+           "spec.trainer.epochs": 3}
+    marker = tmp_path / "preempted"
+    custom(api).create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, study_doc(
+        "spot", s3, bucket, gateway, **two, **{"spec.trainer.plugin": "flaky_trainers:PreemptedOnce",
+                                              "spec.trainer.args": {"train_fraction": 0.3, "die_after_epoch": 2,
+                                                                    "marker": str(marker)}}))
+    custom(api).create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, study_doc(
+        "hopeless", s3, bucket, gateway, **two, **{"spec.trainer.plugin": "no_such_module:Trainer"}))
+    op.start()
+    tests = {"PYTHONPATH": str(ROOT / "tests") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    with Kubelet(api, NS, tmp_path, env=tests, slots=4) as kubelet:
+        spot = wait_phase(api, "spot", FINAL_PHASES)["status"]
+        hopeless = wait_phase(api, "hopeless", FINAL_PHASES)["status"]
+    # one pod died in epoch 2 (exit 137: may work again): the Job made a new pod, which resumed
+    assert spot["phase"] == "Succeeded" and [t["state"] for t in spot["trials"]] == ["succeeded"] * 2
+    retried = [n for n in ("spot-t0000", "spot-t0001") if kubelet.runs[n] == 2]
+    assert len(retried) == 1 and kubelet.runs["spot-t0000"] + kubelet.runs["spot-t0001"] == 3
+    assert "resuming after epoch 1 of 3" in (tmp_path / f"{retried[0]}.retry1.log").read_text()
+    # exit 3 (would fail the same way again): FailJob at once, one pod each, not backoffLimit's two
+    assert hopeless["phase"] == "Failed" and [kubelet.runs[f"hopeless-t{i:04d}"] for i in range(2)] == [1, 1]
+    assert all("PodFailurePolicy" in t["message"] for t in hopeless["trials"])

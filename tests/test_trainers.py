@@ -15,7 +15,7 @@ import torch
 from boss.loop import run_trial
 from boss.metrics import read_objective
 from boss.store import Store, to_uri
-from boss.trial import TrialError, TrialSpec
+from boss.trial import EXIT_WILL_FAIL_AGAIN, TrialError, TrialSpec
 from torch.utils.data import DataLoader, TensorDataset
 
 DIGITS = "boss.trainers.digits:DigitsTrainer"
@@ -111,6 +111,15 @@ def test_trial_entrypoint_on_s3(tmp_path, s3_server, s3_bucket):
     bad = subprocess.run([sys.executable, "-m", "boss.trial"], env={**os.environ, "BOSS_TRIAL": "{}"},
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "invalid BOSS_TRIAL" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_trial_exit_code_says_whether_a_retry_can_help(tmp_path):
+    """3: the same trial would fail again (the Job's podFailurePolicy then fails it at once)."""
+    ts = spec(tmp_path, plugin="no_such_module:Trainer", epochs=1)
+    r = subprocess.run([sys.executable, "-m", "boss.trial"], env={**os.environ, **ts.to_env()},
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == EXIT_WILL_FAIL_AGAIN and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("boss.trial: trial 0 failed:")
 
 
 def fake_cifar(root, name: str, n_train: int = 60, n_test: int = 20) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from boss.spec import Study
-from boss.trial import ENV, TrialSpec
+from boss.trial import ENV, EXIT_BAD_SPEC, EXIT_WILL_FAIL_AGAIN, TrialSpec
 
 from .crd import GROUP, VERSION
 
@@ -13,6 +13,7 @@ LABEL_STUDY = f"{GROUP}/study"
 LABEL_TRIAL = f"{GROUP}/trial"
 LABEL_PHASE = f"{GROUP}/phase"
 SCRATCH = "/tmp"
+CONTAINER = "trial"
 # keys of the storage Secret (spec.storage.secretRef) handed to the trial as environment
 SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "GOOGLE_APPLICATION_CREDENTIALS_JSON")
 
@@ -34,7 +35,7 @@ def build_job(study: Study, uid: str, namespace: str, ts: TrialSpec, image: str,
         env += [{"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}}}
                 for key in SECRET_KEYS]
     container: dict[str, Any] = {
-        "name": "trial",
+        "name": CONTAINER,
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "env": env,
@@ -62,6 +63,14 @@ def build_job(study: Study, uid: str, namespace: str, ts: TrialSpec, image: str,
         },
         "spec": {
             "backoffLimit": backoff_limit,
+            # a preempted or evicted pod (spot GPUs, node drains) is retried without using up
+            # backoffLimit, and resumes from its last epoch; a trial that would fail the same way
+            # again is not retried at all
+            "podFailurePolicy": {"rules": [
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+                {"action": "FailJob", "onExitCodes": {"containerName": CONTAINER, "operator": "In",
+                                                      "values": [EXIT_BAD_SPEC, EXIT_WILL_FAIL_AGAIN]}},
+            ]},
             "template": {
                 "metadata": {"labels": labels},
                 "spec": {

@@ -169,7 +169,7 @@ def run_trial(spec: TrialSpec, trainer: Trainer | None = None) -> dict[str, Any]
     except CheckpointError:
         raise
     except Exception as e:  # a score without weights must never be reported
-        raise TrialError(f"cannot save the checkpoint to {spec.checkpoint_uri}: {e}") from None
+        raise TrialError(f"cannot save the checkpoint to {spec.checkpoint_uri}: {e}", retry=True) from None
     result = {
         "study": spec.study, "trial": spec.index, "phase": spec.phase, "config": spec.config,
         "metric": metric, "value": value, "best_epoch": best_epoch, "diverged": diverged,

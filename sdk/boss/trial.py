@@ -61,23 +61,35 @@ class TrialSpec(BaseModel):
         return {ENV: self.model_dump_json()}
 
 
+# Exit codes of `python -m boss.trial`; a Job's podFailurePolicy retries only the first kind.
+EXIT_FAILED = 1  # may work on a retry: storage outage, out of memory, an unexpected error
+EXIT_BAD_SPEC = 2  # $BOSS_TRIAL is missing or invalid
+EXIT_WILL_FAIL_AGAIN = 3  # the same trial would fail the same way: broken plugin or checkpoint, no finite objective
+
+
 class TrialError(RuntimeError):
-    """A trial that cannot finish; the message is one line meant for the user."""
+    """A trial that cannot finish; the message is one line meant for the user.
+
+    `retry`: whether running the same trial again may succeed (e.g. storage was down)."""
+
+    def __init__(self, message: str, *, retry: bool = False):
+        super().__init__(message)
+        self.retry = retry
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the trial described by $BOSS_TRIAL. Exit 0 on success, 1 on failure."""
+    """Run the trial described by $BOSS_TRIAL. Exit 0 on success, else one of the EXIT_* codes."""
     raw = os.environ.get(ENV)
     if not raw:
         print(f"boss.trial: {ENV} is not set (it holds the trial spec as JSON)", file=sys.stderr)
-        return 2
+        return EXIT_BAD_SPEC
     try:
         spec = TrialSpec.model_validate_json(raw)
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         print(f"boss.trial: invalid {ENV}: {where}: {first['msg']}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_SPEC
     from .loop import run_trial
     from .plugins import PluginError
     from .store import CheckpointError, StorageError
@@ -86,11 +98,12 @@ def main(argv: list[str] | None = None) -> int:
         result = run_trial(spec)
     except (TrialError, CheckpointError, StorageError, PluginError) as e:
         print(f"boss.trial: trial {spec.index} failed: {e}", file=sys.stderr)
-        return 1
+        retry = isinstance(e, StorageError) or getattr(e, "retry", False)
+        return EXIT_FAILED if retry else EXIT_WILL_FAIL_AGAIN
     except Exception as e:
         traceback.print_exc()
         print(f"boss.trial: trial {spec.index} failed: {type(e).__name__}: {e} (traceback above)", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     print(json.dumps({"trial": spec.index, spec.objective.metric: result["value"]}))
     return 0
 
