@@ -16,7 +16,7 @@ from boss.spec import parse_study
 from boss.store import Store
 from boss_operator.engine import BOSS, WARMUP
 from boss_operator.local import LocalRun
-from conftest import ROOT, tiny_doc, write_study
+from conftest import ROOT, free_port, tiny_doc, write_study
 
 BOSS_CLI = [sys.executable, "-m", "boss.cli"]
 
@@ -84,6 +84,18 @@ def test_objectives_read_through_a_prometheus_server(tmp_path, pushgateway, prom
     for t in engine.trials:
         result = Store().read_json(t.checkpoint.rsplit("/", 1)[0] + "/result.json")
         assert t.extra["objectiveFrom"] == "prometheus" and t.value == result["value"]
+
+
+def test_a_pushgateway_outage_loses_no_trial(tmp_path):
+    """Trials warn and finish; their objectives come from the results they saved, as on a cluster."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    study = write_study(tmp_path, tiny_doc(**{"spec.budget": {"trials": 3, "warmupTrials": 2, "parallelism": 2},
+                                              "spec.trainer.epochs": 1, "spec.metrics": {"pushgateway": dead}}))
+    r = run_cli("run", study, "--run-dir", tmp_path / "run")
+    assert r.returncode == 0, r.stderr
+    state = check_study(tmp_path / "run", 3, 2)
+    assert all(t["extra"]["objectiveFrom"] == "storage" for t in state["trials"])
+    assert r.stdout.count("the Pushgateway unreadable") == 3 and "used the result in storage" in r.stdout
 
 
 def test_prometheus_without_a_pushgateway_is_refused_in_one_line(tmp_path):

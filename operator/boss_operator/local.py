@@ -185,21 +185,35 @@ class LocalRun:
         if r.proc.returncode != 0:
             failed, message = True, _last_line(t.extra["log"]) or f"exit code {r.proc.returncode}"
         else:
+            source = "prometheus" if metrics.prometheus else "pushgateway" if ts.pushgateway else "textfile"
+            where = {"prometheus": "Prometheus", "pushgateway": "the Pushgateway"}.get(source, "its metrics")
+            problem = None
             try:
-                value = self._read_objective(ts)
                 result = self.store.read_json(ts.result_uri)
             except (OSError, CheckpointError, ValueError) as e:
                 failed, message = True, f"cannot read the trial's result back: {e}"
-            if not failed and value is None and metrics.prometheus:
-                if time.time() - r.ended < metrics.wait_seconds:
-                    return False  # Prometheus has not scraped the Pushgateway since the trial ended
-                failed, message = True, (f"no objective in Prometheus {metrics.wait_seconds:g} s after the "
-                                         "trial ended (does it scrape the Pushgateway with honor_labels?)")
-            elif not failed and value is None:
-                failed, message = True, "the trial exited without reporting its objective"
-        if not failed:
-            t.extra["objectiveFrom"] = ("prometheus" if metrics.prometheus else
-                                        "pushgateway" if ts.pushgateway else "textfile")
+            if not failed:
+                try:
+                    value = self._read_objective(ts)
+                except (OSError, ValueError) as e:
+                    problem = f"{where} unreadable ({e})"
+                else:
+                    if value is None and metrics.prometheus and time.time() - r.ended < metrics.wait_seconds:
+                        return False  # Prometheus has not scraped the Pushgateway since the trial ended
+                    if value is None:
+                        problem = f"no objective in {where}" + (
+                            f" {metrics.wait_seconds:g} s after the trial ended (does it scrape the "
+                            "Pushgateway with honor_labels?)" if metrics.prometheus else "")
+                # as the operator does: a metrics outage must not lose a trial that saved its result
+                if value is None and source != "textfile" and result.get("value") is not None \
+                        and result.get("metric") == ts.objective.metric:
+                    value, source = float(result["value"]), "storage"
+                    t.extra["warning"] = f"{problem}; used the result in storage"
+                    self.on_event("warn", self.engine, t)
+                elif value is None:
+                    failed, message = True, problem or "the trial exited without reporting its objective"
+            if not failed:
+                t.extra["objectiveFrom"] = source
         if result:
             t.extra["test"] = result.get("test", {})
             t.extra["best_epoch"] = result.get("best_epoch")

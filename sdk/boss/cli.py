@@ -175,6 +175,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                 src = "" if trial.teacher is None else f" teacher #{trial.teacher} student #{trial.student}"
                 progress.console.print(f"trial {trial.index:>3} {trial.phase:<6} {metric}={trial.value:.4f}"
                                        f"  {trial.extra.get('seconds', 0):.1f}s{src}", highlight=False)
+            elif kind == "warn" and not args.quiet:
+                progress.console.print(f"[yellow]trial {trial.index:>3} warning:[/] {trial.extra['warning']}",
+                                       highlight=False)
             elif kind == "fail":
                 progress.console.print(f"[red]trial {trial.index:>3} failed:[/] {trial.message}", highlight=False)
 
