@@ -27,7 +27,7 @@ from boss.store import CheckpointError, Store, to_uri
 from boss.trial import TrialSpec
 
 from .engine import FAILED, Engine, Trial
-from .readback import objective_from_prometheus, objective_from_pushgateway, objective_from_textfile
+from .readback import read_back
 from .trials import make_trial_spec
 
 Event = Callable[[str, Engine, Trial | None], None]
@@ -185,35 +185,24 @@ class LocalRun:
         if r.proc.returncode != 0:
             failed, message = True, _last_line(t.extra["log"]) or f"exit code {r.proc.returncode}"
         else:
-            source = "prometheus" if metrics.prometheus else "pushgateway" if ts.pushgateway else "textfile"
-            where = {"prometheus": "Prometheus", "pushgateway": "the Pushgateway"}.get(source, "its metrics")
-            problem = None
             try:
                 result = self.store.read_json(ts.result_uri)
             except (OSError, CheckpointError, ValueError) as e:
                 failed, message = True, f"cannot read the trial's result back: {e}"
-            if not failed:
-                try:
-                    value = self._read_objective(ts)
-                except (OSError, ValueError) as e:
-                    problem = f"{where} unreadable ({e})"
+            else:
+                rb = read_back(result, ts.objective.metric, ts.study, ts.index, pushgateway=ts.pushgateway,
+                               prometheus=metrics.prometheus, textfile=ts.metrics_textfile,
+                               wait_seconds=metrics.wait_seconds, since_end=lambda: time.time() - r.ended)
+                if rb is None:
+                    return False  # Prometheus has not scraped the Pushgateway since the trial ended
+                value = rb.value
+                if value is None:
+                    failed, message = True, rb.problem
                 else:
-                    if value is None and metrics.prometheus and time.time() - r.ended < metrics.wait_seconds:
-                        return False  # Prometheus has not scraped the Pushgateway since the trial ended
-                    if value is None:
-                        problem = f"no objective in {where}" + (
-                            f" {metrics.wait_seconds:g} s after the trial ended (does it scrape the "
-                            "Pushgateway with honor_labels?)" if metrics.prometheus else "")
-                # as the operator does: a metrics outage must not lose a trial that saved its result
-                if value is None and source != "textfile" and result.get("value") is not None \
-                        and result.get("metric") == ts.objective.metric:
-                    value, source = float(result["value"]), "storage"
-                    t.extra["warning"] = f"{problem}; used the result in storage"
-                    self.on_event("warn", self.engine, t)
-                elif value is None:
-                    failed, message = True, problem or "the trial exited without reporting its objective"
-            if not failed:
-                t.extra["objectiveFrom"] = source
+                    t.extra["objectiveFrom"] = rb.source
+                    if rb.problem:
+                        t.extra["warning"] = f"{rb.problem}; used the result in storage"
+                        self.on_event("warn", self.engine, t)
         if result:
             t.extra["test"] = result.get("test", {})
             t.extra["best_epoch"] = result.get("best_epoch")
@@ -222,14 +211,6 @@ class LocalRun:
         self.save()
         self.on_event("fail" if t.state == FAILED else "end", self.engine, t)
         return True
-
-    def _read_objective(self, ts: TrialSpec) -> float | None:
-        metric = ts.objective.metric
-        if self.study.spec.metrics.prometheus:
-            return objective_from_prometheus(self.study.spec.metrics.prometheus, ts.study, ts.index, metric)
-        if ts.pushgateway:
-            return objective_from_pushgateway(ts.pushgateway, ts.study, ts.index, metric)
-        return objective_from_textfile(ts.metrics_textfile, metric)
 
     def _stop_all(self, running: dict[int, _Running], grace: float = 10.0) -> None:
         for r in running.values():

@@ -9,11 +9,61 @@ from __future__ import annotations
 import json
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from boss.metrics import COMPLETED, JOB, OBJECTIVE, grouping_key, read_objective
 from prometheus_client import delete_from_gateway
+
+
+@dataclass(frozen=True)
+class Readback:
+    """A finished trial's objective and where it came from."""
+
+    value: float | None
+    source: str | None  # prometheus | pushgateway | textfile | storage; None when there is no objective
+    problem: str | None = None  # why the metrics did not give it
+    unreadable: bool = False  # the metrics source did not answer at all
+
+
+def read_back(result: dict[str, Any], metric: str, study: str, trial: int, *, namespace: str | None = None,
+              pushgateway: str | None = None, prometheus: str | None = None, textfile: str | None = None,
+              wait_seconds: float = 0.0, since_end: Callable[[], float] = lambda: 0.0) -> Readback | None:
+    """The objective of a trial that exited cleanly after saving `result`, for both backends.
+
+    From Prometheus when one is named, else the Pushgateway, else the trial's textfile. When a
+    metrics server is down or has lost the series, from `result` (a metrics outage must not lose
+    a trial that saved its weights). None while Prometheus may still scrape it: less than
+    `wait_seconds` since the trial ended.
+    """
+    source = "prometheus" if prometheus else "pushgateway" if pushgateway else "textfile"
+    where = "Prometheus" if prometheus else "the Pushgateway"
+    unreadable = False
+    try:
+        if prometheus:
+            value = objective_from_prometheus(prometheus, study, trial, metric, namespace=namespace)
+        elif pushgateway:
+            value = objective_from_pushgateway(pushgateway, study, trial, metric, namespace=namespace)
+        else:
+            value = objective_from_textfile(textfile or "", metric)
+    except Exception as e:  # down, refused, or an answer we cannot parse
+        value, unreadable, problem = None, True, f"{where} unreadable ({e})"
+    else:
+        if value is not None:
+            return Readback(value, source)
+        if prometheus and since_end() < wait_seconds:
+            return None  # the next scrape of the Pushgateway has not happened yet
+        if source == "textfile":
+            problem = "the trial exited without reporting its objective"
+        else:
+            problem = f"no objective in {where}" + (
+                f" {wait_seconds:g} s after the trial ended (does it scrape the Pushgateway with "
+                "honor_labels?)" if prometheus else "")
+    if source != "textfile" and result.get("metric") == metric and result.get("value") is not None:
+        return Readback(float(result["value"]), "storage", problem, unreadable)
+    return Readback(None, None, problem, unreadable)
 
 
 def objective_from_textfile(path: str | Path, metric: str) -> float | None:

@@ -24,7 +24,7 @@ from .config import OperatorConfig
 from .engine import BOSS, FAILED, Engine, ReplayError, Trial
 from .jobs import build_job, job_failure, job_name, job_outcome
 from .kube import Kube
-from .readback import objective_from_prometheus, objective_from_pushgateway
+from .readback import read_back
 from .trials import make_trial_spec
 
 FINAL = ("Succeeded", "Failed")
@@ -209,33 +209,21 @@ class StudyReconciler:
             log.warning("%s: cannot read %s yet: %s", self.name, ts.result_uri, e)
             return None
         spec = self.study.spec.metrics
-        prometheus = spec.prometheus or self.config.prometheus
-        metric = self.study.spec.objective.metric
-        value, source = None, "prometheus" if prometheus else "pushgateway"
-        where = "Prometheus" if prometheus else "the Pushgateway"
-        try:
-            if prometheus:
-                value = objective_from_prometheus(prometheus, self.name, t.index, metric, namespace=self.namespace)
-            else:
-                value = objective_from_pushgateway(spec.pushgateway or self.config.pushgateway, self.name,
-                                                   t.index, metric, namespace=self.namespace)
-        except Exception as e:
-            self._event(obj, "Warning", "MetricsUnavailable",
-                        f"trial {t.index}: {where} unreadable ({e}); using the result in storage")
-        else:
-            if value is None and prometheus and self._since_end(t, job) < spec.wait_seconds:
-                return None  # the next scrape of the Pushgateway has not happened yet
-            if value is None:
-                hint = (f" {spec.wait_seconds:g} s after the trial ended (does it scrape the Pushgateway "
-                        "with honor_labels?)" if prometheus else "")
-                self._event(obj, "Warning", "MetricsFallback",
-                            f"trial {t.index}: no objective in {where}{hint}; using the result in storage")
-        if value is None and result.get("metric") == metric and result.get("value") is not None:
-            value, source = result["value"], "storage"
+        rb = read_back(result, self.study.spec.objective.metric, self.name, t.index, namespace=self.namespace,
+                       pushgateway=spec.pushgateway or self.config.pushgateway,
+                       prometheus=spec.prometheus or self.config.prometheus,
+                       wait_seconds=spec.wait_seconds, since_end=lambda: self._since_end(t, job))
+        if rb is None:
+            return None  # Prometheus may not have scraped it yet: ask again next step
         self._seen_ended.pop(t.index, None)
+        if rb.problem:
+            then = "using the result in storage" if rb.source == "storage" else "the result in storage has none either"
+            self._event(obj, "Warning", "MetricsUnavailable" if rb.unreadable else "MetricsFallback",
+                        f"trial {t.index}: {rb.problem}; {then}")
         extra = {"test": result.get("test", {}), "best_epoch": result.get("best_epoch"),
-                 "seconds": result.get("seconds"), "objectiveFrom": source if value is not None else None}
-        return value, result.get("checkpoint") or ts.checkpoint_uri, result.get("sha256"), extra, None
+                 "seconds": result.get("seconds"), "objectiveFrom": rb.source}
+        return (rb.value, result.get("checkpoint") or ts.checkpoint_uri, result.get("sha256"), extra,
+                None if rb.value is not None else rb.problem)
 
     def _since_end(self, t: Trial, job: dict[str, Any]) -> float:
         """Seconds since the trial's Job completed (by its completionTime, else since seen)."""

@@ -92,7 +92,7 @@ def run_trial(spec: TrialSpec, trainer: Trainer | None = None) -> dict[str, Any]
     resume_uri = spec.output_uri.rstrip("/") + "/" + resume.RESUME
     st = resume.load(store, resume_uri, identity, model, optimizer, scheduler) or resume.TrainState()
     if st.epoch:
-        print(f"boss: trial {spec.index}: resuming after epoch {st.epoch} of {spec.epochs}", file=sys.stderr)
+        _say(f"trial {spec.index}: resuming after epoch {st.epoch} of {spec.epochs}")
     _say(f"trial {spec.index} ({spec.phase}) on {device}: config {json.dumps(spec.config, sort_keys=True)}"
          + (f", student from {spec.student_uri}" if spec.student_uri else "")
          + (f", teacher {spec.teacher_uri} (weight {weight:g}, {spec.distill_loss})" if teacher is not None else ""))
