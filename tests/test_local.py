@@ -113,7 +113,7 @@ def test_failures_are_counted_and_end_the_study(tmp_path, monkeypatch):
     study = write_study(tmp_path, doc)
     r = run_cli("run", study, "--run-dir", tmp_path / "run")
     assert r.returncode == 1
-    assert "study failed: 2 trials failed (maxFailedTrials is 1)" in r.stderr
+    assert "study failed: 2 trials failed; maxFailedTrials is 1" in r.stderr and "boss logs" in r.stderr
     state = json.loads((tmp_path / "run" / "state.json").read_text())
     assert state["status"] == "Failed" and len(state["trials"]) == 2
     assert all("RuntimeError: this trainer always fails" in t["message"] for t in state["trials"])
@@ -160,13 +160,13 @@ def finished_trials(run_dir: Path) -> int:
 
 
 def trial_processes(run_dir: Path) -> list:
-    """Live `boss.trial` processes working in this run folder."""
+    """Live trial processes of this run folder: those writing a trial log in it."""
     import psutil
 
     found = []
-    for p in psutil.process_iter(["cmdline", "cwd"]):
+    for p in psutil.process_iter():
         try:
-            if "boss.trial" in " ".join(p.info["cmdline"] or []) and str(run_dir) in (p.info["cwd"] or ""):
+            if any(str(run_dir) in f.path for f in p.open_files()):
                 found.append(p)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
@@ -209,6 +209,12 @@ def test_interrupted_then_resumed_equals_an_uninterrupted_run(tmp_path):
         assert "Traceback" not in err
         state = json.loads((run_dir / "state.json").read_text())
         assert any(t["state"] == "running" for t in state["trials"])  # one was cut off
+        # and `boss status` tells the truth: nothing runs, the cut-off trial waits for the next run
+        status = json.loads(run_cli("status", run_dir, "-o", "json").stdout)
+        assert status["phase"] == "Interrupted" and status["running"] == 0 and status["interrupted"] >= 1
+        assert status["finished"] == status["succeeded"] + status["failed"] == finished_trials(run_dir)
+        text = run_cli("status", run_dir).stdout
+        assert "Interrupted" in text and "0 running" in text and "interrupted (run `boss run` again" in text
     r = run_cli("run", study, "--run-dir", run_dir)
     assert r.returncode == 0, r.stderr
     assert "continuing" in r.stdout

@@ -1,6 +1,8 @@
 """The embedded backend: a whole study on one machine, trials as local processes.
 
-The run folder holds everything: `study.yaml` (what was asked), `state.json` (every trial
+Trials run in the folder where the run was started, with $PYTHONPATH made absolute: the
+plugin imports, and relative paths in `trainer.args` resolve, as they do for `boss validate`
+in that folder. The run folder holds everything: `study.yaml` (what was asked), `state.json` (every trial
 the engine proposed, in order, with its result), `trials/NNNN/` (each trial's log and
 metrics) and, unless the study names other storage, `checkpoints/`. Running the same study
 again in the same folder replays `state.json` into the engine and carries on: trials that
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from boss.runs import STATE, STUDY, read_state
+from boss.plugins import absolute_pythonpath
+from boss.runs import INTERRUPTED, STATE, STUDY, read_state
 from boss.spec import SpecError, Study, first_difference, fixed_part
 from boss.store import CheckpointError, Store, to_uri
 from boss.trial import TrialSpec
@@ -51,9 +55,11 @@ class LocalRun:
     """Runs (or continues) one study in `run_dir` with up to `parallelism` trial processes."""
 
     def __init__(self, study: Study, run_dir: str | Path, *, python: str = sys.executable,
-                 on_event: Event | None = None, poll: float = 0.1):
+                 on_event: Event | None = None, poll: float = 0.1, workdir: str | Path | None = None):
         self.study = study
         self.run_dir = Path(run_dir).resolve()
+        self.workdir = Path(workdir or os.getcwd()).resolve()  # trials run here, as `boss validate` checks
+        self.interrupted = False
         self.python = python
         self.on_event = on_event or (lambda kind, engine, trial: None)
         self.poll = poll
@@ -99,6 +105,8 @@ class LocalRun:
         state = {
             "study": self.study.to_document(),
             "status": self.status(),
+            "message": e.outcome()[2] if e.finished else None,
+            "runner": None if self.interrupted or e.finished else {"pid": os.getpid(), "host": socket.gethostname()},
             "best": best.to_dict() if best else None,
             "trials": [t.to_dict() for t in e.trials],
         }
@@ -109,7 +117,9 @@ class LocalRun:
     def status(self) -> str:
         e = self.engine
         if e.finished:
-            return "Failed" if e.too_many_failures else "Succeeded"
+            return e.outcome()[0]
+        if self.interrupted:
+            return INTERRUPTED
         return "Distilling" if e.phase == "boss" else "WarmingUp"
 
     # ---- running -------------------------------------------------------------------------------
@@ -144,6 +154,7 @@ class LocalRun:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             try:
                 self._stop_all(running)
+                self.interrupted = True
                 self.save()
             finally:
                 signal.signal(signal.SIGINT, previous_int)
@@ -163,10 +174,13 @@ class LocalRun:
         ts = make_trial_spec(self.study, self.engine, trial, self.root,
                              metrics_textfile=textfile, threads=self.threads)
         env = {**os.environ, **ts.to_env(), "OMP_NUM_THREADS": str(self.threads), "PYTHONUNBUFFERED": "1"}
+        pythonpath = absolute_pythonpath(os.environ, str(self.workdir))
+        if pythonpath is not None:
+            env["PYTHONPATH"] = pythonpath
         log = open(d / "log.txt", "ab")
         log.write(f"--- trial {trial.index} started {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
         log.flush()
-        proc = subprocess.Popen([self.python, "-m", "boss.trial"], env=env, cwd=d, stdout=log,
+        proc = subprocess.Popen([self.python, "-m", "boss.trial"], env=env, cwd=self.workdir, stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         trial.extra["started"] = time.time()
         trial.extra["log"] = str(d / "log.txt")
@@ -184,6 +198,7 @@ class LocalRun:
         metrics = self.study.spec.metrics
         if r.proc.returncode != 0:
             failed, message = True, _last_line(t.extra["log"]) or f"exit code {r.proc.returncode}"
+            message = f"{message.removeprefix('boss.trial: ')} (log: boss logs {self.run_dir} {t.index})"
         else:
             try:
                 result = self.store.read_json(ts.result_uri)

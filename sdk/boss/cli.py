@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -44,6 +45,11 @@ def _config(c: dict[str, Any]) -> str:
     return " ".join(f"{k}={_fmt(v)}" for k, v in c.items())
 
 
+def _test_metric(metric: str) -> str:
+    """The held-out split's name for the objective: val_f1 -> test_f1."""
+    return "test_" + metric[4:] if metric.startswith("val_") else "test_" + metric
+
+
 def trials_table(name: str, metric: str, trials: list[dict[str, Any]], best: dict[str, Any] | None) -> Table:
     """The trials as recorded (a local run's state.json or a cluster study's status)."""
     table = Table(title=f"{name}: {len(trials)} trials", header_style="bold")
@@ -51,7 +57,7 @@ def trials_table(name: str, metric: str, trials: list[dict[str, Any]], best: dic
         table.add_column(col, overflow="fold", justify="right" if col in ("#", metric, "test", "s") else "left")
     for t in trials:
         extra = t.get("extra") or {}
-        test = extra.get("test", {}).get(metric.replace("val_", "test_", 1))
+        test = extra.get("test", {}).get(_test_metric(metric))
         style = "bold green" if best is not None and t["index"] == best["index"] else (
             "red" if t["state"] == "failed" else "")
         table.add_row(
@@ -99,8 +105,9 @@ def print_result(name: str, spec: dict[str, Any], trials: list[dict[str, Any]], 
         console.print("[red]no trial succeeded[/]")
         return
     test = (best.get("extra") or {}).get("test", {})
+    test_metric = _test_metric(metric)
     console.print(f"[bold]best[/] trial #{best['index']} ({best['phase']}): {metric} = [bold green]{best['value']:.4f}[/]"
-                  + "".join(f", {k} = {v:.4f}" for k, v in test.items() if k.endswith("accuracy")))
+                  + (f", {test_metric} = {test[test_metric]:.4f}" if isinstance(test.get(test_metric), (int, float)) else ""))
     console.print(f"[bold]config[/] {_config(best['config'])}")
     console.print(f"[bold]checkpoint[/] {best.get('checkpoint')}")
     tree, ancestors = lineage_tree(trials, best["index"])
@@ -121,12 +128,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _check_plugin(study: Study) -> None:
-    from .plugins import PluginError, load_trainer_class
+    """Import the plugin as a trial started here would, and check what it declares."""
+    from .plugins import PluginError, check_plugin
 
     try:
-        load_trainer_class(study.spec.trainer.plugin)
+        cls = check_plugin(study.spec.trainer.plugin)
     except PluginError as e:
         raise SpecError(f"spec.trainer.plugin: {e}") from None
+    space = study.spec.search_space
+    for name in getattr(cls, "architecture", ()):
+        if name in space and not space[name].architecture:
+            raise SpecError(f"spec.searchSpace.{name}: {cls.__name__} says {name!r} shapes the model "
+                            f"(Trainer.architecture); mark it `architecture: true` so BOSS-phase trials "
+                            f"take it from their student checkpoint")
 
 
 class _FirstPressInterrupts:
@@ -206,8 +220,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print_result(study.name, study.to_document()["spec"], [t.to_dict() for t in engine.trials],
                      f"run folder: {run_dir}")
     if status == "Failed":
-        return _fail(f"study failed: {len(engine.failed)} trials failed "
-                     f"(maxFailedTrials is {budget.max_failed_trials})", 1)
+        return _fail(f"study failed: {engine.outcome()[2]}; the trials' logs: boss logs {run_dir} N", 1)
     return 0
 
 
@@ -220,16 +233,22 @@ def cmd_show(args: argparse.Namespace) -> int:
     best = best_trial(trials, spec.get("objective", {}).get("goal", "maximize") == "maximize")
     status = study.get("status") or {}
     what = args.command
+    counts = {state: sum(t["state"] == state for t in trials) for state in ("succeeded", "failed", "running", "interrupted")}
+    finished = counts["succeeded"] + counts["failed"]
     if args.output == "json":
-        out = {"status": {"name": name, "phase": status.get("phase"), "trials": len(trials),
-                          "finished": sum(t["state"] != "running" for t in trials), "best": best},
+        out = {"status": {"name": name, "phase": status.get("phase"), "message": status.get("message"),
+                          "trials": len(trials), "budget": spec.get("budget", {}).get("trials"),
+                          "finished": finished, **counts, "best": best},
                "trials": trials, "best": best}.get(what, {"study": study, "trials": trials, "best": best})
         print(json.dumps(out, indent=2, default=str))
     elif what == "status":
-        done = sum(t["state"] != "running" for t in trials)
-        failed = sum(t["state"] == "failed" for t in trials)
-        console.print(f"{name}: {status.get('phase', '?')}, {done}/{spec.get('budget', {}).get('trials', '?')} "
-                      f"trials finished ({failed} failed), {sum(t['state'] == 'running' for t in trials)} running")
+        line = (f"{name}: {status.get('phase', '?')}, {finished}/{spec.get('budget', {}).get('trials', '?')} "
+                f"trials finished ({counts['failed']} failed), {counts['running']} running")
+        if counts["interrupted"]:
+            line += f", {counts['interrupted']} interrupted (run `boss run` again to continue)"
+        console.print(line, highlight=False)
+        if status.get("message"):
+            console.print(status["message"], highlight=False)
         if best:
             console.print(f"best: trial #{best['index']} {spec.get('objective', {}).get('metric')}={best['value']:.4f}")
     elif what == "trials":
@@ -237,8 +256,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     elif what == "best":
         if best is None:
             return _fail(f"{name}: no trial has succeeded yet", 1)
-        console.print(f"trial #{best['index']} ({best['phase']}): {best['value']:.4f}\nconfig {_config(best['config'])}"
-                      f"\ncheckpoint {best.get('checkpoint')}", highlight=False)
+        metric = spec.get("objective", {}).get("metric", "val_accuracy")
+        test = (best.get("extra") or {}).get("test", {}).get(_test_metric(metric))
+        console.print(f"trial #{best['index']} ({best['phase']}): {metric} = {best['value']:.4f}"
+                      + ("" if test is None else f", {_test_metric(metric)} = {test:.4f}")
+                      + f"\nconfig {_config(best['config'])}\ncheckpoint {best.get('checkpoint')}", highlight=False)
     else:
         console.print(f"status: {status.get('phase')}")
         print_result(name, spec, trials, f"{args.target}")
@@ -284,12 +306,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 def _load_any(target: str, namespace: str | None) -> tuple[dict, list[dict]]:
     """A local run folder, or the name of a BossStudy on the cluster of the current kubeconfig."""
     if Path(target).exists() or "/" in target:
-        from .runs import read_state
+        from .runs import as_seen_now, read_state
 
         if not Path(target).is_dir():
             raise SpecError(f"{target}: not a BOSS run folder")
-        saved = read_state(target)
-        return {**saved["study"], "status": {"phase": saved.get("status")}}, saved["trials"]
+        saved = as_seen_now(read_state(target))
+        return {**saved["study"], "status": {"phase": saved.get("status"), "message": saved.get("message")}}, saved["trials"]
     from .client import BossClient, StudyNotFound
 
     try:
@@ -299,7 +321,10 @@ def _load_any(target: str, namespace: str | None) -> tuple[dict, list[dict]]:
     except Exception as e:  # no kubeconfig, no cluster: say so in one line
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise SpecError(f"{target}: not a run folder, and no cluster to ask ({first})") from None
-    status = obj.get("status") or {}
+    status = dict(obj.get("status") or {})
+    final = [c for c in status.get("conditions") or [] if c.get("type") == status.get("phase") == "Failed"]
+    if final:
+        status["message"] = final[0].get("message")
     study = {"metadata": obj["metadata"], "spec": status.get("studySpec") or obj.get("spec", {}), "status": status}
     return study, status.get("trials", [])
 
@@ -345,6 +370,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
+    except BrokenPipeError:  # `boss show RUN | head`: the reader has gone, which is no error
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        except OSError:
+            pass
+        return 0
     except SpecError as e:
         return _fail(str(e))
     except Exception as e:  # the cluster commands: no kubeconfig, or the API server said no

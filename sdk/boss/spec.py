@@ -64,6 +64,9 @@ class Param(_Model):
     when: dict[str, Scalar | list[Scalar]] | None = Field(
         default=None, description="Active only when every named parent takes the given value(s)."
     )
+    architecture: bool = Field(
+        False, description="It shapes the model (a layer width, a depth): searched in the warm-up only; "
+        "a BOSS-phase trial takes it from its student checkpoint, whose weights must fit.")
 
     @model_validator(mode="after")
     def _check(self) -> Param:
@@ -266,6 +269,11 @@ class StudySpec(_Model):
                     if not self.search_space[parent].admits(v):
                         raise ValueError(f"{where}.{parent}: {v!r} is a value {parent} never takes")
         _check_acyclic(self.search_space)
+        for name, p in self.search_space.items():  # the BOSS phase cannot condition on what it does not search
+            for parent in p.when or {}:
+                if self.search_space[parent].architecture and not p.architecture:
+                    raise ValueError(f"searchSpace.{name}.when: depends on {parent!r}, an architecture "
+                                     f"parameter, so {name} shapes the model too: mark it architecture: true")
         if self.boss.distillation.searched and DISTILL_WEIGHT in self.search_space:
             raise ValueError(
                 f"searchSpace: {DISTILL_WEIGHT!r} is reserved for the searched distillation weight"
@@ -437,15 +445,52 @@ def parse_spec(spec: Any, source: str | None = None) -> StudySpec:
         raise SpecError(format_errors(e, source)) from None
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML as PyYAML's safe loader reads it, except that a key given twice is an error
+    (PyYAML keeps the last silently: a study would run with a value its author did not see)."""
+
+
+def _strict_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            first = seen.get(key)
+        except TypeError:  # an unhashable key: PyYAML's own error says so
+            break
+        if first is not None:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first given at line {first + 1})", key_node.start_mark)
+        seen[key] = key_node.start_mark.line
+    loader.flatten_mapping(node)
+    return dict(loader.construct_pairs(node, deep=True))
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _strict_mapping)
+
+
+def load_yaml_documents(text: str) -> list[Any]:
+    """Every non-empty document of a YAML text; duplicate keys are refused."""
+    return [d for d in yaml.load_all(text, Loader=_StrictLoader) if d is not None]
+
+
 def load_study(path: str | Path) -> Study:
     """Read and validate a study YAML; any problem is a SpecError with one line."""
     p = Path(path)
     try:
-        text = p.read_text()
+        raw = p.read_bytes()
     except OSError as e:
         raise SpecError(f"{p}: cannot read: {e.strerror or e}") from None
     try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise SpecError(f"{p}: not UTF-8 text (byte 0x{raw[e.start]:02x} at line {line}); "
+                        "save the study as UTF-8") from None
+    try:
+        docs = load_yaml_documents(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
