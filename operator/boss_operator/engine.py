@@ -92,6 +92,8 @@ class Engine:
         trial = Trial(index=index, phase=phase, config=config, asked_after=self._told, origin=origin)
         if phase == BOSS:
             trial.teacher, trial.student = self.pick_teacher_student(index)
+            student = self.trials[trial.student].config  # its weights fit only its own shape
+            trial.config = {**config, **{k: student[k] for k in self.architecture if k in student}}
         self._infos[index] = info
         self.trials.append(trial)
         return trial
@@ -166,6 +168,11 @@ class Engine:
             eng.trials[r.index].extra = dict(r.extra)
         return eng
 
+    @property
+    def architecture(self) -> list[str]:
+        """The parameters that shape the model: searched in the warm-up, inherited in the BOSS phase."""
+        return [n for n, p in self.spec.search_space.items() if p.architecture]
+
     # ---- the study's standing ---------------------------------------------------------------
 
     @property
@@ -190,6 +197,30 @@ class Engine:
         if self.running:
             return False
         return self.too_many_failures or len(self.trials) >= self.spec.budget.trials
+
+    def outcome(self) -> tuple[str, str, str]:
+        """A finished study's (phase, reason, message): Succeeded only if it found what it promises.
+
+        Failures within `maxFailedTrials` are tolerated, but a study with no successful trial, or
+        whose BOSS phase produced no distilled checkpoint, did not do its job and says so; its best
+        checkpoint, if any, is still reported.
+        """
+        b, n = self.spec.budget, len(self.trials)
+        if self.too_many_failures:
+            return "Failed", "TooManyFailedTrials", f"{len(self.failed)} trials failed; maxFailedTrials is {b.max_failed_trials}"
+        if not self.succeeded:
+            return "Failed", "NoTrialSucceeded", f"none of the {n} trials succeeded"
+        boss = [t for t in self.trials if t.phase == BOSS]
+        if self.spec.boss_trials > 0 and not any(t.state == SUCCEEDED for t in boss):
+            if not boss:
+                return "Failed", "NoBossPhase", (
+                    f"the BOSS phase never ran: only {len(self.succeeded)} of {n} warm-up trials succeeded "
+                    "and distillation needs two checkpoints; the best is a warm-up (plain BO) checkpoint")
+            return "Failed", "NoDistilledTrial", (
+                f"all {len(boss)} BOSS-phase trials failed (first: {boss[0].message or 'no message'}); "
+                "the best is a warm-up (plain BO) checkpoint")
+        failed = f", {len(self.failed)} failed" if self.failed else ""
+        return "Succeeded", "BudgetSpent", f"{n} trials run{failed}"
 
     @property
     def phase(self) -> str:

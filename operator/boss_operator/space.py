@@ -28,14 +28,16 @@ def _hyperparameter(name: str, p: Param):
 
 
 def build_space(spec: StudySpec, phase: str, seed: int) -> ConfigurationSpace:
-    """The warm-up space is the user's; the BOSS space adds a searched distillation weight."""
+    """The warm-up space is the user's. The BOSS space leaves out the architecture parameters
+    (a BOSS trial takes them from its student) and adds a searched distillation weight."""
     cs = ConfigurationSpace(seed=seed)
-    hps = {name: _hyperparameter(name, p) for name, p in spec.search_space.items()}
+    space = {n: p for n, p in spec.search_space.items() if not (phase == "boss" and p.architecture)}
+    hps = {name: _hyperparameter(name, p) for name, p in space.items()}
     if phase == "boss" and spec.boss.distillation.searched:
         w = spec.boss.distillation.weight
         hps[DISTILL_WEIGHT] = Float(DISTILL_WEIGHT, (w.low, w.high), log=w.log)
     cs.add(list(hps.values()))
-    for name, p in spec.search_space.items():
+    for name, p in space.items():
         conds = []
         for parent, values in (p.when or {}).items():
             vals = values if isinstance(values, list) else [values]

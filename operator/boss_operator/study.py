@@ -98,6 +98,9 @@ class StudyReconciler:
                 self._event(obj, "Normal", "StudySucceeded",
                             f"best trial {best.index}: {study.spec.objective.metric}={best.value:.4f}, "
                             f"checkpoint {best.checkpoint}")
+            elif phase == "Failed":
+                _, reason, message = self.engine.outcome()
+                self._event(obj, "Warning", reason, message)
             return None
         return 0.2 if changed else self.config.poll_seconds
 
@@ -177,7 +180,7 @@ class StudyReconciler:
             if outcome is None:
                 continue
             if outcome == "failed":
-                self.engine.tell(t.index, failed=True, message=job_failure(job))
+                self.engine.tell(t.index, failed=True, message=f"{job_failure(job)} (log: boss logs {self.name} {t.index} -n {self.namespace})")
             else:
                 result = self._read_result(obj, t, job)
                 if result is None:
@@ -239,8 +242,9 @@ class StudyReconciler:
     def _write_status(self, obj: dict[str, Any], study: Study, suspended: bool) -> str:
         e = self.engine
         assert e is not None
+        reason, message = "", ""
         if e.finished:
-            phase = "Failed" if e.too_many_failures else "Succeeded"
+            phase, reason, message = e.outcome()
         elif suspended:
             phase = "Suspended"
         else:
@@ -249,11 +253,8 @@ class StudyReconciler:
         conditions = [condition("Ready", phase not in FINAL, phase, f"{len(e.trials)} of {study.spec.budget.trials} trials proposed"),
                       condition("Suspended", suspended, "SpecSuspend" if suspended else "Running",
                                 "spec.suspend is true: no new trials start" if suspended else "")]
-        if phase == "Failed":
-            conditions.append(condition("Failed", True, "TooManyFailedTrials",
-                                        f"{len(e.failed)} trials failed; maxFailedTrials is {study.spec.budget.max_failed_trials}"))
-        if phase == "Succeeded":
-            conditions.append(condition("Succeeded", True, "BudgetSpent", f"{len(e.trials)} trials run"))
+        if phase in FINAL:
+            conditions.append(condition(phase, True, reason, message))
         status: dict[str, Any] = {
             "phase": phase,
             "studySpec": (obj.get("status") or {}).get("studySpec") or obj.get("spec"),

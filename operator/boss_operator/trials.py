@@ -43,6 +43,7 @@ def make_trial_spec(study: Study, engine: Engine, trial: Trial, root: str, **whe
         temperature=dist.temperature,
         teacher_uri=teacher.checkpoint if teacher else None,
         teacher_sha256=teacher.checksum if teacher else None,
+        teacher_config=_architecture_of(engine, teacher, config),
         student_uri=student.checkpoint if student else None,
         student_sha256=student.checksum if student else None,
         output_uri=trial_uri(root, study.name, trial.index),
@@ -50,3 +51,12 @@ def make_trial_spec(study: Study, engine: Engine, trial: Trial, root: str, **whe
         pushgateway=spec.metrics.pushgateway,
         **where,
     )
+
+
+def _architecture_of(engine: Engine, teacher: Trial | None, config: dict) -> dict | None:
+    """The teacher's architecture values where they differ from the trial's (None: same shape)."""
+    if teacher is None:
+        return None
+    mine = {k: config.get(k) for k in engine.architecture}
+    theirs = {k: teacher.config.get(k) for k in engine.architecture}
+    return None if mine == theirs else theirs  # None: inactive for the teacher

@@ -8,6 +8,7 @@ import math
 import random
 import sys
 import time
+from collections.abc import Mapping
 from contextlib import nullcontext
 from typing import Any
 
@@ -30,21 +31,126 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _shape(t: Any) -> str:
+    return "[" + ", ".join(str(d) for d in getattr(t, "shape", ())) + "]"
+
+
+def fit_problem(model: nn.Module, state: dict[str, torch.Tensor]) -> str | None:
+    """Why `state` cannot be loaded into `model`, naming the first tensors that differ; None if it fits."""
+    mine = model.state_dict()
+    missing = [k for k in mine if k not in state]
+    unexpected = [k for k in state if k not in mine]
+    resized = [k for k in mine if k in state and tuple(mine[k].shape) != tuple(state[k].shape)]
+    parts = []
+    if resized:
+        k = resized[0]
+        more = f" (and {len(resized) - 1} more)" if len(resized) > 1 else ""
+        parts.append(f"{k} is {_shape(state[k])} in the checkpoint but {_shape(mine[k])} in this trial's model{more}")
+    if missing:
+        parts.append(f"the checkpoint lacks {', '.join(missing[:3])}" + (f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""))
+    if unexpected:
+        parts.append(f"the model has no {', '.join(unexpected[:3])}" + (f" (and {len(unexpected) - 3} more)" if len(unexpected) > 3 else ""))
+    return "; ".join(parts) or None
+
+
 def _load_weights(model: nn.Module, store: Store, uri: str, sha: str | None, role: str) -> None:
     state, _ = store.load_checkpoint(uri, sha)
+    problem = fit_problem(model, state)
+    if problem is None:
+        try:
+            model.load_state_dict(state, strict=True)
+            return
+        except RuntimeError as e:
+            problem = str(e).strip().replace("\n", " ")
+    hint = (" If a searched hyperparameter changes the model's shape, mark it `architecture: true` in "
+            "searchSpace: BOSS-phase trials then take it from their student." if role == "student" else "")
+    raise TrialError(f"the {role} checkpoint {uri} does not fit this trial's model: {problem}.{hint}") from None
+
+
+def _what(value: Any) -> str:
+    """How a contract message names what a hook returned."""
+    if value is None:
+        return "None"
+    text = repr(value) if isinstance(value, (int, float, str, bool)) else f"a {type(value).__module__}.{type(value).__qualname__}"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _hook(trainer: Trainer, name: str, *args: Any) -> Any:
+    """Call a Trainer hook; a hook the subclass did not write is named in one line."""
     try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        first = str(e).splitlines()[0]
-        raise TrialError(f"the {role} checkpoint {uri} does not fit this trial's model: {first}") from None
+        return getattr(trainer, name)(*args)
+    except NotImplementedError as e:
+        raise TrialError(str(e)) from None
 
 
-def _optimizers(out: Any) -> tuple[torch.optim.Optimizer, Any]:
+def _model(trainer: Trainer, role: str) -> nn.Module:
+    model = _hook(trainer, "configure_model")
+    if not isinstance(model, nn.Module):
+        raise TrialError(f"{type(trainer).__name__}.configure_model() must return a torch.nn.Module "
+                         f"(the {role}), but returned {_what(model)}")
+    return model
+
+
+def _loader(trainer: Trainer, name: str, optional: bool = False) -> Any:
+    loader = _hook(trainer, name)
+    if loader is None and optional:
+        return None
+    if not hasattr(loader, "__iter__"):
+        want = "an iterable of (inputs, targets) batches, e.g. a DataLoader" + (", or None" if optional else "")
+        raise TrialError(f"{type(trainer).__name__}.{name}() must return {want}, but returned {_what(loader)}")
+    return loader
+
+
+def _optimizers(trainer: Trainer, out: Any) -> tuple[torch.optim.Optimizer, Any]:
     if isinstance(out, torch.optim.Optimizer):
         return out, None
     if isinstance(out, (tuple, list)) and len(out) == 2 and isinstance(out[0], torch.optim.Optimizer):
+        if out[1] is not None and not callable(getattr(out[1], "step", None)):
+            raise TrialError(f"{type(trainer).__name__}.configure_optimizers() returned a scheduler without "
+                             f"a step() method: {_what(out[1])}")
         return out[0], out[1]
-    raise TrialError("configure_optimizers() must return an optimizer or (optimizer, scheduler)")
+    raise TrialError(f"{type(trainer).__name__}.configure_optimizers() must return a torch.optim.Optimizer "
+                     f"or (optimizer, scheduler or None), but returned {_what(out)}")
+
+
+def _evaluate(trainer: Trainer, model: nn.Module, loader: Any, device: torch.device, split: str) -> dict[str, float]:
+    out = trainer.evaluate(model, loader, device)
+    name = f"{type(trainer).__name__}.evaluate()"
+    if not isinstance(out, Mapping):
+        raise TrialError(f"{name} must return a dict of metric name -> number (e.g. {{'accuracy': 0.93}}), "
+                         f"but returned {_what(out)} on the {split} split")
+    metrics = {}
+    for k, v in out.items():
+        try:
+            metrics[f"{split}_{k}"] = float(v.item() if isinstance(v, torch.Tensor) else v)
+        except (TypeError, ValueError, RuntimeError):
+            raise TrialError(f"{name} must return numbers; {k!r} is {_what(v)}") from None
+    return metrics
+
+
+def _batch(trainer: Trainer, batch: Any) -> tuple[Any, Any]:
+    try:
+        inputs, targets = batch
+    except (TypeError, ValueError):
+        raise TrialError(f"{type(trainer).__name__}.train_dataloader() must yield (inputs, targets) pairs, "
+                         f"but yielded {_what(batch)}") from None
+    return inputs, targets
+
+
+def _logits(trainer: Trainer, out: Any) -> torch.Tensor:
+    if not isinstance(out, torch.Tensor):
+        raise TrialError(f"the model of {type(trainer).__name__} must return the logits as one tensor, "
+                         f"but returned {_what(out)}")
+    return out
+
+
+def _task_loss(trainer: Trainer, logits: torch.Tensor, targets: Any) -> torch.Tensor:
+    loss = trainer.task_loss(logits, targets)
+    if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+        got = f"a tensor of shape {_shape(loss)}" if isinstance(loss, torch.Tensor) else _what(loss)
+        raise TrialError(f"{type(trainer).__name__}.task_loss() must return a scalar tensor (reduce over the "
+                         f"batch, e.g. .mean()), but returned {got}")
+    return loss
 
 
 def _autocast(trainer: Trainer, device: torch.device):
@@ -62,19 +168,26 @@ def run_trial(spec: TrialSpec, trainer: Trainer | None = None) -> dict[str, Any]
     store = Store(spec.storage_endpoint)
     if trainer is None:
         trainer = load_trainer_class(spec.plugin)(spec.config, spec.args, seed=spec.seed)
+    if not isinstance(trainer, Trainer):
+        raise TrialError(f"the trainer must be a boss.Trainer, got {_what(trainer)}")
     reporter = MetricsReporter(spec.study, spec.index, spec.phase,
                                textfile=spec.metrics_textfile, pushgateway=spec.pushgateway,
                                namespace=spec.namespace)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     metric, maximize = spec.objective.metric, spec.objective.goal == "maximize"
 
-    model = trainer.configure_model()
+    model = _model(trainer, "student" if spec.student_uri else "model")
     if spec.student_uri:
         _load_weights(model, store, spec.student_uri, spec.student_sha256, "student")
     model.to(device)
     teacher = None
     if spec.teacher_uri:
-        teacher = trainer.configure_model()
+        # the teacher keeps its own shape (architecture parameters): only its logits are used
+        builder = trainer
+        if spec.teacher_config:
+            merged = {**spec.config, **spec.teacher_config}
+            builder = type(trainer)({k: v for k, v in merged.items() if v is not None}, spec.args, seed=spec.seed)
+        teacher = _model(builder, "teacher")
         _load_weights(teacher, store, spec.teacher_uri, spec.teacher_sha256, "teacher")
         teacher.to(device).eval().requires_grad_(False)
     if trainer.channels_last and device.type == "cuda":
@@ -82,9 +195,9 @@ def run_trial(spec: TrialSpec, trainer: Trainer | None = None) -> dict[str, Any]
         if teacher is not None:
             teacher.to(memory_format=torch.channels_last)
 
-    train_loader, val_loader = trainer.train_dataloader(), trainer.val_dataloader()
+    train_loader, val_loader = _loader(trainer, "train_dataloader"), _loader(trainer, "val_dataloader")
     steps = len(train_loader) if hasattr(train_loader, "__len__") else 1
-    optimizer, scheduler = _optimizers(trainer.configure_optimizers(model, spec.epochs, steps))
+    optimizer, scheduler = _optimizers(trainer, _hook(trainer, "configure_optimizers", model, spec.epochs, steps))
     weight = spec.distill_weight if teacher is not None else 0.0
 
     identity = {"study": spec.study, "trial": spec.index, "config": spec.config, "epochs": spec.epochs,
@@ -103,11 +216,12 @@ def run_trial(spec: TrialSpec, trainer: Trainer | None = None) -> dict[str, Any]
         seed_everything(spec.seed * 1_000 + epoch)  # each epoch's randomness is its own: resumable
         model.train()
         n, sum_loss, sum_dt = 0, 0.0, 0.0
-        for inputs, targets in train_loader:
+        for batch in train_loader:
+            inputs, targets = _batch(trainer, batch)
             inputs, targets = trainer.to_device(inputs, device), targets.to(device, non_blocking=True)
             with _autocast(trainer, device):
-                logits = model(inputs)
-                task = trainer.task_loss(logits.float(), targets)
+                logits = _logits(trainer, model(inputs))
+                task = _task_loss(trainer, logits.float(), targets)
                 teacher_logits = None
                 if teacher is not None and weight > 0:
                     with torch.no_grad():
@@ -126,7 +240,7 @@ def run_trial(spec: TrialSpec, trainer: Trainer | None = None) -> dict[str, Any]
         if scheduler is not None:
             scheduler.step()
         with _autocast(trainer, device):
-            val = {f"val_{k}": v for k, v in trainer.evaluate(model, val_loader, device).items()}
+            val = _evaluate(trainer, model, val_loader, device, "val")
         row = {"epoch": epoch, "train_loss": sum_loss / max(n, 1), "distill_loss": sum_dt / max(n, 1), **val}
         if st.diverged:
             row["train_loss"] = float("nan")
@@ -156,11 +270,11 @@ def run_trial(spec: TrialSpec, trainer: Trainer | None = None) -> dict[str, Any]
     value, best_epoch, best_row, best_state = st.best_value, st.best_epoch, st.best_row, st.best_state
     history, diverged = st.history, st.diverged
     model.load_state_dict(best_state)
-    test_loader = trainer.test_dataloader()
+    test_loader = _loader(trainer, "test_dataloader", optional=True)
     test: dict[str, float] = {}
     if test_loader is not None:
         with _autocast(trainer, device):
-            test = {f"test_{k}": v for k, v in trainer.evaluate(model, test_loader, device).items()}
+            test = _evaluate(trainer, model, test_loader, device, "test")
 
     meta = {"study": spec.study, "trial": spec.index, "phase": spec.phase, "config": spec.config,
             "epoch": best_epoch, metric: value}

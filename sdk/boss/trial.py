@@ -41,6 +41,8 @@ class TrialSpec(BaseModel):
     temperature: float = Field(4.0, gt=0)
     teacher_uri: str | None = None
     teacher_sha256: str | None = None
+    teacher_config: dict[str, Any] | None = Field(
+        None, description="The teacher's architecture parameters where its shape differs (None: inactive).")
     student_uri: str | None = None
     student_sha256: str | None = None
     output_uri: str = Field(description="This trial's folder in storage: checkpoint and result go here.")
@@ -102,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED if retry else EXIT_WILL_FAIL_AGAIN
     except Exception as e:
         traceback.print_exc()
-        print(f"boss.trial: trial {spec.index} failed: {type(e).__name__}: {e} (traceback above)", file=sys.stderr)
+        first = (str(e).strip().splitlines() or [""])[0]
+        print(f"boss.trial: trial {spec.index} failed: {type(e).__name__}: {first} "
+              "(the traceback is in the trial's log)", file=sys.stderr)
         return EXIT_FAILED
     print(json.dumps({"trial": spec.index, spec.objective.metric: result["value"]}))
     return 0
