@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import statistics
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -90,6 +91,9 @@ class Engine:
         index = len(self.trials)
         config, info, origin = self._propose(phase, index)
         trial = Trial(index=index, phase=phase, config=config, asked_after=self._told, origin=origin)
+        rule = self.early_stop(phase)
+        if rule is not None:  # fixed now, so a rerun after a restart judges the trial the same way
+            trial.extra["earlyStop"] = rule
         if phase == BOSS:
             trial.teacher, trial.student = self.pick_teacher_student(index)
             student = self.trials[trial.student].config  # its weights fit only its own shape
@@ -237,9 +241,43 @@ class Engine:
         return max(done, key=lambda t: (self.score(t), -t.index)) if done else None
 
     def top_k(self) -> list[Trial]:
-        """Θ's top-K: the best successful checkpoints, warm-up and BOSS trials alike."""
-        ranked = sorted(self.succeeded, key=lambda t: (-self.score(t), t.index))
+        """Θ's top-K: the best fully trained checkpoints, warm-up and BOSS trials alike (a trial
+        stopped early holds a network trained for fewer epochs: it never teaches nor seeds)."""
+        full = [t for t in self.succeeded if not t.extra.get("stoppedEarly")]
+        ranked = sorted(full, key=lambda t: (-self.score(t), t.index))
         return ranked[: self.spec.boss.top_k]
+
+    def early_stop(self, phase: str) -> dict[str, Any] | None:
+        """The early-stopping thresholds for a new trial of `phase`, by epoch, from the per-epoch
+        curves of the trials of the same phase that finished before it (each phase is its own
+        population: BOSS trials start from trained weights, so they would never trail warm-up
+        curves). None without `spec.earlyStopping`."""
+        es = self.spec.early_stopping
+        if es is None:
+            return None
+        maximize = self.spec.objective.goal == "maximize"
+        curves = [[v for v in t.extra["curve"]] for t in self.trials
+                  if t.phase == phase and t.state == SUCCEEDED and t.extra.get("curve")]
+        epochs = self.spec.trainer.epochs
+        thresholds: dict[int, float] = {}
+        if es.rule == "median":
+            candidates = range(es.grace_epochs, epochs)  # never at the last epoch: nothing left to save
+        else:
+            candidates, e = [], es.grace_epochs
+            while e < epochs:
+                candidates.append(e)
+                e *= es.reduction_factor
+        for e in candidates:
+            reached = [c[:e] for c in curves if len(c) >= e and all(v is not None and math.isfinite(v) for v in c[:e])]
+            if len(reached) < es.min_trials:
+                continue
+            if es.rule == "median":
+                thresholds[e] = statistics.median(sum(c) / e for c in reached)
+            else:
+                ranked = sorted((c[e - 1] for c in reached), reverse=maximize)
+                keep = max(1, (len(ranked) + 1) // es.reduction_factor)  # the top 1/η, this trial included
+                thresholds[e] = ranked[keep - 1]
+        return {"rule": es.rule, "thresholds": thresholds} if thresholds else None
 
     def pick_teacher_student(self, index: int) -> tuple[int, int]:
         """Two different top-K checkpoints at random, seeded by the study seed and trial index."""
@@ -262,7 +300,7 @@ class Engine:
                 return WARMUP
             if any(t.state == RUNNING for t in warm):
                 return None  # the BOSS phase starts from the finished warm-up checkpoints
-            if len(self.succeeded) < 2:
+            if len(self.top_k()) < 2:
                 return WARMUP  # failures left fewer than two checkpoints: warm up a little more
         return BOSS
 

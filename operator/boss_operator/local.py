@@ -32,7 +32,7 @@ from boss.trial import TrialSpec
 
 from .engine import FAILED, Engine, Trial
 from .readback import read_back
-from .trials import make_trial_spec
+from .trials import make_trial_spec, result_extra
 
 Event = Callable[[str, Engine, Trial | None], None]
 
@@ -219,8 +219,7 @@ class LocalRun:
                         t.extra["warning"] = f"{rb.problem}; used the result in storage"
                         self.on_event("warn", self.engine, t)
         if result:
-            t.extra["test"] = result.get("test", {})
-            t.extra["best_epoch"] = result.get("best_epoch")
+            t.extra.update(result_extra(result, ts.objective.metric))
         self.engine.tell(t.index, value, checkpoint=ts.checkpoint_uri,
                          checksum=(result or {}).get("sha256"), failed=failed, message=message)
         self.save()

@@ -25,7 +25,7 @@ from .engine import BOSS, FAILED, Engine, ReplayError, Trial
 from .jobs import build_job, job_failure, job_name, job_outcome
 from .kube import Kube
 from .readback import read_back
-from .trials import make_trial_spec
+from .trials import make_trial_spec, result_extra
 
 FINAL = ("Succeeded", "Failed")
 log = logging.getLogger(__name__)
@@ -223,7 +223,7 @@ class StudyReconciler:
             then = "using the result in storage" if rb.source == "storage" else "the result in storage has none either"
             self._event(obj, "Warning", "MetricsUnavailable" if rb.unreadable else "MetricsFallback",
                         f"trial {t.index}: {rb.problem}; {then}")
-        extra = {"test": result.get("test", {}), "best_epoch": result.get("best_epoch"),
+        extra = {**result_extra(result, self.study.spec.objective.metric),
                  "seconds": result.get("seconds"), "objectiveFrom": rb.source}
         return (rb.value, result.get("checkpoint") or ts.checkpoint_uri, result.get("sha256"), extra,
                 None if rb.value is not None else rb.problem)
@@ -262,6 +262,7 @@ class StudyReconciler:
             "trialsCompleted": sum(t.done for t in e.trials),
             "trialsRunning": len(e.running),
             "trialsFailed": len(e.failed),
+            "trialsStoppedEarly": sum(bool(t.extra.get("stoppedEarly")) for t in e.trials),
             "best": None if best is None else {
                 "trial": best.index, "value": best.value, "phase": best.phase, "config": best.config,
                 "checkpoint": best.checkpoint, "test": best.extra.get("test", {}),

@@ -49,6 +49,7 @@ def make_trial_spec(study: Study, engine: Engine, trial: Trial, root: str, **whe
         output_uri=trial_uri(root, study.name, trial.index),
         storage_endpoint=spec.storage.endpoint,
         pushgateway=spec.metrics.pushgateway,
+        early_stop=trial.extra.get("earlyStop"),
         **where,
     )
 
@@ -60,3 +61,14 @@ def _architecture_of(engine: Engine, teacher: Trial | None, config: dict) -> dic
     mine = {k: config.get(k) for k in engine.architecture}
     theirs = {k: teacher.config.get(k) for k in engine.architecture}
     return None if mine == theirs else theirs  # None: inactive for the teacher
+
+
+def result_extra(result: dict, metric: str) -> dict:
+    """What a backend records of a finished trial's result: its test metrics, best epoch, the
+    per-epoch objective (what early stopping judges later trials by) and whether it was stopped."""
+    curve = [row.get(metric) for row in result.get("history") or []]
+    extra = {"test": result.get("test", {}), "best_epoch": result.get("best_epoch"),
+             "curve": [v if isinstance(v, (int, float)) and v == v and abs(v) != float("inf") else None for v in curve]}
+    if result.get("stopped_early"):
+        extra["stoppedEarly"] = result["stopped_early"]
+    return extra

@@ -60,8 +60,9 @@ def trials_table(name: str, metric: str, trials: list[dict[str, Any]], best: dic
         test = extra.get("test", {}).get(_test_metric(metric))
         style = "bold green" if best is not None and t["index"] == best["index"] else (
             "red" if t["state"] == "failed" else "")
+        state = t["state"] if not extra.get("stoppedEarly") else f"stopped@{extra['stoppedEarly']}"
         table.add_row(
-            str(t["index"]), t["phase"], t["state"],
+            str(t["index"]), t["phase"], state,
             "" if t.get("teacher") is None else f"#{t['teacher']}", "" if t.get("student") is None else f"#{t['student']}",
             _config(t.get("config", {})), "" if t.get("value") is None else f"{t['value']:.4f}",
             "" if test is None else f"{test:.4f}", _fmt(extra.get("seconds", "")),

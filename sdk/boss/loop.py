@@ -257,6 +257,13 @@ def run_trial(spec: TrialSpec, trainer: Trainer | None = None) -> dict[str, Any]
              + " ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch")
              + f" ({time.time() - epoch_started:.1f} s)")
         st.epoch = epoch
+        if spec.early_stop is not None and epoch < spec.epochs and not st.diverged:
+            threshold = spec.early_stop.stops(epoch, value, st.best_value, maximize)
+            if threshold is not None:
+                st.stopped_early = epoch
+                _say(f"trial {spec.index} stopped early after epoch {epoch} ({spec.early_stop.rule} rule): "
+                     f"{metric} trails the earlier trials' {threshold:.4f}")
+                break
         if epoch < spec.epochs and not st.diverged:
             try:
                 if not resume.save(store, resume_uri, identity, model, optimizer, scheduler, st) and epoch == 1:
@@ -289,6 +296,7 @@ def run_trial(spec: TrialSpec, trainer: Trainer | None = None) -> dict[str, Any]
         "metric": metric, "value": value, "best_epoch": best_epoch, "diverged": diverged,
         "checkpoint": spec.checkpoint_uri, "sha256": sha, "test": test, "best": best_row,
         "history": history, "teacher": spec.teacher_uri, "student": spec.student_uri,
+        "stopped_early": st.stopped_early,
         "seconds": round(time.time() - started, 3), "device": str(device),
     }
     store.write_json(spec.result_uri, result)

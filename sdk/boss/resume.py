@@ -24,6 +24,7 @@ class TrainState:
     best_row: dict[str, float] = field(default_factory=dict)
     best_state: dict[str, torch.Tensor] | None = None
     diverged: bool = False
+    stopped_early: int | None = None  # the epoch after which the early-stopping rule stopped it
 
 
 def _split_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

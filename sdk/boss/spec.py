@@ -240,6 +240,19 @@ class Metrics(_Model):
         return _http_url(info.field_name, v)
 
 
+class EarlyStopping(_Model):
+    """Stop a trial whose per-epoch objective trails the trials of its phase that ran before it."""
+
+    rule: Literal["median", "asha"] = Field(
+        description="median: stop when the best value so far is worse than the median of earlier trials' "
+        "running means at that epoch (Vizier, Ray Tune's MedianStoppingRule); asha: at rungs grace·η^k "
+        "epochs, stop unless in the top 1/η of the values earlier trials had there.")
+    grace_epochs: int = Field(1, ge=1, description="No trial is stopped before this many epochs.")
+    reduction_factor: int = Field(3, ge=2, le=100, description="asha: η, the rung spacing and how many are kept.")
+    min_trials: int = Field(3, ge=1, le=10_000, description="How many earlier trials of the phase must have "
+                            "reached an epoch before a trial is judged there.")
+
+
 class StudySpec(_Model):
     objective: Objective = Objective()
     search_space: dict[str, Param] = Field(min_length=1, description="Hyperparameters by name.")
@@ -248,6 +261,8 @@ class StudySpec(_Model):
     trainer: TrainerSpec = TrainerSpec()
     storage: Storage = Storage()
     metrics: Metrics = Metrics()
+    early_stopping: EarlyStopping | None = Field(
+        None, description="Stop weak trials early (both phases; each judged against its own phase).")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seeds SMAC, teacher/student draws and trials.")
     suspend: bool = Field(False, description="On a cluster: start no new trials while true.")
 

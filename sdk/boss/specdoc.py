@@ -18,6 +18,7 @@ from .spec import (
     BossSettings,
     Budget,
     Distillation,
+    EarlyStopping,
     Metrics,
     Objective,
     Param,
@@ -41,6 +42,8 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("spec.trainer", TrainerSpec, "Which Trainer runs each trial, and with what."),
     ("spec.storage", Storage, "Where checkpoints and results go. Required (object storage) on a cluster."),
     ("spec.metrics", Metrics, "Where trials publish metrics. Required on a cluster."),
+    ("spec.earlyStopping", EarlyStopping, "Stopped trials keep their best epoch's checkpoint and score (what SMAC "
+                                         "is told); they never become a teacher or a student."),
 ]
 
 

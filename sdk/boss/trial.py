@@ -22,6 +22,24 @@ CHECKPOINT = "model.safetensors"
 RESULT = "result.json"
 
 
+class EarlyStop(BaseModel):
+    """When this trial stops early: thresholds by epoch, fixed by the engine when it was proposed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    rule: Literal["median", "asha"]
+    thresholds: dict[int, float]
+
+    def stops(self, epoch: int, value: float, best: float | None, maximize: bool) -> float | None:
+        """The threshold this trial failed at `epoch`, or None to go on."""
+        threshold = self.thresholds.get(epoch)
+        if threshold is None:
+            return None
+        mine = best if self.rule == "median" else value
+        if mine is None or (mine < threshold if maximize else mine > threshold):
+            return threshold
+        return None
+
+
 class TrialSpec(BaseModel):
     """Everything one trial needs to run, resolved by the engine's backend."""
 
@@ -50,6 +68,7 @@ class TrialSpec(BaseModel):
     pushgateway: str | None = None
     metrics_textfile: str | None = None
     threads: int | None = Field(None, ge=1)
+    early_stop: EarlyStop | None = None
 
     @property
     def checkpoint_uri(self) -> str:
