@@ -72,3 +72,8 @@ operator: install ## run the operator against the current kubeconfig's cluster
 
 clean: ## remove run folders and caches (keeps .venv)
 	rm -rf runs .pytest_cache .hypothesis
+
+# real control plane (tests/k8s)
+.PHONY: cluster-bins
+cluster-bins: ## build etcd, kube-apiserver, -controller-manager, -scheduler, kubectl, helm from Go modules (.cache/k8s/bin)
+	bash tests/k8s/build.sh
