@@ -241,7 +241,7 @@ class ControlPlane:
 
     `extra_args` adds flags per component, e.g. {"kube-apiserver": ["--feature-gates=..."]}.
     Attributes once started: `kubeconfig` (admin: CN=admin, O=system:masters), `server` (URL),
-    `ca_file`, `bin_dir`, `workdir`, `start_seconds` (process launch to ready), `ports`.
+    `ca_file`, `bin_dir`, `workdir`, `start_seconds` (process launch to ready), `timings`, `ports`.
     """
 
     def __init__(self, workdir: str | os.PathLike, *, bins: str | os.PathLike | None = None,
@@ -258,6 +258,7 @@ class ControlPlane:
         self.ports: dict[str, int] = {}
         self.server = ""
         self.start_seconds: float | None = None
+        self.timings: dict[str, float] = {}  # seconds from launch until each was ready
         self._components: dict[str, _Component] = {}
         self._admin_ssl: ssl.SSLContext | None = None
 
@@ -456,8 +457,10 @@ class ControlPlane:
                 return json.loads(r.read()).get("health") == "true"
 
         self._wait("etcd /health", etcd_ready, deadline, "etcd")
+        self.timings = {"etcd": time.monotonic() - t0}
         self._components["kube-apiserver"].start()
         self._wait_apiserver(deadline)
+        self.timings["kube-apiserver"] = time.monotonic() - t0
         self._components["kube-controller-manager"].start()
         self._components["kube-scheduler"].start()
         all_ = tuple(self._components)
@@ -477,7 +480,7 @@ class ControlPlane:
                    lambda: self.request("GET", "/api/v1/namespaces/default/serviceaccounts/default")[0] == 200,
                    deadline, *all_)
         self._wait("kube-scheduler /healthz", scheduler_healthy, deadline, *all_)
-        self.start_seconds = time.monotonic() - t0
+        self.start_seconds = self.timings["ready"] = time.monotonic() - t0
         return self
 
     def stop(self) -> None:
