@@ -173,6 +173,20 @@ def trial_processes(run_dir: Path) -> list:
     return found
 
 
+def training(run_dir: Path) -> bool:
+    """A trial is running and has finished its first epoch (of four)."""
+    try:
+        trials = json.loads((run_dir / "state.json").read_text())["trials"]
+    except (OSError, ValueError):
+        return False
+    for t in trials:
+        log = run_dir / "trials" / f"{t['index']:04d}" / "log.txt"
+        if t["state"] == "running" and log.exists():
+            if "epoch 1/4" in log.read_text(errors="replace").rsplit("--- trial", 1)[-1]:
+                return True
+    return False
+
+
 def running_trials(run_dir: Path) -> int:
     try:
         return sum(t["state"] == "running" for t in json.loads((run_dir / "state.json").read_text())["trials"])
@@ -182,7 +196,7 @@ def running_trials(run_dir: Path) -> int:
 
 @pytest.mark.slow
 def test_interrupted_then_resumed_equals_an_uninterrupted_run(tmp_path):
-    doc = tiny_doc(**{"spec.budget": {"trials": 6, "warmupTrials": 3, "parallelism": 1}, "spec.trainer.epochs": 1})
+    doc = tiny_doc(**{"spec.budget": {"trials": 6, "warmupTrials": 3, "parallelism": 1}, "spec.trainer.epochs": 4})
     study = write_study(tmp_path, doc)
     reference = tmp_path / "reference"
     assert run_cli("run", study, "--run-dir", reference, "-q").returncode == 0
@@ -191,8 +205,8 @@ def test_interrupted_then_resumed_equals_an_uninterrupted_run(tmp_path):
     for stop_after in (2, 4):  # Ctrl-C in the warm-up and again in the BOSS phase
         proc = subprocess.Popen(BOSS_CLI + ["run", str(study), "--run-dir", str(run_dir)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        wait_for(lambda n=stop_after: finished_trials(run_dir) >= n and running_trials(run_dir))
-        time.sleep(2.0)  # the next trial is training now: it gets cut off
+        # the next trial is training now (its first epoch is done, three are left): it gets cut off
+        wait_for(lambda n=stop_after: finished_trials(run_dir) >= n and training(run_dir))
         proc.send_signal(signal.SIGINT)
         if stop_after == 4:  # an impatient user keeps pressing Ctrl-C, also after the stop
             for _ in range(20):

@@ -33,6 +33,7 @@ from boss.trial import TrialSpec
 from .engine import FAILED, Engine, Trial
 from .readback import read_back
 from .trials import make_trial_spec, result_extra
+from .workers import ColdLauncher, Launcher, TrialHandle, WarmLauncher
 
 Event = Callable[[str, Engine, Trial | None], None]
 
@@ -45,8 +46,7 @@ class Interrupted(Exception):
 class _Running:
     trial: Trial
     spec: TrialSpec
-    proc: subprocess.Popen
-    log: Any
+    proc: TrialHandle
     started: float
     ended: float | None = None  # when the process exited (its objective may still be on its way)
 
@@ -55,12 +55,14 @@ class LocalRun:
     """Runs (or continues) one study in `run_dir` with up to `parallelism` trial processes."""
 
     def __init__(self, study: Study, run_dir: str | Path, *, python: str = sys.executable,
-                 on_event: Event | None = None, poll: float = 0.1, workdir: str | Path | None = None):
+                 on_event: Event | None = None, poll: float = 0.1, workdir: str | Path | None = None,
+                 launcher: Launcher | None = None):
         self.study = study
         self.run_dir = Path(run_dir).resolve()
         self.workdir = Path(workdir or os.getcwd()).resolve()  # trials run here, as `boss validate` checks
         self.interrupted = False
         self.python = python
+        self.launcher = launcher  # made by run() unless given: warm (forked) trial starts on Linux
         self.on_event = on_event or (lambda kind, engine, trial: None)
         self.poll = poll
         spec = study.spec
@@ -129,6 +131,9 @@ class LocalRun:
         running: dict[int, _Running] = {}
         previous = signal.getsignal(signal.SIGTERM)
         signal.signal(signal.SIGTERM, _raise_interrupt)
+        own = self.launcher is None
+        if own and not self.engine.finished:
+            self.launcher = self._make_launcher()
         try:
             for t in self.engine.running:  # running when the last run stopped: run them again
                 running[t.index] = self._launch(t)
@@ -160,7 +165,26 @@ class LocalRun:
                 signal.signal(signal.SIGINT, previous_int)
             raise Interrupted(f"stopped with {len(self.engine.running)} trial(s) unfinished") from None
         finally:
+            if own and self.launcher is not None:
+                self.launcher.close()
+                self.launcher = None
             signal.signal(signal.SIGTERM, previous)
+
+    def _base_env(self) -> dict[str, str]:
+        env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "PYTHONUNBUFFERED": "1"}
+        pythonpath = absolute_pythonpath(os.environ, str(self.workdir))
+        if pythonpath is not None:
+            env["PYTHONPATH"] = pythonpath
+        return env
+
+    def _make_launcher(self) -> Launcher:
+        """Trials forked from a process that has imported torch and the plugin (under 0.5 s a
+        start instead of seconds), each still its own process; BOSS_WARM_START=0, or an OS
+        without fork, starts a fresh interpreter per trial."""
+        if sys.platform != "linux" or os.environ.get("BOSS_WARM_START", "1") == "0":
+            return ColdLauncher(self.python)
+        return WarmLauncher([self.study.spec.trainer.plugin], python=self.python, cwd=self.workdir,
+                            env=self._base_env())
 
     def _trial_dir(self, index: int) -> Path:
         return self.run_dir / "trials" / f"{index:04d}"
@@ -173,25 +197,21 @@ class LocalRun:
             os.remove(textfile)  # a rerun must not read an old attempt's objective
         ts = make_trial_spec(self.study, self.engine, trial, self.root,
                              metrics_textfile=textfile, threads=self.threads)
-        env = {**os.environ, **ts.to_env(), "OMP_NUM_THREADS": str(self.threads), "PYTHONUNBUFFERED": "1"}
-        pythonpath = absolute_pythonpath(os.environ, str(self.workdir))
-        if pythonpath is not None:
-            env["PYTHONPATH"] = pythonpath
-        log = open(d / "log.txt", "ab")
-        log.write(f"--- trial {trial.index} started {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
-        log.flush()
-        proc = subprocess.Popen([self.python, "-m", "boss.trial"], env=env, cwd=self.workdir, stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        env = {**self._base_env(), **ts.to_env()}
+        with open(d / "log.txt", "ab") as log:
+            log.write(f"--- trial {trial.index} started {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+        if self.launcher is None:
+            self.launcher = self._make_launcher()
+        proc = self.launcher.start(env, self.workdir, d / "log.txt")
         trial.extra["started"] = time.time()
         trial.extra["log"] = str(d / "log.txt")
         self.on_event("start", self.engine, trial)
-        return _Running(trial, ts, proc, log, time.time())
+        return _Running(trial, ts, proc, time.time())
 
     def _finish(self, r: _Running) -> bool:
         """Record a trial whose process ended; False while its objective is not yet scraped."""
         if r.ended is None:
             r.ended = time.time()
-            r.log.close()
         t, ts = r.trial, r.spec
         t.extra["seconds"] = round(r.ended - r.started, 3)
         failed, message, value, result = False, None, None, None
@@ -236,10 +256,9 @@ class LocalRun:
             except subprocess.TimeoutExpired:
                 _signal_group(r.proc, signal.SIGKILL)
                 r.proc.wait()
-            r.log.close()
 
 
-def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+def _signal_group(proc: TrialHandle, sig: int) -> None:
     try:
         os.killpg(proc.pid, sig)
     except ProcessLookupError:
