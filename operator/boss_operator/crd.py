@@ -47,6 +47,11 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
             continue
         if key == "properties":
             out[key] = {k: _structural(v, defs) for k, v in value.items()}
+        elif key == "additionalProperties" and value is False:
+            # the model's extra="forbid": a structural schema already prunes unknown fields, and
+            # kubectl's strict field validation refuses them; a real API server rejects
+            # additionalProperties next to properties ("mutual exclusive")
+            continue
         elif key in ("items", "additionalProperties"):
             if value is True or value == {}:
                 out["x-kubernetes-preserve-unknown-fields"] = True
