@@ -20,7 +20,6 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 BIN = Path(sys.executable).parent
-NS = "default"
 
 
 def free_port() -> int:
@@ -107,34 +106,54 @@ def prometheus(pushgateway, tmp_path_factory):
         yield url
 
 
+@pytest.fixture(scope="session")
+def k8s(tmp_path_factory):
+    """One real Kubernetes control plane for the whole run (tests/k8s_cluster.py): etcd, the API
+    server, the controller manager and the scheduler built from Kubernetes' own modules."""
+    from k8s_cluster import ControlPlane, ensure_binaries
+
+    ensure_binaries()  # `make test` built them already; a no-op when the stamp matches
+    with ControlPlane(tmp_path_factory.mktemp("k8s")) as cp:
+        yield cp
+
+
+@pytest.fixture(scope="session")
+def admin(k8s):
+    """A kubernetes ApiClient as the cluster admin (system:masters), for the tests' own checks."""
+    from kubernetes import config
+
+    return config.new_client_from_config(str(k8s.kubeconfig))
+
+
+RELEASE, RELEASE_NS = "boss-operator", "boss-system"
+
+
+@pytest.fixture(scope="session")
+def installed_chart(k8s, admin):
+    """The chart installed once with the real helm CLI: the CRD, the operator's ServiceAccount and
+    its ClusterRole. The operator under test then runs as that ServiceAccount, so a missing RBAC
+    rule fails a test with 403. (No controller here runs Deployments, so the chart's own operator
+    pod never starts.)"""
+    helm = [str(k8s.bin_dir / "helm"), "--kubeconfig", str(k8s.kubeconfig)]
+    subprocess.run(helm + ["install", RELEASE, str(ROOT / "charts" / "boss-operator"), "-n", RELEASE_NS,
+                           "--create-namespace", "--wait=false"], check=True, capture_output=True, text=True)
+    k8s.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/bossstudies.boss.automl.io")
+    return {"namespace": RELEASE_NS, "serviceAccount": RELEASE, "helm": helm}  # the chart names both after the release
+
+
 @pytest.fixture()
-def apiserver(tmp_path):
-    """tests/apiserver.py on a free port: (a kubernetes ApiClient, a kubeconfig path)."""
+def namespace(admin, request):
+    """A fresh namespace per test that enforces Pod Security `restricted`, deleted afterwards."""
     from kubernetes import client
 
-    port = free_port()
-    log = tmp_path / "apiserver.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "apiserver.py"), str(port)],
-                                stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.time() + 30
-    while "ready" not in log.read_text():
-        assert proc.poll() is None and time.time() < deadline, log.read_text()
-        time.sleep(0.05)
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(f"""apiVersion: v1
-kind: Config
-clusters: [{{name: test, cluster: {{server: "http://127.0.0.1:{port}"}}}}]
-users: [{{name: test, user: {{token: test}}}}]
-contexts: [{{name: test, context: {{cluster: test, user: test, namespace: {NS}}}}}]
-current-context: test
-""")
-    conf = client.Configuration()
-    conf.host = f"http://127.0.0.1:{port}"
-    api = client.ApiClient(conf)
-    yield api, kubeconfig
-    proc.terminate()
-    proc.wait(10)
+    name = f"t{time.time_ns() % 10**8}-{request.node.name[5:30].lower().replace('_', '-').strip('-')}"
+    client.CoreV1Api(admin).create_namespace({"metadata": {"name": name, "labels": {
+        "pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}}})
+    yield name
+    try:
+        client.CoreV1Api(admin).delete_namespace(name)
+    except client.ApiException:
+        pass
 
 
 def digits_doc(**changes) -> dict:

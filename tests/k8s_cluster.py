@@ -276,7 +276,7 @@ class ControlPlane:
 
     # --- set-up ---
     def _make_pki(self) -> None:
-        ca = _CA()
+        ca = self._ca = _CA()
         self._ca_pem = _pem_cert(ca.cert)
         _write(self.ca_file, self._ca_pem, 0o644)
         _write(self.pki / "ca.key", _pem_key(ca.key))
@@ -519,6 +519,13 @@ class ControlPlane:
         """Run the built kubectl (text output captured)."""
         return subprocess.run([str(self.bin_dir / "kubectl"), *args], env=self.env(kubeconfig), check=check,
                               input=input, capture_output=True, text=True, timeout=timeout)
+
+    def client_kubeconfig(self, user: str, groups: tuple[str, ...], path: str | os.PathLike) -> Path:
+        """A kubeconfig for a client certificate (CN=user, O=groups) signed by the cluster CA:
+        e.g. a node's kubelet, system:node:NAME in system:nodes."""
+        key, cert = self._ca.issue(user, groups)
+        return write_kubeconfig(Path(path), self.server, self._ca_pem, user, cert_pem=_pem_cert(cert),
+                                key_pem=_pem_key(key))
 
     def serviceaccount_kubeconfig(self, namespace: str, name: str, path: str | os.PathLike,
                                   expiration_seconds: int = 3600) -> Path:

@@ -18,7 +18,7 @@ from boss.client import BossClient, StudyNotFound
 from boss.report import write_report
 from boss.spec import parse_study
 from boss_operator.local import LocalRun
-from conftest import NS, tiny_doc, write_study
+from conftest import tiny_doc, write_study
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
@@ -91,9 +91,9 @@ def test_cli_on_a_run_folder(run):
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
 
 
-def test_client_and_cli_on_a_cluster(apiserver, run, tmp_path):
-    api, kubeconfig = apiserver
-    client = BossClient(namespace=NS, api_client=api)
+def test_client_and_cli_on_a_cluster(k8s, admin, installed_chart, namespace, run, tmp_path):
+    NS, kubeconfig = namespace, k8s.kubeconfig
+    client = BossClient(namespace=NS, api_client=admin)
     created = client.create(write_study(tmp_path, tiny_doc(**{"metadata.name": "seen"})))
     assert created["metadata"]["name"] == "seen" and [s["metadata"]["name"] for s in client.list()] == ["seen"]
     with pytest.raises(StudyNotFound):
@@ -108,13 +108,13 @@ def test_client_and_cli_on_a_cluster(apiserver, run, tmp_path):
     assert client.wait("seen", timeout=5, poll=0.1)["status"]["phase"] == "Succeeded"
     assert client.best("seen")["value"] == best["value"] and len(client.trials("seen")) == 5
     env = {"KUBECONFIG": str(kubeconfig)}
-    assert json.loads(cli("best", "seen", "-o", "json", env=env).stdout)["index"] == best["index"]
-    assert "Succeeded, 5/" in cli("status", "seen", env=env).stdout
-    rep = cli("report", "seen", "--out", tmp_path / "rep", env=env)
+    assert json.loads(cli("best", "seen", "-o", "json", "-n", NS, env=env).stdout)["index"] == best["index"]
+    assert "Succeeded, 5/" in cli("status", "seen", "-n", NS, env=env).stdout
+    rep = cli("report", "seen", "--out", tmp_path / "rep", "-n", NS, env=env)
     assert rep.returncode == 0 and (tmp_path / "rep" / "report.html").exists()
-    gone = cli("status", "unseen", env=env)
+    gone = cli("status", "unseen", "-n", NS, env=env)
     assert gone.returncode == 2 and "no BossStudy 'unseen'" in gone.stderr
-    sub = cli("submit", write_study(tmp_path, tiny_doc(**{"metadata.name": "sent"}), "s.yaml"), env=env)
+    sub = cli("submit", write_study(tmp_path, tiny_doc(**{"metadata.name": "sent"}), "s.yaml"), "-n", NS, env=env)
     assert sub.returncode == 0 and client.get("sent")["spec"]["budget"]["trials"] == 6
 
 
