@@ -1,0 +1,427 @@
+"""The methods bench/peers.py compares, each one study at a time: `run(method, task, seed)`.
+
+Every method trains with the task's `boss.Trainer`, over SPACE, for the task's budget of
+training epochs (trials x epochs per trial), and selects on the validation split.
+
+  boss      our engine as shipped (SMAC ask/tell in two phases, teacher + student from the
+            top-K, L = CE + 1.0 * MSE), with the defaults (128 trials, 32 warm-up, top-K 8)
+            scaled to the budget: warm-up = trials/4, top-K = max(2, trials/16)
+  bo        the same engine with every trial a warm-up trial: SMAC, random weights
+  random    configs drawn uniformly, random weights
+  sd        boss's schedule and teacher/student draws, configs drawn uniformly (no BO)
+  tpe-boss  the authors' reference design on Optuna: TPE warm-up study, a separate TPE study for
+            the BOSS phase with alpha ~ U(0, 1) searched there only, loss alpha*CE +
+            (1 - alpha)*MSE, teacher and student two distinct top-K checkpoints from both phases
+  asha      Optuna TPE with its asynchronous successive-halving pruner (defaults: rungs at
+            1, 4, 16 epochs, reduction factor 4); trials of up to `horizon` epochs
+  pbt       Ray Tune's PopulationBasedTraining (synchronous, quantile 0.25, resample 0.25,
+            factors 0.8/1.2), `population` members of `horizon` epochs, a checkpoint at
+            every perturbation (every horizon/4 epochs); exploit clones weights and optimiser state
+horizon = budget / population, population = max(4, trials/4) (16 epochs on both tasks).
+
+Variants for the method study (issue item 5) are written `boss[key=value,...]`; see VARIANT_KEYS.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from peers_lib import SPACE, TASKS, Stepper, StudyLog, Task, clip_config, from_bytes, to_bytes, trial_config
+
+BENCH = Path(__file__).resolve().parent
+
+# ---- method names and variants ---------------------------------------------------------------
+
+BASE_METHODS = ("boss", "bo", "random", "sd", "tpe-boss", "asha", "pbt")
+VARIANT_KEYS = {
+    "k": "top-K size",
+    "warmup": "warm-up trials",
+    "w": "distillation weight: a number, or low:high[:log] to search it (BOSS phase)",
+    "lrscale": "multiply a BOSS-phase trial's learning rate by this (inherited weights)",
+    "pick": "teacher/student draw: random (shipped) | best-teacher (teacher = the best, student random from the rest)",
+    "loss": "mse | kl",
+}
+
+
+def parse_method(name: str) -> tuple[str, dict[str, str]]:
+    """'boss[k=4,w=0.1:10:log]' -> ('boss', {'k': '4', 'w': '0.1:10:log'})."""
+    if "[" not in name:
+        base, opts = name, {}
+    else:
+        base, rest = name.split("[", 1)
+        if not rest.endswith("]"):
+            raise ValueError(f"bad method {name!r}: options go in [key=value,...]")
+        opts = dict(kv.split("=", 1) for kv in rest[:-1].split(",") if kv)
+    if base not in BASE_METHODS:
+        raise ValueError(f"unknown method {base!r} (one of {', '.join(BASE_METHODS)})")
+    bad = set(opts) - set(VARIANT_KEYS)
+    if bad:
+        raise ValueError(f"unknown option(s) {sorted(bad)} in {name!r} (known: {', '.join(VARIANT_KEYS)})")
+    return base, opts
+
+
+def scaled_defaults(task: Task) -> tuple[int, int]:
+    """The shipped defaults (128 trials, 32 warm-up, top-K 8) scaled to the task's trial count."""
+    return max(2, round(task.trials * 32 / 128)), max(2, round(task.trials * 8 / 128))
+
+
+def population(task: Task) -> int:
+    return max(4, task.trials // 4)
+
+
+def horizon(task: Task) -> int:
+    return task.budget // population(task)
+
+
+def run(method: str, task_name: str, seed: int, trials: int | None = None, epochs: int | None = None) -> dict[str, Any]:
+    """One study of `method` on a task (trials/epochs override the task's, for quick checks)."""
+    torch.set_num_threads(1)
+    task = TASKS[task_name]
+    if trials or epochs:
+        task = dataclasses.replace(task, trials=trials or task.trials, epochs=epochs or task.epochs)
+    base, opts = parse_method(method)
+    log = StudyLog(method, task.name, seed)
+    work = tempfile.mkdtemp(prefix=f"peers-{task.name}-{base}-{seed}-")
+    try:
+        if base in ("boss", "bo", "random", "sd"):
+            _engine_study(base, opts, task, seed, log, work)
+        elif base == "tpe-boss":
+            _tpe_boss(task, seed, log, work, opts)
+        elif base == "asha":
+            _asha(task, seed, log)
+        elif base == "pbt":
+            _pbt(task, seed, log, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return log.to_dict()
+
+
+# ---- our engine: boss, bo, random, sd ---------------------------------------------------------
+
+def _distillation(opts: dict[str, str]) -> dict[str, Any]:
+    d: dict[str, Any] = {"loss": opts.get("loss", "mse"), "weight": 1.0}
+    if "w" in opts:
+        parts = opts["w"].split(":")
+        if len(parts) == 1:
+            d["weight"] = float(parts[0])
+        else:
+            d["weight"] = {"low": float(parts[0]), "high": float(parts[1]), "log": len(parts) > 2 and parts[2] == "log"}
+    return d
+
+
+def study_doc(task: Task, seed: int, warmup: int, top_k: int, distillation: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "boss.automl.io/v1alpha1", "kind": "BossStudy",
+        "metadata": {"name": f"peers-{task.name}-{seed}"},
+        "spec": {
+            "objective": {"metric": "val_accuracy", "goal": "maximize"},
+            "searchSpace": SPACE,
+            "budget": {"trials": task.trials, "warmupTrials": warmup, "parallelism": 1, "maxFailedTrials": task.trials},
+            "boss": {"topK": top_k, "distillation": distillation},
+            "trainer": {"plugin": task.plugin, "epochs": task.epochs, "args": task.args},
+            "seed": seed,
+        },
+    }
+
+
+def _engine_study(base: str, opts: dict[str, str], task: Task, seed: int, log: StudyLog, work: str) -> None:
+    from boss.loop import run_trial
+    from boss.spec import parse_study
+    from boss.store import to_uri
+    from boss_operator.space import build_space, native
+    from boss_operator.trials import make_trial_spec
+
+    warmup, top_k = scaled_defaults(task)
+    warmup = int(opts.get("warmup", warmup))
+    top_k = int(opts.get("k", top_k))
+    if base in ("bo", "random"):
+        warmup = task.trials
+    study = parse_study(study_doc(task, seed, warmup, top_k, _distillation(opts)))
+    engine = _engine_class(opts.get("pick", "random"))(study.spec, study.name)
+    spaces = {}
+    if base in ("random", "sd"):
+        spaces = {ph: build_space(study.spec, ph, seed + i) for i, ph in enumerate(("warmup", "boss"))}
+    lrscale = float(opts.get("lrscale", 1.0))
+    root = to_uri(work)
+    while not engine.finished:
+        t = engine.ask()
+        if t is None:  # sequential: never happens, but never spin
+            raise RuntimeError("the engine proposed nothing while no trial runs")
+        if spaces:
+            t.config = native(spaces[t.phase].sample_configuration())  # same bookkeeping, random configs
+        spec = make_trial_spec(study, engine, t, root, metrics_textfile=f"{work}/{t.index}.prom", threads=1)
+        if t.phase == "boss" and lrscale != 1.0:
+            spec = spec.model_copy(update={"config": {**spec.config, "lr": spec.config["lr"] * lrscale}})
+        try:
+            r = run_trial(spec)
+        except Exception as e:  # a failed trial is the engine's business, as in a real study
+            engine.tell(t.index, failed=True, message=str(e)[:200])
+            log.know(float("nan"))
+            continue
+        for row in r["history"]:
+            log.epoch(f"t{t.index}", row["val_accuracy"])
+        log.know(r["value"])
+        log.offer(r["value"], r["test"]["test_accuracy"], f"trial {t.index} ({t.phase})")
+        engine.tell(t.index, r["value"], checkpoint=r["checkpoint"], checksum=r["sha256"])
+    b = engine.best()
+    log.info.update(best_phase=b.phase if b else None, warmup=warmup, top_k=top_k,
+                    failed=len(engine.failed), lineage=_lineage_depth(engine, b))
+
+
+def _lineage_depth(engine, trial) -> int:
+    """How many BOSS generations the best checkpoint descends through (its student chain)."""
+    depth = 0
+    while trial is not None and trial.student is not None:
+        depth += 1
+        trial = engine.trials[trial.student]
+    return depth
+
+
+def _engine_class(pick: str):
+    from boss_operator.engine import Engine
+
+    if pick == "random":
+        return Engine
+    if pick != "best-teacher":
+        raise ValueError(f"pick must be random or best-teacher, got {pick!r}")
+
+    class BestTeacher(Engine):
+        """Teacher = the best checkpoint so far; student drawn from the rest of the top-K."""
+
+        def pick_teacher_student(self, index: int) -> tuple[int, int]:
+            top = self.top_k()
+            rng = random.Random(f"{self.spec.seed}:{index}")
+            return top[0].index, rng.choice(top[1:]).index
+
+    return BestTeacher
+
+
+# ---- Optuna: the authors' reference design, and ASHA ------------------------------------------
+
+def _suggest(trial) -> dict[str, Any]:
+    c: dict[str, Any] = {}
+    for name, p in SPACE.items():
+        when = p.get("when")
+        if when and any(c.get(k) != v for k, v in when.items()):
+            continue
+        if p["type"] == "float":
+            c[name] = trial.suggest_float(name, p["low"], p["high"], log=p.get("log", False))
+        elif p["type"] == "int":
+            c[name] = trial.suggest_int(name, p["low"], p["high"], log=p.get("log", False))
+        else:
+            c[name] = trial.suggest_categorical(name, p["choices"])
+    return c
+
+
+def _optuna():
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def _alpha_trainer(plugin: str, alpha: float):
+    """The task's trainer with L_gt scaled by alpha: the SDK loop adds (1 - alpha) * MSE, which
+    makes the reference loss alpha*CE + (1 - alpha)*MSE exactly."""
+    from peers_lib import trainer_class
+
+    base = trainer_class(plugin)
+
+    class AlphaTrainer(base):
+        def task_loss(self, logits, targets):  # also scales the reported val_loss; accuracy is unchanged
+            return alpha * super().task_loss(logits, targets)
+
+    return AlphaTrainer
+
+
+def _tpe_boss(task: Task, seed: int, log: StudyLog, work: str, opts: dict[str, str]) -> None:
+    from boss.loop import run_trial
+    from boss.store import to_uri
+    from boss.trial import TrialSpec
+    from boss_operator.trials import trial_seed
+    from peers_lib import trainer_class
+
+    optuna = _optuna()
+    warmup, top_k = scaled_defaults(task)
+    top_k = int(opts.get("k", top_k))
+    warm = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+    boss = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed + 1))
+    theta: list[tuple[float, int, str, str]] = []  # (val, index, checkpoint, sha256): warm-up and BOSS
+    root = to_uri(work)
+    for i in range(task.trials):
+        phase = "warmup" if i < warmup else "boss"
+        study = warm if phase == "warmup" else boss
+        ot = study.ask()
+        config = _suggest(ot)
+        kw: dict[str, Any] = {}
+        trainer = None
+        if phase == "boss":
+            alpha = ot.suggest_float("alpha", 0.0, 1.0)
+            top = sorted(theta, key=lambda r: (-r[0], r[1]))[:top_k]
+            student, teacher = random.Random(f"{seed}:{i}").sample(top, 2)
+            kw = dict(distill_weight=1.0 - alpha, teacher_uri=teacher[2], teacher_sha256=teacher[3],
+                      student_uri=student[2], student_sha256=student[3])
+            trainer = _alpha_trainer(task.plugin, alpha)(config, task.args, seed=trial_seed(seed, i))
+        spec = TrialSpec(study=f"tpe-boss-{seed}", index=i, phase=phase, config=config, seed=trial_seed(seed, i),
+                         plugin=task.plugin, args=task.args, epochs=task.epochs,
+                         output_uri=f"{root}/trial-{i:04d}", metrics_textfile=f"{work}/{i}.prom", threads=1, **kw)
+        if trainer is None:
+            trainer = trainer_class(task.plugin)(config, task.args, seed=spec.seed)
+        r = run_trial(spec, trainer)
+        for row in r["history"]:
+            log.epoch(f"t{i}", row["val_accuracy"])
+        log.know(r["value"])
+        log.offer(r["value"], r["test"]["test_accuracy"], f"trial {i} ({phase})")
+        study.tell(ot, r["value"])
+        theta.append((r["value"], i, r["checkpoint"], r["sha256"]))
+    log.info.update(warmup=warmup, top_k=top_k)
+
+
+def _asha(task: Task, seed: int, log: StudyLog) -> None:
+    from boss_operator.trials import trial_seed
+
+    optuna = _optuna()
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
+                                pruner=optuna.pruners.SuccessiveHalvingPruner())
+    spent, i, h = 0, 0, horizon(task)
+    rungs: dict[int, int] = {}
+    while spent < task.budget:
+        ot = study.ask()
+        st = Stepper(task.plugin, task.args, _suggest(ot), trial_seed(seed, i), h)
+        pruned = False
+        while st.epoch < h and spent < task.budget:
+            val = st.train_epoch()
+            spent += 1
+            log.epoch(f"t{i}", val)
+            log.know(val)
+            ot.report(val, st.epoch)
+            if ot.should_prune():
+                pruned = True
+                break
+        rungs[st.epoch] = rungs.get(st.epoch, 0) + 1
+        log.offer(st.best_val, st.test_of_best(), f"trial {i} ({st.epoch} epochs)")
+        if pruned or st.epoch < h:
+            study.tell(ot, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(ot, st.best_val)
+        i += 1
+    log.info.update(trials=i, epochs_per_trial=dict(sorted(rungs.items())), horizon=h)
+
+
+# ---- Ray Tune: Population Based Training --------------------------------------------------------
+
+def _ray():
+    import ray
+
+    if not ray.is_initialized():
+        paths = [str(BENCH), os.environ.get("PYTHONPATH", "")]
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)  # the workers import this module
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 object_store_memory=100 * 1024**2)
+    return ray
+
+
+def _member_class():
+    from ray import tune
+
+    class PBTMember(tune.Trainable):
+        """One PBT member in a Ray actor: an epoch per step, its weights and optimiser state in
+        checkpoints. Actors are reused between members (reset_config), so pausing and exploiting
+        cost a checkpoint, not a process start."""
+
+        def setup(self, config: dict[str, Any], *, plugin: str, args: dict[str, Any], horizon: int, seed: int,
+                  log_path: str) -> None:
+            torch.set_num_threads(1)
+            self.fixed = dict(plugin=plugin, args=args, horizon=horizon, seed=seed, log_path=log_path)
+            self._start(config)
+
+        def _start(self, config: dict[str, Any]) -> None:
+            f = self.fixed
+            self.member = int(self.trial_name.rsplit("_", 1)[-1])
+            self.cfg = clip_config(config)
+            self.st = Stepper(f["plugin"], f["args"], self.cfg, f["seed"] * 1_000 + self.member, f["horizon"])
+            self.cloned: int | None = None
+
+        def reset_config(self, new_config: dict[str, Any]) -> bool:
+            self._start(new_config)
+            return True
+
+        def step(self) -> dict[str, Any]:
+            st = self.st
+            val = st.train_epoch()
+            row = {"trial": f"m{self.member}", "epoch": st.epoch, "val": val, "t": time.time(),
+                   "config": trial_config(self.cfg)}
+            if self.cloned is not None:
+                row["cloned"], self.cloned = self.cloned, None
+            if st.best_val == val:  # a new best of this member since it (re)started: the test split for it
+                row["test"] = st.test_of_best()
+            with open(self.fixed["log_path"], "a") as f:
+                f.write(json.dumps(row) + "\n")
+            return {"val_accuracy": val, "epoch": st.epoch}
+
+        def save_checkpoint(self, checkpoint_dir: str) -> None:
+            Path(checkpoint_dir, "state.pt").write_bytes(to_bytes({**self.st.state(), "member": self.member}))
+
+        def load_checkpoint(self, checkpoint_dir: str) -> None:
+            state = from_bytes(Path(checkpoint_dir, "state.pt").read_bytes())
+            self.st.restore(state, self.cfg)
+            if int(state["member"]) != self.member:
+                self.cloned = int(state["member"])  # PBT's exploit: another member's weights
+
+    return PBTMember
+
+
+def _pbt(task: Task, seed: int, log: StudyLog, work: str) -> None:
+    ray = _ray()
+    from ray import tune
+    from ray.tune.schedulers import PopulationBasedTraining
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    p, h = population(task), horizon(task)
+    interval = max(1, h // 4)
+    domains = {
+        "lr": tune.loguniform(SPACE["lr"]["low"], SPACE["lr"]["high"]),
+        "weight_decay": tune.loguniform(SPACE["weight_decay"]["low"], SPACE["weight_decay"]["high"]),
+        "optimizer": tune.choice(SPACE["optimizer"]["choices"]),
+        "momentum": tune.uniform(SPACE["momentum"]["low"], SPACE["momentum"]["high"]),
+        "batch_size": tune.lograndint(SPACE["batch_size"]["low"], SPACE["batch_size"]["high"] + 1),
+    }
+    mutations = {**domains, "optimizer": list(SPACE["optimizer"]["choices"])}
+    scheduler = PopulationBasedTraining(time_attr="epoch", perturbation_interval=interval,
+                                        hyperparam_mutations=mutations, custom_explore_fn=clip_config, synch=True)
+    random.seed(seed)  # PBT's explore draws from these
+    np.random.seed(seed)
+    log_path = f"{work}/epochs.jsonl"
+    trainable = tune.with_parameters(_member_class(), plugin=task.plugin, args=task.args, horizon=h, seed=seed,
+                                     log_path=log_path)
+    tuner = tune.Tuner(
+        trainable, param_space=domains,
+        tune_config=tune.TuneConfig(metric="val_accuracy", mode="max", scheduler=scheduler, num_samples=p,
+                                    search_alg=BasicVariantGenerator(random_state=seed), reuse_actors=True),
+        run_config=tune.RunConfig(name="pbt", storage_path=f"{work}/ray", stop={"epoch": h}, verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=0)),
+    )
+    log.started = time.time()  # Ray itself was started once per worker process, before this study
+    grid = tuner.fit()
+    if grid.errors:
+        raise RuntimeError(f"PBT: {len(grid.errors)} member(s) failed: {grid.errors[0]}")
+    rows = [json.loads(line) for line in Path(log_path).read_text().splitlines()]
+    for r in rows:
+        log.epoch(r["trial"], r["val"])
+        log.know(r["val"], when=r["t"])
+        if "test" in r:
+            log.offer(r["val"], r["test"], f"member {r['trial']} epoch {r['epoch']} {r['config']}")
+    log.info.update(population=p, horizon=h, interval=interval, epochs=len(rows),
+                    exploits=sum("cloned" in r for r in rows))
+    del ray
