@@ -11,11 +11,10 @@ STAMP  := $(VENV)/.installed
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.txt requirements-dev.txt requirements-helm.txt sdk/pyproject.toml operator/pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt sdk/pyproject.toml operator/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
-	$(PY) -m pip install -q --no-deps --ignore-requires-python -r requirements-helm.txt
 	$(PY) -m pip install -q --no-deps -e sdk -e operator
 	touch $@
 

@@ -1,51 +1,74 @@
-"""The Helm chart, rendered by real Helm and checked against Kubernetes' own schemas.
+"""The Helm chart, rendered and installed by the real Helm CLI, checked by Kubernetes itself.
 
-Helm here is the Helm Go library itself (PyPI `helm-sdkpy`, a cgo build of helm.sh/helm/v4):
-there is no `helm` binary in this machine's package registries. It has no client-only
-`template`, so each test `helm install`s the chart into the emulated API server
-(tests/apiserver.py) with release records kept in memory (HELM_DRIVER=memory), and takes the
-rendered manifest from the release. Every rendered object is validated with
-kubernetes-validate (strict) against the Kubernetes 1.37 OpenAPI schemas.
+Helm is the real `helm` v3 CLI (helm.sh/helm/v3, built with the control plane by
+tests/k8s/build.sh into .cache/k8s/bin). Three levels:
+
+- Rendering: `helm template` (client-side, no cluster) for many values combinations. Every
+  rendered object is validated with kubernetes-validate (strict) against the Kubernetes 1.37
+  OpenAPI schemas; bad values fail at the chart's values.schema.json with Helm's own message;
+  `helm lint --strict` passes.
+- Installing: `helm install` into a fresh namespace (conftest's `namespace`, Pod Security
+  `restricted`) of the session's real control plane (conftest's `k8s`, tests/k8s_cluster.py):
+  default values, one watched namespace (a Role instead of a ClusterRole), every optional part
+  the server accepts. `helm status` says deployed, the objects are read back from the API server
+  with its defaults, the pod templates are admitted by Pod Security `restricted` (a server-side
+  dry run of a Pod: no controller runs Deployments here), and `helm uninstall` removes them.
+  Refused whole, before any object is made: bad values, a ServiceMonitor (no Prometheus
+  Operator CRD on this server), a second release of the same name. A watched namespace that does
+  not exist leaves a failed release (the server will not hold a Role in it).
+  The CRD comes from the chart's crds/ once, with conftest's `installed_chart` (release
+  boss-operator in boss-system). Helm 3 creates crds/ only when absent and never owns, upgrades
+  or deletes them, so the releases here skip it by themselves (no --skip-crds). What collides
+  between releases is the ClusterRole(Binding), named after the release: each release here is
+  named after its test's namespace.
+- RBAC: the rendered Role grants exactly what the operator's code calls; and the API server's
+  own authorizer (`kubectl auth can-i --as=system:serviceaccount:...`), asked about the
+  `installed_chart` ServiceAccount, grants exactly that and nothing the operator must not do.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import kubernetes_validate
 import pytest
 import yaml
-from boss_operator.crd import NAME
+from boss_operator.crd import GROUP, NAME, PLURAL
 from conftest import ROOT
 
 CHART = ROOT / "charts" / "boss-operator"
 K8S = "1.37.0"
-RELEASE_NS = "boss-system"
+RELEASE, RELEASE_NS = "boss", "boss-system"   # for `helm template`
+FULL = f"{RELEASE}-boss-operator"             # the chart's fullname for that release
 
 
 class HelmFailed(Exception):
     pass
 
 
-@pytest.fixture()
-def helm(apiserver):
-    _, kubeconfig = apiserver
-    count = iter(range(100))
+@pytest.fixture(scope="session")
+def helm_bin() -> str:
+    from k8s_cluster import ensure_binaries
 
-    def install(values: dict | None = None) -> list[dict]:
-        out = subprocess.run([sys.executable, str(ROOT / "tests" / "helm_install.py"), str(kubeconfig), RELEASE_NS,
-                              f"boss{next(count)}", str(CHART), json.dumps(values or {})],
-                             capture_output=True, text=True, timeout=120, env={**os.environ, "HELM_DRIVER": "memory"})
+    return str(ensure_binaries() / "helm")  # built with the control plane; a no-op when up to date
+
+
+@pytest.fixture(scope="session")
+def helm(helm_bin):
+    """`helm template` of the chart with these values (client-side): the rendered objects."""
+
+    def template(values: dict | None = None) -> list[dict]:
+        out = subprocess.run([helm_bin, "template", RELEASE, str(CHART), "-n", RELEASE_NS, "--kube-version", K8S,
+                              "-f", "-"], input=json.dumps(values or {}), capture_output=True, text=True, timeout=60)
         if out.returncode != 0:
             raise HelmFailed(out.stderr.strip())
         return [d for d in yaml.safe_load_all(out.stdout) if d]
 
-    return install
+    return template
 
 
 def by_kind(docs: list[dict]) -> dict[str, list[dict]]:
@@ -82,7 +105,7 @@ def test_default_values(helm):
     assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["BOSS_TRAINER_IMAGE"] == "ghcr.io/boss-automl/boss-trainer:0.1.0"
-    assert pod["serviceAccountName"] == kinds["ServiceAccount"][0]["metadata"]["name"]
+    assert pod["serviceAccountName"] == kinds["ServiceAccount"][0]["metadata"]["name"] == FULL
 
 
 def test_one_namespace_gets_a_role(helm):
@@ -95,19 +118,30 @@ def test_one_namespace_gets_a_role(helm):
     assert "--namespace=team-a" in c["args"]
 
 
+EVERY_PART = {"pushgateway": {"enabled": True},
+              "storage": {"uri": "s3://ckpt/", "secretName": "boss-s3", "endpoint": "http://minio:9000"},
+              "metrics": {"port": 8000, "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
+              "prometheus": {"url": "http://prometheus-operated.monitoring:9090"},
+              "grafana": {"dashboard": {"enabled": True}}, "logLevel": "debug",
+              "imagePullSecrets": [{"name": "registry"}], "podAnnotations": {"team": "ml"},
+              "nodeSelector": {"kubernetes.io/os": "linux"},
+              "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]}
+
+
 def test_every_optional_part(helm):
-    docs = helm({"pushgateway": {"enabled": True}, "storage": {"uri": "s3://ckpt/", "secretName": "boss-s3",
-                                                                 "endpoint": "http://minio:9000"},
-                 "metrics": {"port": 8000, "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
-                 "prometheus": {"url": "http://prometheus-operated.monitoring:9090"}})
+    docs = helm(EVERY_PART)
     validate_all(docs)
     kinds = by_kind(docs)
-    assert {d["metadata"]["name"] for d in kinds["Deployment"]} == {"boss0-boss-operator", "boss0-boss-operator-pushgateway"}
-    _, c = operator_container(docs)
+    assert {d["metadata"]["name"] for d in kinds["Deployment"]} == {FULL, f"{FULL}-pushgateway"}
+    dep, c = operator_container(docs)
     env = {e["name"]: e for e in c["env"]}
-    assert env["BOSS_PUSHGATEWAY"]["value"] == f"http://boss0-boss-operator-pushgateway.{RELEASE_NS}.svc:9091"
+    assert env["BOSS_PUSHGATEWAY"]["value"] == f"http://{FULL}-pushgateway.{RELEASE_NS}.svc:9091"
     assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "boss-s3"
     assert env["BOSS_PROMETHEUS"]["value"] == "http://prometheus-operated.monitoring:9090"
+    assert "--verbose" in c["args"]
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "registry"}] and pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    assert dep["spec"]["template"]["metadata"]["annotations"] == {"team": "ml"}
     sm = kinds["ServiceMonitor"][0]
     assert sm["metadata"]["labels"]["release"] == "prom"
     assert [e["port"] for e in sm["spec"]["endpoints"]] == ["metrics", "http"]
@@ -115,16 +149,26 @@ def test_every_optional_part(helm):
     assert push["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"]
 
 
-@pytest.mark.parametrize("values,words", [
-    ({"metrics": {"port": "eight"}}, "port"),
-    ({"storage": {"uri": "ftp://nowhere"}}, "uri"),
-    ({"watchNamespace": "Not_A_Namespace"}, "watchNamespace"),
-    ({"prometheus": {"url": "prometheus:9090"}}, "url"),
-    ({"replicas": 3}, "replicas"),
+@pytest.mark.parametrize("values,message", [
+    ({"metrics": {"port": "eight"}}, "at '/metrics/port': got string, want integer"),
+    ({"storage": {"uri": "ftp://nowhere"}}, "at '/storage/uri': 'ftp://nowhere' does not match pattern"),
+    ({"watchNamespace": "Not_A_Namespace"}, "at '/watchNamespace': 'Not_A_Namespace' does not match pattern"),
+    ({"prometheus": {"url": "prometheus:9090"}}, "at '/prometheus/url': 'prometheus:9090' does not match pattern"),
+    ({"replicas": 3}, "additional properties 'replicas' not allowed"),
 ])
-def test_bad_values_fail_at_install(helm, values, words):
-    with pytest.raises(HelmFailed, match=words):
+def test_bad_values_fail_at_install(helm, values, message):
+    """values.schema.json, as Helm applies it to template and install alike (the server-side
+    install of one is in test_install_of_bad_values_is_refused_whole)."""
+    with pytest.raises(HelmFailed, match=re.escape(message)) as e:
         helm(values)
+    assert "values don't meet the specifications of the schema(s)" in str(e.value)
+
+
+def test_helm_lint_strict(helm_bin):
+    for values in ({}, EVERY_PART, {"watchNamespace": "team-a"}):
+        out = subprocess.run([helm_bin, "lint", "--strict", str(CHART), "-f", "-"], input=json.dumps(values),
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and "0 chart(s) failed" in out.stdout, out.stdout + out.stderr
 
 
 def test_chart_crds_are_the_top_level_crds():
@@ -134,6 +178,229 @@ def test_chart_crds_are_the_top_level_crds():
     for name in top:
         assert (ROOT / "crds" / name).read_text() == (CHART / "crds" / name).read_text()
     kubernetes_validate.validate(yaml.safe_load((CHART / "crds" / f"{NAME}.yaml").read_text()), K8S, strict=True)
+
+
+# ---- installed on the real API server -------------------------------------------------------
+
+
+class Release:
+    """`helm` against the session's control plane, for one release in the test's namespace
+    (named after the namespace's time stamp: unique, so its ClusterRole is too)."""
+
+    def __init__(self, k8s, helm_cmd: list[str], namespace: str, name: str | None = None):
+        self.k8s, self.cmd, self.namespace = k8s, helm_cmd, namespace
+        self.name = name or namespace.split("-")[0]
+        self.full = self.name if "boss-operator" in self.name else f"{self.name}-boss-operator"  # _helpers.tpl
+        self.sa_user = f"system:serviceaccount:{namespace}:{self.full}"
+
+    def helm(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        out = subprocess.run([*self.cmd, *args, "-n", self.namespace], input=input, capture_output=True, text=True,
+                             timeout=120)
+        if check and out.returncode != 0:
+            raise HelmFailed(out.stderr.strip())
+        return out
+
+    def install(self, values: dict | None = None) -> subprocess.CompletedProcess:
+        return self.helm("install", self.name, str(CHART), "--wait=false", "-f", "-", input=json.dumps(values or {}))
+
+    def status(self) -> str:
+        return json.loads(self.helm("status", self.name, "-o", "json").stdout)["info"]["status"]
+
+    def manifest(self) -> str:
+        return self.helm("get", "manifest", self.name).stdout
+
+    def on_server(self, manifest: str) -> dict[tuple[str, str], dict]:
+        """The manifest's objects as the API server holds them: (kind, name) -> object."""
+        items = json.loads(self.k8s.kubectl("get", "-f", "-", "-o", "json", input=manifest).stdout)["items"]
+        return {(o["kind"], o["metadata"]["name"]): o for o in items}
+
+    def uninstall_removes_everything(self, manifest: str) -> None:
+        assert "uninstalled" in self.helm("uninstall", self.name, "--wait").stdout
+        left = self.k8s.kubectl("get", "-f", "-", "--ignore-not-found", "-o", "name", input=manifest).stdout
+        assert left.strip() == "", f"left after helm uninstall: {left}"
+        gone = self.helm("status", self.name, check=False)
+        assert gone.returncode != 0 and "release: not found" in gone.stderr
+
+
+@pytest.fixture()
+def release(k8s, installed_chart, namespace):
+    """The CRD is there already (installed_chart): Helm skips crds/ for these releases."""
+    r = Release(k8s, installed_chart["helm"], namespace)
+    yield r
+    r.helm("uninstall", r.name, "--ignore-not-found", check=False)  # the ClusterRole outlives the namespace
+
+
+def crd_identity(k8s) -> tuple:
+    meta = json.loads(k8s.kubectl("get", "crd", NAME, "-o", "json").stdout)["metadata"]
+    return meta["uid"], meta["creationTimestamp"], {k: v for k, v in (meta.get("annotations") or {}).items()
+                                                     if k.startswith("meta.helm.sh/")}
+
+
+def admitted_pod(k8s, namespace: str, deployment: dict) -> dict:
+    """A Pod from the Deployment's template, created with a server-side dry run: what admission
+    (Pod Security `restricted` in the test namespaces, ServiceAccount tokens) makes of it."""
+    t = deployment["spec"]["template"]
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {**t["metadata"], "name": "dry-run"}, "spec": t["spec"]}
+    out = k8s.kubectl("create", "--dry-run=server", "-n", namespace, "-f", "-", "-o", "json", input=json.dumps(pod),
+                      check=False)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def has_token_volume(pod: dict) -> bool:
+    return any(v["name"].startswith("kube-api-access-") for v in pod["spec"].get("volumes") or [])
+
+
+def helm_owned(objs: dict, release: Release) -> None:
+    for o in objs.values():
+        meta = o["metadata"]
+        assert meta["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+        assert meta["annotations"]["meta.helm.sh/release-name"] == release.name
+        assert meta["annotations"]["meta.helm.sh/release-namespace"] == release.namespace
+
+
+def test_install_default_values(k8s, release):
+    from k8s_cluster import SERVICE_CIDR
+
+    crd_before = crd_identity(k8s)
+    assert crd_before[2] == {}  # crds/ are never owned by a release
+    out = release.install()
+    assert "watching all namespaces" in out.stdout and "WARNING: no Pushgateway" in out.stdout  # NOTES.txt
+    assert release.status() == "deployed"
+    manifest = release.manifest()
+    objs = release.on_server(manifest)
+    F, ns = release.full, release.namespace
+    assert sorted(objs) == [("ClusterRole", F), ("ClusterRoleBinding", F), ("Deployment", F),
+                            ("Service", f"{F}-metrics"), ("ServiceAccount", F)]
+    helm_owned(objs, release)
+    # the server's defaults on what the chart left out
+    dep = objs["Deployment", F]
+    assert dep["metadata"]["generation"] == 1 and dep["metadata"]["namespace"] == ns
+    assert (dep["spec"]["progressDeadlineSeconds"], dep["spec"]["revisionHistoryLimit"]) == (600, 10)
+    assert dep["spec"]["strategy"] == {"type": "Recreate"} and dep["spec"]["replicas"] == 1
+    pod = dep["spec"]["template"]["spec"]
+    assert (pod["restartPolicy"], pod["dnsPolicy"], pod["schedulerName"], pod["terminationGracePeriodSeconds"]) == \
+        ("Always", "ClusterFirst", "default-scheduler", 30)
+    c = pod["containers"][0]
+    assert (c["terminationMessagePath"], c["terminationMessagePolicy"]) == ("/dev/termination-log", "File")
+    assert c["readinessProbe"]["timeoutSeconds"] == 1 and c["livenessProbe"]["httpGet"]["scheme"] == "HTTP"
+    assert c["livenessProbe"]["successThreshold"] == 1
+    svc = objs["Service", f"{F}-metrics"]["spec"]
+    assert svc["type"] == "ClusterIP" and svc["sessionAffinity"] == "None" and svc["ipFamilies"] == ["IPv4"]
+    assert ipaddress.ip_address(svc["clusterIP"]) in ipaddress.ip_network(SERVICE_CIDR)
+    assert svc["ports"] == [{"name": "metrics", "port": 8000, "protocol": "TCP", "targetPort": "metrics"}]
+    assert objs["ClusterRoleBinding", F]["subjects"] == [{"kind": "ServiceAccount", "name": F, "namespace": ns}]
+    assert objs["ClusterRoleBinding", F]["roleRef"]["name"] == F
+    # Pod Security `restricted` admits the operator's pod, with its ServiceAccount's token ...
+    p = admitted_pod(k8s, ns, dep)
+    assert p["spec"]["serviceAccountName"] == F and has_token_volume(p)
+    # ... and the namespace does enforce it
+    bare = k8s.kubectl("run", "bare", "--image=busybox", "-n", ns, "--dry-run=server", check=False)
+    assert bare.returncode != 0 and 'violates PodSecurity "restricted:latest"' in bare.stderr
+    release.uninstall_removes_everything(manifest)
+    assert crd_identity(k8s) == crd_before  # Helm skipped the CRD (present) and leaves it on uninstall
+
+
+def test_install_watching_one_namespace(k8s, admin, release):
+    from kubernetes import client
+
+    watched = f"{release.name}-watched"
+    client.CoreV1Api(admin).create_namespace({"metadata": {"name": watched}})
+    try:
+        out = release.install({"watchNamespace": watched})
+        assert f"watching namespace {watched}" in out.stdout
+        assert release.status() == "deployed"
+        manifest = release.manifest()
+        objs = release.on_server(manifest)
+        F, ns = release.full, release.namespace
+        assert sorted(objs) == [("Deployment", F), ("Role", F), ("RoleBinding", F), ("Service", f"{F}-metrics"),
+                                ("ServiceAccount", F)]
+        helm_owned(objs, release)
+        assert objs["Role", F]["metadata"]["namespace"] == objs["RoleBinding", F]["metadata"]["namespace"] == watched
+        assert objs["RoleBinding", F]["subjects"] == [{"kind": "ServiceAccount", "name": F, "namespace": ns}]
+        assert "--namespace=" + watched in objs["Deployment", F]["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert not k8s.kubectl("get", "clusterrole,clusterrolebinding", F, "--ignore-not-found", "-o", "name").stdout
+        # the authorizer: the studies and Jobs of the watched namespace, nothing elsewhere
+        sa = release.sa_user
+        checks = {("watch", GROUP, PLURAL, watched): True, ("patch", GROUP, f"{PLURAL}/status", watched): True,
+                  ("create", "batch", "jobs", watched): True, ("create", "", "events", watched): True,
+                  ("list", GROUP, PLURAL, ns): False, ("list", GROUP, PLURAL, None): False,
+                  ("create", "batch", "jobs", ns): False,
+                  ("list", "apiextensions.k8s.io", "customresourcedefinitions", None): False}
+        assert can_i_all(k8s, sa, checks) == checks
+        release.uninstall_removes_everything(manifest)  # the Role in the other namespace too
+    finally:
+        client.CoreV1Api(admin).delete_namespace(watched)
+
+
+def test_install_watching_a_namespace_that_does_not_exist(k8s, release):
+    """The chart does not create the watched namespace, and the real server will not hold a Role
+    in a namespace that is not there: Helm creates what it can and marks the release failed."""
+    absent = f"{release.name}-absent"
+    with pytest.raises(HelmFailed, match=re.escape(f'namespaces "{absent}" not found')):
+        release.install({"watchNamespace": absent})
+    assert release.status() == "failed"
+    manifest = release.manifest()
+    assert k8s.kubectl("get", "serviceaccount", release.full, "-n", release.namespace, "-o", "name").stdout.strip()
+    release.uninstall_removes_everything(manifest)
+
+
+def test_install_every_optional_part(k8s, release):
+    """Everything but the ServiceMonitor (test_install_of_a_servicemonitor_without_its_crd_is_refused_whole)."""
+    values = {**EVERY_PART, "metrics": {"port": 8000}}
+    release.install(values)
+    assert release.status() == "deployed"
+    manifest = release.manifest()
+    objs = release.on_server(manifest)
+    F, ns = release.full, release.namespace
+    assert sorted(objs) == [("ClusterRole", F), ("ClusterRoleBinding", F), ("ConfigMap", f"{F}-dashboard"),
+                            ("Deployment", F), ("Deployment", f"{F}-pushgateway"), ("Service", f"{F}-metrics"),
+                            ("Service", f"{F}-pushgateway"), ("ServiceAccount", F)]
+    helm_owned(objs, release)
+    dep, push = objs["Deployment", F], objs["Deployment", f"{F}-pushgateway"]
+    env = {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["BOSS_PUSHGATEWAY"]["value"] == f"http://{F}-pushgateway.{ns}.svc:9091"
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"] == {"name": "boss-s3", "key": "AWS_ACCESS_KEY_ID",
+                                                                       "optional": True}
+    assert objs["Service", f"{F}-pushgateway"]["spec"]["ports"][0]["port"] == 9091
+    dash = json.loads(objs["ConfigMap", f"{F}-dashboard"]["data"]["boss-operator.json"])
+    assert dash == json.loads((CHART / "dashboards" / "boss-operator.json").read_text())
+    # both pods pass Pod Security `restricted`; the Pushgateway's gets no API token
+    p = admitted_pod(k8s, ns, dep)
+    assert has_token_volume(p) and p["spec"]["imagePullSecrets"] == [{"name": "registry"}]
+    assert p["metadata"]["annotations"] == {"team": "ml"} and p["spec"]["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    assert {"key": "gpu", "operator": "Exists", "effect": "NoSchedule"} in p["spec"]["tolerations"]
+    assert not has_token_volume(admitted_pod(k8s, ns, push))
+    release.uninstall_removes_everything(manifest)
+
+
+def refused_whole(k8s, release, values: dict, message: str) -> None:
+    """Helm checks the values, and maps every kind to the server's API, before it creates
+    anything: no release record, not even a failed one, and no object."""
+    with pytest.raises(HelmFailed, match=re.escape(message)):
+        release.install(values)
+    assert release.helm("list", "-a", "-q").stdout.strip() == ""
+    assert k8s.kubectl("get", "serviceaccount", release.full, "-n", release.namespace, "--ignore-not-found",
+                       "-o", "name").stdout == ""
+
+
+# (not parametrized: conftest's `namespace` names the namespace after the test, and `[` is no
+# part of a namespace's name)
+def test_install_of_bad_values_is_refused_whole(k8s, release):
+    refused_whole(k8s, release, {"replicas": 3}, "additional properties 'replicas' not allowed")
+
+
+def test_install_of_a_servicemonitor_without_its_crd_is_refused_whole(k8s, release):
+    refused_whole(k8s, release, {"metrics": {"serviceMonitor": {"enabled": True}}},
+                  'no matches for kind "ServiceMonitor" in version "monitoring.coreos.com/v1"')
+
+
+def test_install_of_the_same_release_name_in_another_namespace_is_refused_whole(k8s, installed_chart, namespace):
+    """Not the CRD (crds/ belong to no release) but the ClusterRole, named after the release,
+    collides: Helm will not adopt an object of another release."""
+    again = Release(k8s, installed_chart["helm"], namespace, name=installed_chart["serviceAccount"])
+    refused_whole(k8s, again, {}, f'ClusterRole "{again.full}" in namespace "" exists and cannot be imported into '
+                                  'the current release: invalid ownership metadata')
 
 
 # ---- RBAC: exactly what the code calls --------------------------------------------------------
@@ -150,6 +417,18 @@ CALLS = {
 # post warning Events, and (cluster-wide only) follow CRDs
 KOPF = {("boss.automl.io", "bossstudies", v) for v in ("list", "watch", "patch")} | {("", "events", "create")}
 KOPF_CLUSTER = {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("list", "watch")}
+# what the operator never does, so must not be able to: (verb, group, resource)
+MUST_NOT = [
+    ("list", "", "secrets"), ("get", "", "secrets"), ("delete", "", "namespaces"), ("create", "", "namespaces"),
+    ("delete", "batch", "jobs"), ("update", "batch", "jobs"),  # finished Jobs go with their study
+    ("list", "", "pods"), ("get", "", "pods/log"), ("create", "", "pods"), ("create", "", "pods/exec"),
+    ("create", GROUP, PLURAL), ("delete", GROUP, PLURAL), ("update", GROUP, PLURAL), ("update", GROUP, f"{PLURAL}/status"),
+    ("create", "apiextensions.k8s.io", "customresourcedefinitions"),
+    ("patch", "apiextensions.k8s.io", "customresourcedefinitions"),
+    ("create", "rbac.authorization.k8s.io", "rolebindings"), ("escalate", "rbac.authorization.k8s.io", "clusterroles"),
+    ("impersonate", "", "serviceaccounts"), ("create", "", "serviceaccounts/token"),
+    ("list", "", "configmaps"), ("create", "apps", "deployments"), ("*", "", "*"),
+]
 
 
 def api_calls_in_code() -> set[str]:
@@ -165,19 +444,75 @@ def api_calls_in_code() -> set[str]:
     return names
 
 
+def needed(cluster: bool) -> set[tuple[str, str, str]]:
+    """(group, resource, verb) for everything the operator calls, cluster-wide or in one namespace."""
+    calls = api_calls_in_code()
+    unknown = calls - set(CALLS)
+    assert not unknown, f"the operator calls {unknown}: add them to CALLS and to the chart's RBAC"
+    return {CALLS[c] for c in calls} | KOPF | (KOPF_CLUSTER if cluster else set())
+
+
 def granted(rules: list[dict]) -> set[tuple[str, str, str]]:
     return {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
 
 
 @pytest.mark.parametrize("values", [{}, {"watchNamespace": "team-a"}])
 def test_rbac_is_exactly_what_the_code_calls(helm, values):
-    calls = api_calls_in_code()
-    unknown = calls - set(CALLS)
-    assert not unknown, f"the operator calls {unknown}: add them to CALLS and to the chart's RBAC"
-    needed = {CALLS[c] for c in calls} | KOPF | (set() if values else KOPF_CLUSTER)
     kinds = by_kind(helm(values))
     role = (kinds.get("ClusterRole") or kinds["Role"])[0]
-    assert granted(role["rules"]) == needed
+    assert granted(role["rules"]) == needed(cluster=not values)
+
+
+def can_i(k8s, user: str, verb: str, group: str, resource: str, namespace: str | None = None) -> bool:
+    """`kubectl auth can-i` as `user` (impersonated: a ServiceAccount gets its groups), in one
+    namespace or (None) in all of them."""
+    res, _, sub = resource.partition("/")
+    args = ["auth", "can-i", verb, f"{res}.{group}" if group else res, f"--as={user}"]
+    args += [f"--subresource={sub}"] if sub else []
+    args += ["-n", namespace] if namespace else ["--all-namespaces"]
+    out = k8s.kubectl(*args, check=False)
+    assert out.returncode in (0, 1), out.stderr  # 0: yes, 1: no
+    return out.returncode == 0
+
+
+def can_i_all(k8s, user: str, checks) -> dict:
+    """can_i for each (verb, group, resource, namespace), concurrently."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    checks = list(checks)
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda c: can_i(k8s, user, *c), checks))
+    return dict(zip(checks, answers, strict=True))
+
+
+def rules_on_server(k8s, user: str, namespace: str) -> set[tuple[str, str, str]]:
+    """(group, resource, verb) that the API server's authorizer grants `user` in `namespace`
+    (`kubectl auth can-i --list`: a SelfSubjectRulesReview; non-resource URLs left out)."""
+    out = k8s.kubectl("auth", "can-i", "--list", f"--as={user}", "-n", namespace).stdout
+    rules = set()
+    for line in out.splitlines()[1:]:
+        m = re.fullmatch(r"(\S+)\s+\[[^\]]*\]\s+\[([^\]]*)\]\s+\[([^\]]*)\]\s*", line)
+        if not m:
+            continue  # a non-resource URL (no resource in the first column)
+        resource, names, verbs = m.groups()
+        assert not names, f"a rule limited to resourceNames: {line}"
+        res, _, sub = resource.partition("/")
+        plural, _, group = res.partition(".")
+        rules |= {(group, f"{plural}/{sub}" if sub else plural, v) for v in verbs.split()}
+    return rules
+
+
+def test_installed_serviceaccount_may_do_what_the_code_calls_and_nothing_else(k8s, installed_chart, namespace):
+    """The `installed_chart` release's ServiceAccount, asked of the real authorizer (RBAC): what it
+    may do beyond any ServiceAccount is exactly `needed`; each call is allowed cluster-wide, and
+    what the operator never does is refused."""
+    sa = f"system:serviceaccount:{installed_chart['namespace']}:{installed_chart['serviceAccount']}"
+    anybody = f"system:serviceaccount:{namespace}:nobody"  # no binding: what every ServiceAccount may do
+    assert rules_on_server(k8s, sa, namespace) - rules_on_server(k8s, anybody, namespace) == needed(cluster=True)
+    yes = {(verb, group, resource, None): True for group, resource, verb in needed(cluster=True)}
+    no = {(verb, group, resource, None): False for verb, group, resource in MUST_NOT}
+    no[("get", "", "secrets", installed_chart["namespace"])] = False  # not even its own namespace's
+    assert can_i_all(k8s, sa, {**yes, **no}) == {**yes, **no}
 
 
 # ---- Dockerfiles ------------------------------------------------------------------------------
@@ -219,10 +554,10 @@ def test_dashboard_ships_in_a_configmap_and_queries_real_metrics(helm):
     from boss import metrics as trial_metrics
     from boss_operator import opmetrics
 
-    docs = helm({"grafana": {"dashboard": {"enabled": True}}})
+    docs = helm({"grafana": {"dashboard": {"enabled": True, "namespace": "monitoring"}}})
     validate_all(docs)
     cm = by_kind(docs)["ConfigMap"][0]
-    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1" and cm["metadata"]["namespace"] == "monitoring"
     dash = json.loads(cm["data"]["boss-operator.json"])
     assert dash == json.loads((CHART / "dashboards" / "boss-operator.json").read_text())
     exprs = " ".join(t["expr"] for p in dash["panels"] for t in p["targets"])
