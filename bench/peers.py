@@ -193,14 +193,13 @@ def plot(runs: dict[str, list[dict]], task: str, trials: int, epochs: int) -> No
             best = np.array(_best_so_far([v for _, v in r["known"]]))
             idx = np.searchsorted(ts, grid, side="right") - 1
             w[i] = np.where(idx >= 0, best[np.clip(idx, 0, None)], np.nan)
-        have = np.sum(~np.isnan(w), 0)
-        wm = np.where(have >= max(1, len(rs) // 2), np.nansum(w, 0) / np.maximum(have, 1), np.nan)
+        wm = w.mean(0)  # NaN until every seed has a first result
         ax2.plot(grid, wm, label=m, color=line.get_color(), lw=1.6 if m == "boss" else 1.1)
     ax1.set_xlabel("training epochs spent")
     ax1.set_ylabel("best validation accuracy so far")
     ax1.set_title(f"{task}: vs epochs (mean ± s.e.m. over seeds)")
     ax2.set_xlabel("wall seconds since the study started")
-    ax2.set_title(f"{task}: vs wall time (mean over seeds with a result)")
+    ax2.set_title(f"{task}: vs wall time (mean over seeds, from when all have a result)")
     lo = np.nanmin([np.nanmean([r['val'] for r in rs]) for rs in runs.values()])
     for ax in (ax1, ax2):
         ax.set_ylim(max(0.0, lo - 0.25), None)

@@ -175,7 +175,14 @@ def _engine_study(base: str, opts: dict[str, str], task: Task, seed: int, log: S
         engine.tell(t.index, r["value"], checkpoint=r["checkpoint"], checksum=r["sha256"])
     b = engine.best()
     log.info.update(best_phase=b.phase if b else None, warmup=warmup, top_k=top_k,
-                    failed=len(engine.failed), lineage=_lineage_depth(engine, b))
+                    failed=len(engine.failed), lineage=_lineage_depth(engine, b),
+                    trials=[_row(t.index, t.phase, t.value, t.teacher, t.student, t.config) for t in engine.trials])
+
+
+def _row(index, phase, value, teacher, student, config) -> list:
+    """One trial, compactly: [index, phase, value, teacher, student, config]."""
+    c = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in config.items()}
+    return [index, phase, None if value is None else round(value, 5), teacher, student, c]
 
 
 def _lineage_depth(engine, trial) -> int:
@@ -258,17 +265,19 @@ def _tpe_boss(task: Task, seed: int, log: StudyLog, work: str, opts: dict[str, s
     boss = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed + 1))
     theta: list[tuple[float, int, str, str]] = []  # (val, index, checkpoint, sha256): warm-up and BOSS
     root = to_uri(work)
+    rows: list[list] = []
     for i in range(task.trials):
         phase = "warmup" if i < warmup else "boss"
         study = warm if phase == "warmup" else boss
         ot = study.ask()
         config = _suggest(ot)
         kw: dict[str, Any] = {}
-        trainer = None
+        trainer, pair = None, (None, None)
         if phase == "boss":
             alpha = ot.suggest_float("alpha", 0.0, 1.0)
             top = sorted(theta, key=lambda r: (-r[0], r[1]))[:top_k]
             student, teacher = random.Random(f"{seed}:{i}").sample(top, 2)
+            pair = (teacher[1], student[1])
             kw = dict(distill_weight=1.0 - alpha, teacher_uri=teacher[2], teacher_sha256=teacher[3],
                       student_uri=student[2], student_sha256=student[3])
             trainer = _alpha_trainer(task.plugin, alpha)(config, task.args, seed=trial_seed(seed, i))
@@ -284,7 +293,9 @@ def _tpe_boss(task: Task, seed: int, log: StudyLog, work: str, opts: dict[str, s
         log.offer(r["value"], r["test"]["test_accuracy"], f"trial {i} ({phase})")
         study.tell(ot, r["value"])
         theta.append((r["value"], i, r["checkpoint"], r["sha256"]))
-    log.info.update(warmup=warmup, top_k=top_k)
+        cfg = {**config, "alpha": alpha} if phase == "boss" else config
+        rows.append(_row(i, phase, r["value"], *pair, cfg))
+    log.info.update(warmup=warmup, top_k=top_k, trials=rows)
 
 
 def _asha(task: Task, seed: int, log: StudyLog) -> None:
