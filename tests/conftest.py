@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -146,7 +147,8 @@ def namespace(admin, request):
     """A fresh namespace per test that enforces Pod Security `restricted`, deleted afterwards."""
     from kubernetes import client
 
-    name = f"t{time.time_ns() % 10**8}-{request.node.name[5:30].lower().replace('_', '-').strip('-')}"
+    words = re.sub(r"[^a-z0-9]+", "-", request.node.name.removeprefix("test_").lower())
+    name = f"t{time.time_ns() % 10**8}-{words[:30]}".strip("-")
     client.CoreV1Api(admin).create_namespace({"metadata": {"name": name, "labels": {
         "pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}}})
     yield name

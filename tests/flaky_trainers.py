@@ -1,6 +1,7 @@
 """Trainers that fail on purpose, for the failure and preemption tests."""
 
 import os
+import time
 from pathlib import Path
 
 import torch
@@ -40,3 +41,23 @@ class PreemptedOnce(DigitsTrainer):
     def configure_optimizers(self, model, epochs, steps_per_epoch):
         opt, _ = make_optimizer(model, self.config, epochs)
         return opt, _DieAfter(opt, epochs, int(self.args["die_after_epoch"]), self.args["marker"])
+
+
+class _SlowLoader:
+    def __init__(self, loader, seconds: float):
+        self.loader, self.seconds = loader, seconds
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        time.sleep(self.seconds)
+        yield from self.loader
+
+
+class Slow(DigitsTrainer):
+    """args.epoch_seconds: each epoch takes at least that long (time to evict a pod mid-trial,
+    or to restart the API server under a running study)."""
+
+    def train_dataloader(self):
+        return _SlowLoader(super().train_dataloader(), float(self.args.get("epoch_seconds", 1.0)))

@@ -44,6 +44,9 @@ CONTROLLERS = ",".join([
     "serviceaccount-controller", "serviceaccount-token-controller",
     "root-ca-certificate-publisher-controller", "ttl-after-finished-controller",
     "pod-garbage-collector-controller",
+    # takes the not-ready taint (which admission puts on every new Node) off a Node whose kubelet
+    # reports Ready, and marks it NotReady when its Lease is not renewed
+    "node-lifecycle-controller",
 ])
 
 

@@ -330,6 +330,15 @@ def _load_any(target: str, namespace: str | None) -> tuple[dict, list[dict]]:
     return study, status.get("trials", [])
 
 
+def _api_message(e: Exception) -> str:
+    """The API server's own one-line message from an ApiException's JSON body."""
+    try:
+        message = json.loads(getattr(e, "body", "") or "{}").get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return f": {' '.join(str(message).split())}" if message else ""
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="boss", description="BOSS: Bayesian Optimization meets Self-Distillation")
     sub = p.add_subparsers(dest="command", required=True)
@@ -380,11 +389,12 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as e:
         return _fail(str(e))
     except Exception as e:  # the cluster commands: no kubeconfig, or the API server said no
-        kind = type(e).__name__
-        if kind == "ConfigException":
+        kinds = {k.__name__ for k in type(e).__mro__}
+        if "ConfigException" in kinds:
             return _fail(f"no cluster to talk to: {str(e).strip().splitlines()[0]}")
-        if kind == "ApiException":
-            return _fail(f"the Kubernetes API refused: {getattr(e, 'status', '')} {getattr(e, 'reason', '')}".strip(), 1)
+        if "ApiException" in kinds:  # also its subclasses (NotFoundException, ForbiddenException...)
+            return _fail(f"the Kubernetes API refused: {getattr(e, 'status', '')} {getattr(e, 'reason', '')}"
+                         f"{_api_message(e)}".strip(), 1)
         raise
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
