@@ -329,7 +329,7 @@ def test_failed_jobs_are_counted_and_the_study_goes_on(cluster):
     t1 = status["trials"][1]
     assert t1["state"] == "failed" and "BackoffLimitExceeded" in t1["message"]
     assert kubelet.runs["flaky-t0001"] == 2  # backoffLimit 1: the real Job controller tried once more
-    assert all(t1["index"] not in (t["teacher"], t["student"]) for t in status["trials"])
+    assert all(t1["index"] not in (t.get("teacher"), t.get("student")) for t in status["trials"])
     assert "TrialFailed" in [e.reason for e in events_of(c, "flaky")]
 
 
@@ -361,7 +361,7 @@ def _exists(c: Cluster, name) -> bool:
 
 
 def trial_history(status) -> list:
-    return [(t["phase"], t["config"], t["teacher"], t["student"]) for t in status["trials"]]
+    return [(t["phase"], t["config"], t.get("teacher"), t.get("student")) for t in status["trials"]]  # the server drops nulls
 
 
 @pytest.mark.slow
