@@ -33,10 +33,10 @@ services: ## install the test services from Debian where apt is usable: Promethe
 demo: install ## run the digits BOSS study on this machine and print the result
 	$(BOSS) run examples/digits-study.yaml --run-dir runs/digits-demo --fresh
 
-test: install services ## the whole test suite, slow end-to-end studies included
+test: install services cluster-bins ## the whole test suite, slow end-to-end studies included
 	$(PY) -m pytest -m "slow or not slow"
 
-test-fast: install ## the test suite without the slow end-to-end studies
+test-fast: install cluster-bins ## the test suite without the slow end-to-end studies
 	$(PY) -m pytest
 
 lint: install ## ruff over the code, tests and benchmarks
@@ -73,6 +73,9 @@ clean: ## remove run folders and caches (keeps .venv)
 	rm -rf runs .pytest_cache .hypothesis
 
 # real control plane (tests/k8s)
-.PHONY: cluster-bins
+.PHONY: cluster-bins cluster
 cluster-bins: ## build etcd, kube-apiserver, -controller-manager, -scheduler, kubectl, helm from Go modules (.cache/k8s/bin)
 	bash tests/k8s/build.sh
+
+cluster: install services cluster-bins ## a local Kubernetes (real control plane, stand-in node), S3, Pushgateway and the operator, in the foreground
+	$(PY) tests/cluster_up.py

@@ -19,6 +19,7 @@ HELM_VERSION=v3.22.0         # must match helm.sh/helm/v3 in helm/go.mod
 BUILD_DATE=2026-01-01T00:00:00Z  # fixed: reproducible binaries
 LINKS=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl)
 
+command -v go >/dev/null 2>&1 || { [ -x /usr/local/go/bin/go ] && export PATH="/usr/local/go/bin:$PATH"; }
 command -v go >/dev/null 2>&1 || { echo "build.sh: needs the Go toolchain (go 1.26+) on PATH" >&2; exit 1; }
 
 inputs_hash() {
