@@ -1,7 +1,8 @@
 """A trial's metrics in Prometheus form: written by the trainer, read back by the engine.
 
 One place holds the metric names, so the writer (the trial) and the reader (the local
-backend, the operator) cannot drift. A trial pushes to a Pushgateway when one is
+backend; the operator, which only cross-checks them against the trial's termination message)
+cannot drift. A trial pushes to a Pushgateway when one is
 configured, and otherwise writes the text exposition format to a file beside the trial.
 """
 
@@ -64,8 +65,9 @@ class MetricsReporter:
         self.flush()
 
     def flush(self) -> None:
-        """Publish the metrics. A Pushgateway that is down costs a warning, never the trial:
-        the result in storage is the record, and the operator falls back to it."""
+        """Publish the metrics. A Pushgateway that is down costs a warning, never the trial: the
+        trial's own result is the record (on a cluster its termination message, which the
+        operator reads; locally the result in storage), the metrics are monitoring."""
         if self.pushgateway:
             try:
                 push_to_gateway(self.pushgateway, job=JOB, registry=self.registry,

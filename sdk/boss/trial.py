@@ -3,12 +3,20 @@
 The local backend and the Kubernetes Job run the same thing: `python -m boss.trial` with
 the trial's `TrialSpec` as JSON in the BOSS_TRIAL environment variable. Storage
 credentials come from the environment (AWS_* for s3://), never from the spec.
+
+On a cluster the Job also names a file in BOSS_TERMINATION_MESSAGE (its container's
+terminationMessagePath): the trial leaves its result there, compact (`result_message`), and the
+kubelet copies it into the Pod's status, where the operator reads it. The operator therefore
+never reads the studies' storage, and a value another tenant pushes to the Pushgateway cannot
+replace a trial's objective. Without the variable (`boss run`) nothing is written.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import sys
 import traceback
 from typing import Any, Literal
@@ -18,8 +26,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .spec import Objective
 
 ENV = "BOSS_TRIAL"
+TERMINATION_ENV = "BOSS_TERMINATION_MESSAGE"  # where to leave the result (the container's terminationMessagePath)
 CHECKPOINT = "model.safetensors"
 RESULT = "result.json"
+MESSAGE_LIMIT = 4096  # what a kubelet keeps of a termination message (the last 4096 bytes of the file)
+MESSAGE_BUDGET = 3072  # what a result message may take: well under the kubelet's limit
+MESSAGE_FORMAT = 1
 
 
 class EarlyStop(BaseModel):
@@ -98,18 +110,122 @@ class TrialError(RuntimeError):
         self.retry = retry
 
 
+def _round(value: Any, digits: int | None) -> float | None:
+    """A finite number (to `digits` significant digits), else None (JSON has no NaN)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value) if digits is None else float(f"{value:.{digits}g}")
+
+
+def result_message(result: dict[str, Any], budget: int = MESSAGE_BUDGET) -> str:
+    """A finished trial's result as its termination message: one line of JSON, at most `budget` bytes.
+
+    The objective keeps full precision. To fit, the per-epoch curve and the test metrics are
+    rounded (6, then 4 significant digits), then the test metrics, then the curve's last epochs
+    and at last the checkpoint URI (the operator knows it) are left out; `truncated` names what
+    was cut."""
+    metric = result["metric"]
+    curve = [row.get(metric) for row in result.get("history") or []]
+    test = {str(k): v for k, v in (result.get("test") or {}).items()}
+    core: dict[str, Any] = {
+        "boss": MESSAGE_FORMAT, "study": result["study"], "trial": result["trial"], "phase": result.get("phase"),
+        "metric": metric, "value": float(result["value"]), "sha256": result.get("sha256"),
+        "checkpoint": result.get("checkpoint"), "best_epoch": result.get("best_epoch"),
+        "stopped_early": result.get("stopped_early"), "seconds": _round(result.get("seconds"), 6),
+    }
+
+    def render(digits: int | None, test_: dict[str, Any], curve_: list[Any], cut: list[str], core_=core) -> str:
+        msg = {**core_, "test": {k: _round(v, digits) for k, v in test_.items()},
+               "curve": [_round(v, digits) for v in curve_]}
+        if cut:
+            msg["truncated"] = cut
+        return json.dumps(msg, separators=(",", ":"), allow_nan=False)
+
+    for digits in (None, 6, 4):
+        text = render(digits, test, curve, [])
+        if len(text.encode()) <= budget:
+            return text
+    text = render(4, {}, curve, ["test"] if test else [])
+    if len(text.encode()) <= budget:
+        return text
+    cut = (["test"] if test else []) + ["curve"]
+    lo, hi = 0, len(curve)  # the longest prefix of the curve that fits
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if len(render(4, {}, curve[:mid], cut).encode()) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    text = render(4, {}, curve[:lo], cut)
+    if len(text.encode()) <= budget:
+        return text
+    return render(4, {}, [], [*cut, "checkpoint"], {**core, "checkpoint": None})
+
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def parse_result_message(text: str | None) -> dict[str, Any]:
+    """The result in a trial's termination message; ValueError (one line) if it is not one."""
+    if not text or not text.strip():
+        raise ValueError("it is empty")
+    try:
+        msg = json.loads(text)
+    except ValueError:
+        first = text.strip().splitlines()[-1][:200]
+        raise ValueError(f"it is not a trial's result: {first!r}") from None
+    if not isinstance(msg, dict) or msg.get("boss") != MESSAGE_FORMAT:
+        raise ValueError(f"it is not a trial's result (format {MESSAGE_FORMAT})")
+    for key, kind in (("study", str), ("trial", int), ("metric", str), ("value", (int, float))):
+        if not isinstance(msg.get(key), kind) or isinstance(msg.get(key), bool):
+            raise ValueError(f"{key} is missing or not a {getattr(kind, '__name__', 'number')}")
+    if not math.isfinite(msg["value"]):
+        raise ValueError("value is not a finite number")
+    if msg.get("sha256") is not None and not (isinstance(msg["sha256"], str) and _SHA256.match(msg["sha256"])):
+        raise ValueError("sha256 is not a SHA-256 digest")
+    if msg.get("checkpoint") is not None and not isinstance(msg["checkpoint"], str):
+        raise ValueError("checkpoint is not a URI")
+    if not isinstance(msg.get("test", {}), dict) or not isinstance(msg.get("curve", []), list):
+        raise ValueError("test or curve has the wrong type")
+    msg["test"] = {str(k): v for k, v in (msg.get("test") or {}).items() if _round(v, None) is not None}
+    msg["curve"] = [_round(v, None) for v in msg.get("curve") or []]
+    return msg
+
+
+def leave_message(text: str) -> bool:
+    """Write `text` where $BOSS_TERMINATION_MESSAGE says (a Job sets it); False if it could not be."""
+    path = os.environ.get(TERMINATION_ENV)
+    if not path:
+        return True
+    data = text.encode()[-MESSAGE_LIMIT:]
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+        return True
+    except OSError as e:
+        print(f"boss.trial: cannot write the termination message to {path}: {e}", file=sys.stderr)
+        return False
+
+
+def _failed(line: str) -> str:
+    """Print a failed trial's one line, and leave it as the termination message."""
+    print(line, file=sys.stderr)
+    leave_message(line[-1024:])
+    return line
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the trial described by $BOSS_TRIAL. Exit 0 on success, else one of the EXIT_* codes."""
     raw = os.environ.get(ENV)
     if not raw:
-        print(f"boss.trial: {ENV} is not set (it holds the trial spec as JSON)", file=sys.stderr)
+        _failed(f"boss.trial: {ENV} is not set (it holds the trial spec as JSON)")
         return EXIT_BAD_SPEC
     try:
         spec = TrialSpec.model_validate_json(raw)
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        print(f"boss.trial: invalid {ENV}: {where}: {first['msg']}", file=sys.stderr)
+        _failed(f"boss.trial: invalid {ENV}: {where}: {first['msg']}")
         return EXIT_BAD_SPEC
     from .loop import run_trial
     from .plugins import PluginError
@@ -118,16 +234,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run_trial(spec)
     except (TrialError, CheckpointError, StorageError, PluginError) as e:
-        print(f"boss.trial: trial {spec.index} failed: {e}", file=sys.stderr)
+        _failed(f"boss.trial: trial {spec.index} failed: {e}")
         retry = isinstance(e, StorageError) or getattr(e, "retry", False)
         return EXIT_FAILED if retry else EXIT_WILL_FAIL_AGAIN
     except Exception as e:
         traceback.print_exc()
         first = (str(e).strip().splitlines() or [""])[0]
-        print(f"boss.trial: trial {spec.index} failed: {type(e).__name__}: {first} "
-              "(the traceback is in the trial's log)", file=sys.stderr)
+        _failed(f"boss.trial: trial {spec.index} failed: {type(e).__name__}: {first} "
+                "(the traceback is in the trial's log)")
         return EXIT_FAILED
     print(json.dumps({"trial": spec.index, spec.objective.metric: result["value"]}))
+    if not leave_message(result_message(result)):
+        return EXIT_FAILED  # on a cluster the result would be lost: a retry may write it
     return 0
 
 
