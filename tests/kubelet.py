@@ -8,7 +8,12 @@ makes each emptyDir a temp folder (an env value under a mount path points into i
 /tmp also sets TMPDIR), runs the container's command — or, with none, the trainer image's
 entrypoint `python -m boss.trial`, forked warm like `boss run` does so that the suite does not
 pay a torch import per pod — and writes the pod status the Job controller reads
-(running; terminated with exit code and reason; phase). A pod being deleted (kubectl delete, an
+(running; terminated with exit code, reason and message; phase). A container's
+terminationMessagePath is a file of its own in the pod's folder (an env value naming the path
+points at it, as a mount would); when the container ends, at most the last 4096 bytes of it become
+`state.terminated.message`, and with terminationMessagePolicy FallbackToLogsOnError a container
+that failed and left the file empty gets the last 80 lines of its log (at most 2048 bytes), as a
+kubelet does. A pod being deleted (kubectl delete, an
 eviction, the garbage collector) has its process group stopped and is reported Failed before
 it is removed. Container logs are served on the kubelet API (`/containerLogs/...`), so
 `kubectl logs` and `boss logs` go the real way, through the API server.
@@ -50,6 +55,8 @@ log = logging.getLogger("standin-kubelet")
 ENTRYPOINT = [sys.executable, "-m", "boss.trial"]  # the trainer image's ENTRYPOINT
 SUPPORTED_VOLUMES = ("empty_dir",)
 UNSUPPORTED = "UnsupportedByStandInKubelet"
+MESSAGE_BYTES = 4096  # kubelet: MaxContainerTerminationMessageLength
+LOG_MESSAGE_LINES, LOG_MESSAGE_BYTES = 80, 2048  # kubelet: ...TerminationMessageLogLines / LogLength
 
 
 def _now() -> str:
@@ -68,6 +75,8 @@ class PodRun:
     proc: Any  # subprocess.Popen or a warm-launched trial (same poll/wait/pid)
     log_path: Path
     dirs: list[Path] = field(default_factory=list)
+    termination_file: Path | None = None  # the container's terminationMessagePath, on this node
+    fallback_to_logs: bool = False  # terminationMessagePolicy FallbackToLogsOnError
     started: str = field(default_factory=_now)
     exit_code: int | None = None
     reported: bool = False
@@ -78,17 +87,18 @@ class Kubelet:
 
     `runs` counts pods started per Job (label job-name), so tests can see retries and check
     that no trial ran twice, and `logs` lists each Job's pod logs in order; `fail_jobs` names Jobs whose pods exit 1 at once (a crash);
+    `instead(job)` may return a command to run in place of a Job's container (say, a hostile trial);
     `after_run(pod_run)` is called when a pod's process has ended, before its status is written.
     """
 
     def __init__(self, api: client.ApiClient, workdir: Path, *, name: str = "boss-node",
                  env: dict[str, str] | None = None, pods: int = 8, gpus: int = 0,
-                 fail_jobs: set[str] = frozenset(), after_run=None, grace: float = 10.0):
+                 fail_jobs: set[str] = frozenset(), after_run=None, instead=None, grace: float = 10.0):
         self.api = api
         self.core, self.coord = client.CoreV1Api(api), client.CoordinationV1Api(api)
         self.workdir = Path(workdir)
         self.name, self.env, self.pod_slots, self.gpus = name, dict(env or {}), pods, gpus
-        self.fail_jobs, self.after_run, self.grace = set(fail_jobs), after_run, grace
+        self.fail_jobs, self.after_run, self.instead, self.grace = set(fail_jobs), after_run, instead, grace
         self.runs: collections.Counter[str] = collections.Counter()
         self.logs: dict[str, list[Path]] = collections.defaultdict(list)  # per Job, one log per pod
         self.launcher = None
@@ -255,6 +265,11 @@ class Kubelet:
         root = self.workdir / "pods" / f"{ns}_{name}_{uid[:8]}"
         root.mkdir(parents=True, exist_ok=True)
         mounts: dict[str, Path] = {}
+        termination_file = None
+        if c.termination_message_path:  # the API server defaults it to /dev/termination-log
+            termination_file = root / "termination-log"
+            termination_file.write_bytes(b"")
+            mounts[c.termination_message_path] = termination_file
         for v in pod.spec.volumes or []:
             host = Path(tempfile.mkdtemp(prefix=f"{v.name}-", dir=root))
             for m in c.volume_mounts or []:
@@ -271,6 +286,8 @@ class Kubelet:
         log_path = root / f"{c.name}.log"
         if job in self.fail_jobs:
             argv = [sys.executable, "-c", "import sys; print('crashed on purpose'); sys.exit(1)"]
+        elif self.instead is not None and job:
+            argv = self.instead(job) or argv
         cwd = mounts.get(c.working_dir, c.working_dir) if c.working_dir else root
         if argv == ENTRYPOINT and self.launcher is not None:
             proc = self.launcher.start(env, cwd, log_path)
@@ -278,7 +295,8 @@ class Kubelet:
             with open(log_path, "ab") as out:
                 proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, start_new_session=True)
-        run = PodRun(ns, name, uid, job, c.name, proc, log_path, dirs=[root])
+        run = PodRun(ns, name, uid, job, c.name, proc, log_path, dirs=[root], termination_file=termination_file,
+                     fallback_to_logs=c.termination_message_policy == "FallbackToLogsOnError")
         self.pods[uid] = run
         if job:
             self.runs[job] += 1
@@ -299,19 +317,35 @@ class Kubelet:
                                    "restartCount": 0, "started": False,
                                    "state": {"waiting": {"reason": "CreateContainerConfigError", "message": why}}}]})
 
+    def _termination_message(self, run: PodRun, code: int) -> str:
+        """What a kubelet puts in state.terminated.message: the tail of the termination message
+        file, else (FallbackToLogsOnError, a failed container) the tail of its log."""
+        data = b""
+        if run.termination_file is not None and run.termination_file.is_file():
+            with open(run.termination_file, "rb") as f:
+                f.seek(max(0, run.termination_file.stat().st_size - MESSAGE_BYTES))
+                data = f.read(MESSAGE_BYTES)
+        if not data and run.fallback_to_logs and code != 0 and run.log_path.is_file():
+            lines = run.log_path.read_bytes().splitlines(keepends=True)[-LOG_MESSAGE_LINES:]
+            data = b"".join(lines)[-LOG_MESSAGE_BYTES:]
+        return data.decode(errors="replace")
+
     def _report_terminated(self, run: PodRun, reason: str | None = None) -> None:
         code = run.exit_code if run.exit_code is not None else 137
         finished = _now()
+        ended = {"exitCode": code, "reason": reason or ("Completed" if code == 0 else "Error"),
+                 "startedAt": run.started, "finishedAt": finished,
+                 "containerID": f"local://{run.proc.pid if run.proc else 0}"}
+        message = self._termination_message(run, code)
+        if message:
+            ended["message"] = message
         self._patch_status(run.namespace, run.name, {
             "phase": "Succeeded" if code == 0 else "Failed",
             "conditions": [{"type": t, "status": "False", "reason": "PodCompleted", "lastTransitionTime": finished}
                            for t in ("ContainersReady", "Ready")],
             "containerStatuses": [{"name": run.container, "image": "", "imageID": "", "ready": False,
                                    "restartCount": 0, "started": False,
-                                   "state": {"terminated": {
-                                       "exitCode": code, "reason": reason or ("Completed" if code == 0 else "Error"),
-                                       "startedAt": run.started, "finishedAt": finished,
-                                       "containerID": f"local://{run.proc.pid if run.proc else 0}"}}}]})
+                                   "state": {"terminated": ended}}]})
         run.reported = True
 
     def _delete(self, pod, run: PodRun | None) -> None:
@@ -388,12 +422,14 @@ class Kubelet:
                     continue
                 raise LookupError(f"env {e.name}: key not found")
             env[e.name] = value
-        for path, host in sorted(mounts.items(), key=lambda kv: -len(kv[0])):
-            for k, v in env.items():  # an env value under a mount path points into its folder
+        longest_first = sorted(mounts.items(), key=lambda kv: -len(kv[0]))
+        for k, v in env.items():  # an env value under a mount path points into its folder (once)
+            for path, host in longest_first:
                 if v == path or v.startswith(path.rstrip("/") + "/"):
                     env[k] = str(host) + v[len(path.rstrip("/")):]
-            if path == "/tmp":
-                env.setdefault("TMPDIR", str(host))
+                    break
+        if "/tmp" in mounts:
+            env.setdefault("TMPDIR", str(mounts["/tmp"]))
         return env
 
     def _secret(self, ns: str, name: str, optional: bool | None) -> dict[str, str] | None:
