@@ -94,7 +94,8 @@ def test_default_values(helm):
     docs = helm()
     validate_all(docs)
     kinds = by_kind(docs)
-    assert sorted(kinds) == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"]
+    assert sorted(kinds) == ["ClusterRole", "ClusterRoleBinding", "Deployment", "NetworkPolicy", "Service",
+                             "ServiceAccount"]
     dep, c = operator_container(docs)
     pod = dep["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
@@ -105,7 +106,54 @@ def test_default_values(helm):
     assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["BOSS_TRAINER_IMAGE"] == "ghcr.io/boss-automl/boss-trainer:0.1.0"
+    assert env["BOSS_ALLOWED_METRICS_URLS"] == env["BOSS_ALLOWED_STORAGE_ENDPOINTS"] == ""  # nothing a study names
     assert pod["serviceAccountName"] == kinds["ServiceAccount"][0]["metadata"]["name"] == FULL
+    np = kinds["NetworkPolicy"][0]["spec"]
+    assert np["policyTypes"] == ["Egress"] and np["podSelector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+    assert [sorted(p["port"] for p in rule["ports"]) for rule in np["egress"]] == [[443, 6443], [53, 53]]
+
+
+def egress_ports(docs) -> list[tuple[list[int], list[dict] | None]]:
+    np = by_kind(docs)["NetworkPolicy"][0]["spec"]
+    return [(sorted(p["port"] for p in rule.get("ports") or []), rule.get("to")) for rule in np["egress"]]
+
+
+def test_the_networkpolicy_lets_the_operator_reach_the_api_server_dns_and_the_metrics_only(helm):
+    """Egress to the API server, DNS, the chart's Pushgateway (by its pod labels) and the ports of
+    the configured and allowed metrics URLs (to the peers named, else anywhere); nothing for
+    storage. It selects the operator's pod, not the Pushgateway's; it can be turned off."""
+    values = {"pushgateway": {"enabled": True}, "prometheus": {"url": "http://prometheus-operated.monitoring:9090"},
+              "allowed": {"metricsUrls": ["https://pg.team-a.svc", "http://pg.team-b:9091", "*"],
+                          "storageEndpoints": ["http://minio.team-a:9000"]},
+              "storage": {"endpoint": "http://minio:9000", "secretName": "boss-s3"},
+              "networkPolicy": {"enabled": True, "apiServer": {"cidrs": ["10.0.0.1/32"], "ports": [6443]},
+                                "metricsPeers": [{"namespaceSelector": {"matchLabels": {"team": "monitoring"}}}],
+                                "extraEgress": [{"to": [{"ipBlock": {"cidr": "169.254.20.10/32"}}],
+                                                 "ports": [{"protocol": "UDP", "port": 53}]}]}}
+    docs = helm(values)
+    validate_all(docs)
+    rules = egress_ports(docs)
+    assert rules[0] == ([6443], [{"ipBlock": {"cidr": "10.0.0.1/32"}}])
+    assert rules[1][0] == [53, 53] and rules[1][1][0]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "kube-system"}
+    assert rules[2] == ([9091], [{"podSelector": {"matchLabels": {
+        "app.kubernetes.io/name": "boss-operator", "app.kubernetes.io/instance": RELEASE,
+        "app.kubernetes.io/component": "pushgateway"}}}])
+    assert rules[3] == ([443, 9090, 9091], [{"namespaceSelector": {"matchLabels": {"team": "monitoring"}}}])
+    assert rules[4] == ([53], [{"ipBlock": {"cidr": "169.254.20.10/32"}}]) and len(rules) == 5
+    np = by_kind(docs)["NetworkPolicy"][0]["spec"]
+    push = next(d for d in by_kind(docs)["Deployment"] if d["metadata"]["name"].endswith("pushgateway"))
+    labels = push["spec"]["template"]["metadata"]["labels"]
+    assert {"key": "app.kubernetes.io/component", "operator": "DoesNotExist"} in np["podSelector"]["matchExpressions"]
+    assert "app.kubernetes.io/component" in labels  # so the Pushgateway's pod is not selected
+    _, c = operator_container(docs)
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["BOSS_ALLOWED_METRICS_URLS"] == "https://pg.team-a.svc,http://pg.team-b:9091,*"
+    assert env["BOSS_ALLOWED_STORAGE_ENDPOINTS"] == "http://minio.team-a:9000"
+    # an external Pushgateway without a port: its scheme's
+    rules = egress_ports(helm({"pushgateway": {"enabled": False, "url": "http://pushgateway.monitoring"}}))
+    assert rules[2] == ([80], None) and len(rules) == 3
+    assert "NetworkPolicy" not in by_kind(helm({"networkPolicy": {"enabled": False}}))
 
 
 def test_one_namespace_gets_a_role(helm):
@@ -136,7 +184,8 @@ def test_every_optional_part(helm):
     dep, c = operator_container(docs)
     env = {e["name"]: e for e in c["env"]}
     assert env["BOSS_PUSHGATEWAY"]["value"] == f"http://{FULL}-pushgateway.{RELEASE_NS}.svc:9091"
-    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "boss-s3"
+    assert env["BOSS_STORAGE_SECRET"]["value"] == "boss-s3"  # its name, for the trials: nothing from it
+    assert not any(k.startswith("AWS_") or "valueFrom" in e for k, e in env.items()) and "envFrom" not in c
     assert env["BOSS_PROMETHEUS"]["value"] == "http://prometheus-operated.monitoring:9090"
     assert "--verbose" in c["args"]
     pod = dep["spec"]["template"]["spec"]
@@ -155,6 +204,8 @@ def test_every_optional_part(helm):
     ({"watchNamespace": "Not_A_Namespace"}, "at '/watchNamespace': 'Not_A_Namespace' does not match pattern"),
     ({"prometheus": {"url": "prometheus:9090"}}, "at '/prometheus/url': 'prometheus:9090' does not match pattern"),
     ({"replicas": 3}, "additional properties 'replicas' not allowed"),
+    ({"allowed": {"metricsUrls": ["pushgateway:9091"]}}, "at '/allowed/metricsUrls/0': 'pushgateway:9091' does not match"),
+    ({"networkPolicy": {"enabled": "yes"}}, "at '/networkPolicy/enabled': got string, want boolean"),
 ])
 def test_bad_values_fail_at_install(helm, values, message):
     """values.schema.json, as Helm applies it to template and install alike (the server-side
@@ -271,7 +322,7 @@ def test_install_default_values(k8s, release):
     objs = release.on_server(manifest)
     F, ns = release.full, release.namespace
     assert sorted(objs) == [("ClusterRole", F), ("ClusterRoleBinding", F), ("Deployment", F),
-                            ("Service", f"{F}-metrics"), ("ServiceAccount", F)]
+                            ("NetworkPolicy", F), ("Service", f"{F}-metrics"), ("ServiceAccount", F)]
     helm_owned(objs, release)
     # the server's defaults on what the chart left out
     dep = objs["Deployment", F]
@@ -288,6 +339,8 @@ def test_install_default_values(k8s, release):
     svc = objs["Service", f"{F}-metrics"]["spec"]
     assert svc["type"] == "ClusterIP" and svc["sessionAffinity"] == "None" and svc["ipFamilies"] == ["IPv4"]
     assert ipaddress.ip_address(svc["clusterIP"]) in ipaddress.ip_network(SERVICE_CIDR)
+    np = objs["NetworkPolicy", F]["spec"]  # stored as rendered (this server enforces none: no network plugin)
+    assert np["policyTypes"] == ["Egress"] and len(np["egress"]) == 2
     assert svc["ports"] == [{"name": "metrics", "port": 8000, "protocol": "TCP", "targetPort": "metrics"}]
     assert objs["ClusterRoleBinding", F]["subjects"] == [{"kind": "ServiceAccount", "name": F, "namespace": ns}]
     assert objs["ClusterRoleBinding", F]["roleRef"]["name"] == F
@@ -313,8 +366,8 @@ def test_install_watching_one_namespace(k8s, admin, release):
         manifest = release.manifest()
         objs = release.on_server(manifest)
         F, ns = release.full, release.namespace
-        assert sorted(objs) == [("Deployment", F), ("Role", F), ("RoleBinding", F), ("Service", f"{F}-metrics"),
-                                ("ServiceAccount", F)]
+        assert sorted(objs) == [("Deployment", F), ("NetworkPolicy", F), ("Role", F), ("RoleBinding", F),
+                                ("Service", f"{F}-metrics"), ("ServiceAccount", F)]
         helm_owned(objs, release)
         assert objs["Role", F]["metadata"]["namespace"] == objs["RoleBinding", F]["metadata"]["namespace"] == watched
         assert objs["RoleBinding", F]["subjects"] == [{"kind": "ServiceAccount", "name": F, "namespace": ns}]
@@ -324,6 +377,7 @@ def test_install_watching_one_namespace(k8s, admin, release):
         sa = release.sa_user
         checks = {("watch", GROUP, PLURAL, watched): True, ("patch", GROUP, f"{PLURAL}/status", watched): True,
                   ("create", "batch", "jobs", watched): True, ("create", "", "events", watched): True,
+                  ("list", "", "pods", watched): True, ("list", "", "pods", ns): False, ("get", "", "secrets", watched): False,
                   ("list", GROUP, PLURAL, ns): False, ("list", GROUP, PLURAL, None): False,
                   ("create", "batch", "jobs", ns): False,
                   ("list", "apiextensions.k8s.io", "customresourcedefinitions", None): False}
@@ -354,14 +408,15 @@ def test_install_every_optional_part(k8s, release):
     objs = release.on_server(manifest)
     F, ns = release.full, release.namespace
     assert sorted(objs) == [("ClusterRole", F), ("ClusterRoleBinding", F), ("ConfigMap", f"{F}-dashboard"),
-                            ("Deployment", F), ("Deployment", f"{F}-pushgateway"), ("Service", f"{F}-metrics"),
-                            ("Service", f"{F}-pushgateway"), ("ServiceAccount", F)]
+                            ("Deployment", F), ("Deployment", f"{F}-pushgateway"), ("NetworkPolicy", F),
+                            ("Service", f"{F}-metrics"), ("Service", f"{F}-pushgateway"), ("ServiceAccount", F)]
     helm_owned(objs, release)
     dep, push = objs["Deployment", F], objs["Deployment", f"{F}-pushgateway"]
     env = {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["BOSS_PUSHGATEWAY"]["value"] == f"http://{F}-pushgateway.{ns}.svc:9091"
-    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"] == {"name": "boss-s3", "key": "AWS_ACCESS_KEY_ID",
-                                                                       "optional": True}
+    assert not any(k.startswith("AWS_") or "valueFrom" in e for k, e in env.items())  # no storage credentials
+    egress = objs["NetworkPolicy", F]["spec"]["egress"]
+    assert [r["ports"] for r in egress[2:]] == [[{"protocol": "TCP", "port": 9091}], [{"protocol": "TCP", "port": 9090}]]
     assert objs["Service", f"{F}-pushgateway"]["spec"]["ports"][0]["port"] == 9091
     dash = json.loads(objs["ConfigMap", f"{F}-dashboard"]["data"]["boss-operator.json"])
     assert dash == json.loads((CHART / "dashboards" / "boss-operator.json").read_text())
@@ -410,6 +465,7 @@ CALLS = {
     "get_namespaced_custom_object": ("boss.automl.io", "bossstudies", "get"),
     "patch_namespaced_custom_object_status": ("boss.automl.io", "bossstudies/status", "patch"),
     "list_namespaced_job": ("batch", "jobs", "list"),
+    "list_namespaced_pod": ("", "pods", "list"),  # a finished trial's termination message
     "create_namespaced_job": ("batch", "jobs", "create"),
     "create_namespaced_event": ("", "events", "create"),
 }
@@ -421,7 +477,7 @@ KOPF_CLUSTER = {("apiextensions.k8s.io", "customresourcedefinitions", v) for v i
 MUST_NOT = [
     ("list", "", "secrets"), ("get", "", "secrets"), ("delete", "", "namespaces"), ("create", "", "namespaces"),
     ("delete", "batch", "jobs"), ("update", "batch", "jobs"),  # finished Jobs go with their study
-    ("list", "", "pods"), ("get", "", "pods/log"), ("create", "", "pods"), ("create", "", "pods/exec"),
+    ("get", "", "pods"), ("watch", "", "pods"), ("get", "", "pods/log"), ("update", "", "pods/status"), ("create", "", "pods"), ("create", "", "pods/exec"),
     ("create", GROUP, PLURAL), ("delete", GROUP, PLURAL), ("update", GROUP, PLURAL), ("update", GROUP, f"{PLURAL}/status"),
     ("create", "apiextensions.k8s.io", "customresourcedefinitions"),
     ("patch", "apiextensions.k8s.io", "customresourcedefinitions"),

@@ -4,9 +4,11 @@ Real parts: Kubernetes' own API server, Job controller, garbage collector and sc
 (v1.37, built from its Go modules); the chart installed with the real helm CLI; the operator
 as its own process (`python -m boss_operator`) authenticated as the chart's ServiceAccount, so
 a missing RBAC rule is a 403; studies in namespaces that enforce Pod Security `restricted`;
-checkpoints in moto's S3 server over HTTP; objectives through Debian's Pushgateway. Only the
-node is a stand-in (tests/kubelet.py): it runs each pod the scheduler binds to it as a local
-process and serves its log through the kubelet API.
+checkpoints in moto's S3 server over HTTP (written by the trials only: the operator holds no
+storage credentials); objectives in the trials' termination messages, cross-checked against
+Debian's Pushgateway. Only the node is a stand-in (tests/kubelet.py): it runs each pod the
+scheduler binds to it as a local process, copies its termination message into the pod's status
+and serves its log through the kubelet API.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ import kubernetes_validate
 import pytest
 import yaml
 from boss.store import Store
+from boss.trial import parse_result_message
 from boss_operator.crd import GROUP, PLURAL, VERSION
-from boss_operator.jobs import LABEL_PHASE, LABEL_STUDY, LABEL_TRIAL
+from boss_operator.jobs import LABEL_PHASE, LABEL_STUDY, LABEL_TRIAL, SECRET_KEYS, TERMINATION_LOG
 from boss_operator.readback import forget_pushgateway_group
 from conftest import EXAMPLES, ROOT, free_port, tiny_doc
 from kubelet import Kubelet
@@ -38,6 +41,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 SECRET_VALUE = "s3cr3t-value-never-logged"
 K8S_VERSION = "1.37.0"
+
+
+def without_credentials(env) -> dict[str, str]:
+    """An environment with no storage credentials (the tests' own process has moto's)."""
+    return {k: v for k, v in env.items() if not k.startswith(("AWS_", "GOOGLE_")) and k not in SECRET_KEYS}
 
 
 class Operator:
@@ -52,7 +60,7 @@ class Operator:
     def start(self, *args: str) -> None:
         self.starts += 1
         log = open(self.workdir / f"operator-{self.starts}.log", "wb")
-        env = {**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig), "BOSS_POLL_SECONDS": "0.5",
+        env = {**without_credentials(os.environ), **self.env, "KUBECONFIG": str(self.kubeconfig), "BOSS_POLL_SECONDS": "0.5",
                "BOSS_METRICS_PORT": str(self.metrics_port), "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen([sys.executable, "-m", "boss_operator", "--liveness", "", *args], env=env,
                                      stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
@@ -125,8 +133,9 @@ def operator_kubeconfig(k8s, chart, path: Path) -> Path:
 @pytest.fixture()
 def cluster(k8s, admin, installed_chart, namespace, tmp_path, s3_server, s3_bucket, pushgateway):
     create_storage_secret(admin, namespace)
-    # the operator reads results from storage with its own credentials (the chart mounts them)
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": SECRET_VALUE}
+    # what the chart sets: the cluster's Pushgateway and storage endpoint; no storage credentials
+    # (the operator never touches storage: trials get the Secret by reference)
+    env = {"BOSS_PUSHGATEWAY": pushgateway, "BOSS_STORAGE_ENDPOINT": s3_server}
     op = Operator(operator_kubeconfig(k8s, installed_chart, tmp_path / "operator.kubeconfig"), tmp_path, env)
     yield Cluster(k8s, admin, op, s3_server, s3_bucket, pushgateway, namespace, tmp_path)
     op.stop()
@@ -254,6 +263,9 @@ def test_a_study_runs_as_jobs_end_to_end(cluster):
     best = status["best"]
     assert best["value"] == max(t["value"] for t in status["trials"])
     assert all(t["extra"]["started"] > 0 and t["extra"]["seconds"] > 0 for t in status["trials"])
+    # each result came from the trial's termination message, and the Pushgateway agreed
+    assert all(t["extra"]["objectiveFrom"] == "terminationMessage" and t["extra"]["checkedAgainst"] == "pushgateway"
+               for t in status["trials"])
     Store(c.s3).load_checkpoint(best["checkpoint"], status["trials"][best["trial"]]["checksum"])
     # the printer columns, filled in by the server from the status
     row = c.k8s.kubectl("get", "boss", "digits", "-n", c.ns, "--no-headers").stdout.split()
@@ -276,7 +288,13 @@ def test_a_study_runs_as_jobs_end_to_end(cluster):
         secret_env = {e.name: e.value_from.secret_key_ref.name for e in c0.env if e.value_from}
         assert secret_env["AWS_SECRET_ACCESS_KEY"] == "boss-s3"
         assert all(SECRET_VALUE not in (e.value or "") for e in c0.env)  # credentials only by reference
-        assert [p.status.phase for p in pods_of(c, j.metadata.name)] == ["Succeeded"]  # admitted under restricted
+        assert (c0.termination_message_path, c0.termination_message_policy) == (TERMINATION_LOG, "FallbackToLogsOnError")
+        pods = pods_of(c, j.metadata.name)
+        assert [p.status.phase for p in pods] == ["Succeeded"]  # admitted under restricted
+        said = parse_result_message(pods[0].status.container_statuses[0].state.terminated.message)
+        t = status["trials"][i]
+        assert (said["study"], said["trial"], said["value"], said["sha256"]) == ("digits", i, t["value"], t["checksum"])
+        assert said["checkpoint"] == t["checkpoint"] and said["test"] == t["extra"]["test"]
     reasons = [e.reason for e in events_of(c, "digits")]
     assert reasons.count("TrialSucceeded") == 5 and "StudySucceeded" in reasons and "PhaseChanged" in reasons
     assert SECRET_VALUE not in c.op.log()
@@ -325,9 +343,11 @@ def test_failed_jobs_are_counted_and_the_study_goes_on(cluster):
     c.op.start()
     with c.node(fail_jobs={"flaky-t0001"}) as kubelet:
         status = wait_phase(c, "flaky", FINAL_PHASES)["status"]
-    assert status["phase"] == "Succeeded" and status["trialsFailed"] == 1 and len(status["trials"]) == 5
+    why = (status.get("conditions"), [(t["state"], t.get("message")) for t in status.get("trials", [])])
+    assert status["phase"] == "Succeeded" and status["trialsFailed"] == 1 and len(status["trials"]) == 5, why
     t1 = status["trials"][1]
     assert t1["state"] == "failed" and "BackoffLimitExceeded" in t1["message"]
+    assert "crashed on purpose" in t1["message"]  # FallbackToLogsOnError: the tail of the pod's log
     assert kubelet.runs["flaky-t0001"] == 2  # backoffLimit 1: the real Job controller tried once more
     assert all(t1["index"] not in (t.get("teacher"), t.get("student")) for t in status["trials"])
     assert "TrialFailed" in [e.reason for e in events_of(c, "flaky")]
@@ -409,9 +429,12 @@ def test_the_api_server_restarts_under_a_running_study(cluster):
 
 
 @pytest.mark.slow
-def test_metrics_outages_fall_back_to_the_result_in_storage(cluster):
+def test_metrics_outages_change_no_result(cluster):
+    """The objective comes from the trial's termination message; a Pushgateway that is down, or
+    that lost the series, only costs the cross-check (a Warning Event per trial)."""
     c = cluster
     dead = f"http://127.0.0.1:{free_port()}"
+    c.op.env["BOSS_ALLOWED_METRICS_URLS"] = dead  # the admin allows the study's own (dead) Pushgateway
     small = {"spec.budget": {"trials": 3, "warmupTrials": 2, "parallelism": 2}}
     c.apply(study_doc(c, "nogw", gateway=dead, **small))
     c.apply(study_doc(c, "lost", **small))
@@ -424,12 +447,14 @@ def test_metrics_outages_fall_back_to_the_result_in_storage(cluster):
     with c.node(after_run=lose_series):
         down = wait_phase(c, "nogw", FINAL_PHASES)["status"]
         lost = wait_phase(c, "lost", FINAL_PHASES)["status"]
-    for name, status, reason in (("nogw", down, "MetricsUnavailable"), ("lost", lost, "MetricsFallback")):
+    for name, status, reason in (("nogw", down, "MetricsUnavailable"), ("lost", lost, "MetricsMissing")):
         assert status["phase"] == "Succeeded" and all(t["state"] == "succeeded" for t in status["trials"])
-        result = Store(c.s3).read_json(status["trials"][0]["checkpoint"].rsplit("/", 1)[0] + "/result.json")
-        assert status["trials"][0]["value"] == result["value"]
+        for t in status["trials"]:
+            result = Store(c.s3).read_json(t["checkpoint"].rsplit("/", 1)[0] + "/result.json")
+            assert t["value"] == result["value"] and t["extra"]["objectiveFrom"] == "terminationMessage"
+            assert "checkedAgainst" not in t["extra"]
         said = [e.reason for e in events_of(c, name)]
-        assert said.count(reason) == 3, said
+        assert said.count(reason) == 3 and "MetricsMismatch" not in said, said
 
 
 @pytest.mark.slow
@@ -437,6 +462,7 @@ def test_same_named_studies_in_two_namespaces_one_read_through_prometheus(cluste
     """Two studies called "twin" share the bucket and the Pushgateway, in two namespaces; one
     reads its objectives from a Prometheus server that scrapes the Pushgateway."""
     c = cluster
+    c.op.env["BOSS_ALLOWED_METRICS_URLS"] = prometheus  # a study may name this Prometheus
     other = f"{c.ns}-b"[:63]
     client.CoreV1Api(admin).create_namespace({"metadata": {"name": other, "labels": {
         "pod-security.kubernetes.io/enforce": "restricted"}}})
@@ -456,12 +482,13 @@ def test_same_named_studies_in_two_namespaces_one_read_through_prometheus(cluste
         for ns, status, source in results:
             assert status["phase"] == "Succeeded", (ns, status.get("conditions"))
             for t in status["trials"]:
-                assert t["state"] == "succeeded" and t["extra"]["objectiveFrom"] == source, (ns, t)
+                assert t["state"] == "succeeded" and t["extra"]["checkedAgainst"] == source, (ns, t)
+                assert t["extra"]["objectiveFrom"] == "terminationMessage"
                 assert t["checkpoint"].startswith(f"s3://{c.bucket}/boss/{ns}/twin/trial-"), t["checkpoint"]
                 result = Store(c.s3).read_json(t["checkpoint"].rsplit("/", 1)[0] + "/result.json")
                 assert t["value"] == result["value"]  # its own trial, not the twin's
             said = [e.reason for e in events_of(c, "twin", ns)]
-            assert "MetricsFallback" not in said and "MetricsUnavailable" not in said, said
+            assert not {"MetricsMismatch", "MetricsMissing", "MetricsUnavailable"} & set(said), said
     finally:
         client.CoreV1Api(admin).delete_namespace(other)
 

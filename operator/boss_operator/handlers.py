@@ -49,7 +49,7 @@ def run_study(stopped: kopf.DaemonStopped, name: str, namespace: str, memo: kopf
     while not stopped:
         try:
             wait = reconciler.step()
-        except Exception as e:  # the API server or storage hiccuped: the next step redoes it
+        except Exception as e:  # the API server or the metrics hiccuped: the next step redoes it
             logger.exception(f"reconcile step failed, retrying: {e}")
             reconciler.engine = None  # rebuild from the status, the only truth
             wait = memo.config.poll_seconds
@@ -70,7 +70,9 @@ def forget_study(type: str, uid: str, name: str, namespace: str, spec: kopf.Spec
     if type != "DELETED":
         return
     opmetrics.study_phase(uid, None)
-    gateway = (spec.get("metrics") or {}).get("pushgateway") or memo.config.pushgateway
+    named = (spec.get("metrics") or {}).get("pushgateway")
+    # only a Pushgateway the cluster admin configured or allowed: never a URL a study chose
+    gateway = named if isinstance(named, str) and memo.config.allows_metrics_url(named) else memo.config.pushgateway
     trials = [t.get("index") for t in status.get("trials") or [] if isinstance(t, dict)]
     if gateway and trials:
         forget_pushgateway_groups(gateway, name, namespace, trials, logger)

@@ -1,11 +1,12 @@
-"""The batch/v1 Job that runs one trial: deterministic name, labels, owner, safe pod."""
+"""The batch/v1 Job that runs one trial: deterministic name, labels, owner, safe pod; and the
+trial's result, read from its pod's termination message."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from boss.spec import Study
-from boss.trial import ENV, EXIT_BAD_SPEC, EXIT_WILL_FAIL_AGAIN, TrialSpec
+from boss.trial import ENV, EXIT_BAD_SPEC, EXIT_WILL_FAIL_AGAIN, TERMINATION_ENV, TrialSpec
 
 from .crd import GROUP, VERSION
 
@@ -14,6 +15,9 @@ LABEL_TRIAL = f"{GROUP}/trial"
 LABEL_PHASE = f"{GROUP}/phase"
 SCRATCH = "/tmp"
 CONTAINER = "trial"
+# the trial leaves its result here; the kubelet copies it into the pod's status (at most 4096
+# bytes), and a container that fails without writing it gets the tail of its log instead
+TERMINATION_LOG = "/dev/termination-log"
 # keys of the storage Secret (spec.storage.secretRef) handed to the trial as environment
 SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "GOOGLE_APPLICATION_CREDENTIALS_JSON")
 
@@ -30,7 +34,8 @@ def trial_labels(study: str, index: int, phase: str) -> dict[str, str]:
 def build_job(study: Study, uid: str, namespace: str, ts: TrialSpec, image: str,
               secret: str | None, backoff_limit: int = 1) -> dict[str, Any]:
     labels = trial_labels(study.name, ts.index, ts.phase)
-    env: list[dict[str, Any]] = [{"name": ENV, "value": ts.model_dump_json()}, {"name": "HOME", "value": SCRATCH}]
+    env: list[dict[str, Any]] = [{"name": ENV, "value": ts.model_dump_json()}, {"name": "HOME", "value": SCRATCH},
+                                 {"name": TERMINATION_ENV, "value": TERMINATION_LOG}]
     if secret:
         env += [{"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}}}
                 for key in SECRET_KEYS]
@@ -40,6 +45,8 @@ def build_job(study: Study, uid: str, namespace: str, ts: TrialSpec, image: str,
         "imagePullPolicy": "IfNotPresent",
         "env": env,
         "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH}],
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
             "runAsNonRoot": True,
             "allowPrivilegeEscalation": False,
@@ -104,3 +111,23 @@ def job_failure(job: dict[str, Any]) -> str:
         if cond.get("type") == "Failed" and cond.get("status") == "True":
             return f"Job failed: {cond.get('reason', '')} {cond.get('message', '')}".strip()
     return "Job failed"
+
+
+def termination_message(job: dict[str, Any], pods: list[dict[str, Any]], succeeded: bool = True) -> str | None:
+    """The termination message of the Job's last pod that succeeded (or, `succeeded=False`, that
+    failed), from the trial container's status; None if there is none. Only pods the Job controls
+    count (its uid in their ownerReferences), whatever their labels say."""
+    uid = (job.get("metadata") or {}).get("uid")
+    found: tuple[str, str | None] | None = None
+    for pod in pods:
+        refs = (pod.get("metadata") or {}).get("ownerReferences") or []
+        if not uid or not any(r.get("uid") == uid and r.get("controller") for r in refs):
+            continue
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            ended = (cs.get("state") or {}).get("terminated")
+            if cs.get("name") != CONTAINER or not ended or (ended.get("exitCode") == 0) != succeeded:
+                continue
+            when = str(ended.get("finishedAt") or "")
+            if found is None or when >= found[0]:
+                found = (when, ended.get("message"))
+    return found[1] if found else None

@@ -49,6 +49,12 @@ class Kube:
                 out[d["metadata"]["name"]] = d
         return out
 
+    def list_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
+        """The pods of one Job (label job-name, set by the Job controller): their status holds the
+        trial's termination message."""
+        pods = self.core.list_namespaced_pod(namespace, label_selector=f"job-name={job}")
+        return [self.api.sanitize_for_serialization(p) for p in pods.items]
+
     def create_job(self, namespace: str, body: dict[str, Any]) -> bool:
         """Create a Job; False if one of that name exists already (a retried step)."""
         try:

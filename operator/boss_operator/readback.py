@@ -2,6 +2,11 @@
 
 Two sources: the Pushgateway the trial pushed to (read at once), or a Prometheus server
 that scrapes that Pushgateway (read through its query API, once a scrape has happened).
+
+The local backend takes the objective from the metrics and falls back to the result in
+storage (`read_back`). The operator takes it from the trial's termination message and only
+cross-checks it against the metrics (`metrics_objective`): a Pushgateway accepts pushes from
+anyone, so its value is never used on a cluster.
 """
 
 from __future__ import annotations
@@ -64,6 +69,18 @@ def read_back(result: dict[str, Any], metric: str, study: str, trial: int, *, na
     if source != "textfile" and result.get("metric") == metric and result.get("value") is not None:
         return Readback(float(result["value"]), "storage", problem, unreadable)
     return Readback(None, None, problem, unreadable)
+
+
+def metrics_objective(metric: str, study: str, trial: int, *, namespace: str | None = None,
+                      pushgateway: str | None = None, prometheus: str | None = None, wait_seconds: float = 0.0,
+                      since_end: Callable[[], float] = lambda: 0.0) -> Readback | None:
+    """What the metrics say of a finished trial's objective, with no fallback: the operator's
+    cross-check. Readback(None, ...) with the problem when they say nothing; None while
+    Prometheus may still scrape it."""
+    if not (pushgateway or prometheus):
+        return Readback(None, None, "no Pushgateway or Prometheus to check against")
+    return read_back({}, metric, study, trial, namespace=namespace, pushgateway=pushgateway,
+                     prometheus=prometheus, wait_seconds=wait_seconds, since_end=since_end)
 
 
 def objective_from_textfile(path: str | Path, metric: str) -> float | None:

@@ -7,27 +7,35 @@ that lacks one, (5) asks for new trials up to `parallelism`, recording each in t
 *before* creating its Job, and (6) writes the status. A crash between any two of these
 leaves a status from which the next step (in this process or after a restart) does the
 rest: Jobs have deterministic names, so no trial ever runs twice.
+
+A finished trial's result comes from its pod's termination message (the kubelet copies it into
+the Pod's status): the operator reads and writes no storage, and contacts no URL a study chose
+unless the cluster admin allowed it (config.py). The metrics are a cross-check: a value there
+that disagrees with the termination message is reported (MetricsMismatch) and never used.
 """
 
 from __future__ import annotations
 
 import datetime
 import logging
+import math
 import time
 from typing import Any
 
 from boss.spec import SpecError, Study, first_difference, fixed_part, parse_study
-from boss.store import CheckpointError, Store, join
+from boss.store import join
+from boss.trial import parse_result_message
 
 from . import opmetrics
 from .config import OperatorConfig
 from .engine import BOSS, FAILED, Engine, ReplayError, Trial
-from .jobs import build_job, job_failure, job_name, job_outcome
+from .jobs import build_job, job_failure, job_name, job_outcome, termination_message
 from .kube import Kube
-from .readback import read_back
+from .readback import metrics_objective
 from .trials import make_trial_spec, result_extra
 
 FINAL = ("Succeeded", "Failed")
+POD_GRACE_SECONDS = 30.0  # how long after its Job succeeded a trial's pod may still lack its status
 log = logging.getLogger(__name__)
 
 
@@ -139,6 +147,18 @@ class StudyReconciler:
         if s.budget.trials > self.config.max_trials:
             return (f"spec.budget.trials: at most {self.config.max_trials} on a cluster "
                     "(the trials are kept in the study's status)")
+        refused = [f"{field}: {url!r} is not allowed on this cluster (the cluster admin lists the URLs a "
+                   f"study may name: chart value {value}); leave it out to use the cluster's own"
+                   for field, url, allowed, value in (
+                       ("spec.storage.endpoint", s.storage.endpoint, self.config.allows_storage_endpoint,
+                        "allowed.storageEndpoints"),
+                       ("spec.metrics.pushgateway", s.metrics.pushgateway, self.config.allows_metrics_url,
+                        "allowed.metricsUrls"),
+                       ("spec.metrics.prometheus", s.metrics.prometheus, self.config.allows_metrics_url,
+                        "allowed.metricsUrls"))
+                   if url is not None and not allowed(url)]
+        if refused:
+            return "; ".join(refused)
         if not (s.metrics.pushgateway or self.config.pushgateway):
             return "spec.metrics.pushgateway: required on a cluster (or set the operator's default)"
         uri = s.storage.uri or self.config.storage_uri
@@ -148,16 +168,15 @@ class StudyReconciler:
             return f"spec.storage.uri: trials run in other pods; use object storage (s3://, gs://), not {uri!r}"
         return None
 
-    def _storage(self, study: Study) -> tuple[str, Store]:
+    def _root(self, study: Study) -> str:
         """The study's storage root, <uri>/<namespace>: same-named studies in two namespaces
-        may share a bucket (the operator's default) and must not overwrite each other."""
-        s = study.spec.storage
-        return join(s.uri or self.config.storage_uri, self.namespace), Store(s.endpoint or self.config.storage_endpoint)
+        may share a bucket (the operator's default) and must not overwrite each other. Only
+        trials use it; the operator computes every URI it hands them from it."""
+        return join(study.spec.storage.uri or self.config.storage_uri, self.namespace)
 
     def _create_job(self, obj: dict[str, Any], t: Trial) -> None:
         assert self.study is not None and self.engine is not None
-        root, _ = self._storage(self.study)
-        ts = make_trial_spec(self.study, self.engine, t, root)
+        ts = make_trial_spec(self.study, self.engine, t, self._root(self.study))
         ts = ts.model_copy(update={
             "namespace": self.namespace,
             "pushgateway": self.study.spec.metrics.pushgateway or self.config.pushgateway,
@@ -180,7 +199,10 @@ class StudyReconciler:
             if outcome is None:
                 continue
             if outcome == "failed":
-                self.engine.tell(t.index, failed=True, message=f"{job_failure(job)} (log: boss logs {self.name} {t.index} -n {self.namespace})")
+                said = self._pod_message(job, succeeded=False)
+                said = f": {said}" if said else ""
+                self.engine.tell(t.index, failed=True, message=f"{job_failure(job)}{said} "
+                                 f"(log: boss logs {self.name} {t.index} -n {self.namespace})")
             else:
                 result = self._read_result(obj, t, job)
                 if result is None:
@@ -199,34 +221,72 @@ class StudyReconciler:
                 self._event(obj, "Normal", "TrialSucceeded", f"trial {t.index} ({t.phase}) {metric}={t.value:.4f}")
         return changed
 
-    def _read_result(self, obj: dict[str, Any], t: Trial, job: dict[str, Any]):
-        """(value, checkpoint, checksum, extra, message) of a succeeded Job, None to retry later."""
-        assert self.study is not None and self.engine is not None
-        root, store = self._storage(self.study)
-        ts = make_trial_spec(self.study, self.engine, t, root)
+    def _pod_message(self, job: dict[str, Any], succeeded: bool) -> str | None:
+        """The termination message of the Job's last succeeded (failed) pod; for a failed one its
+        last line, shortened."""
         try:
-            result = store.read_json(ts.result_uri)
-        except CheckpointError:
-            return None, None, None, {}, "the Job succeeded but the trial wrote no result to storage"
-        except Exception as e:  # storage down: retry on the next step
-            log.warning("%s: cannot read %s yet: %s", self.name, ts.result_uri, e)
+            pods = self.kube.list_pods(self.namespace, job["metadata"]["name"])
+        except Exception as e:  # a failure's message is worth a try, never a failed step
+            if succeeded:
+                raise
+            log.warning("%s: cannot list the pods of %s: %s", self.name, job["metadata"]["name"], e)
             return None
+        message = termination_message(job, pods, succeeded)
+        if succeeded or not message:
+            return message
+        lines = [line.strip() for line in message.splitlines() if line.strip()]
+        last = lines[-1] if lines else ""
+        return last if len(last) <= 300 else last[:297] + "..."
+
+    def _read_result(self, obj: dict[str, Any], t: Trial, job: dict[str, Any]):
+        """(value, checkpoint, checksum, extra, message) of a succeeded Job, None to retry later.
+
+        The result is the trial's termination message in its pod's status; the Pushgateway or
+        Prometheus only cross-checks it."""
+        assert self.study is not None and self.engine is not None
+        ts = make_trial_spec(self.study, self.engine, t, self._root(self.study))
+        metric = self.study.spec.objective.metric
+        message = self._pod_message(job, succeeded=True)
+        if message is None:
+            if self._since_end(t, job) < POD_GRACE_SECONDS:
+                return None  # the pod's status may not show it yet
+            self._seen_ended.pop(t.index, None)
+            return None, None, None, {}, "the Job succeeded but its pod holds no result (no termination message)"
+        try:
+            result = parse_result_message(message)
+        except ValueError as e:
+            return None, None, None, {}, f"the trial's termination message is not its result: {e}"
+        problem = None
+        if (result["study"], result["trial"], result["metric"]) != (self.name, t.index, metric):
+            problem = (f"the trial's termination message is the result of {result['study']} trial {result['trial']} "
+                       f"({result['metric']}), not of {self.name} trial {t.index} ({metric})")
+        elif result.get("checkpoint") not in (None, ts.checkpoint_uri):
+            problem = (f"the trial says its checkpoint is {result['checkpoint']}, not {ts.checkpoint_uri} "
+                       "where the operator told it to save it")
+        if problem:
+            return None, None, None, {}, problem
+        value = float(result["value"])
         spec = self.study.spec.metrics
-        rb = read_back(result, self.study.spec.objective.metric, self.name, t.index, namespace=self.namespace,
-                       pushgateway=spec.pushgateway or self.config.pushgateway,
-                       prometheus=spec.prometheus or self.config.prometheus,
-                       wait_seconds=spec.wait_seconds, since_end=lambda: self._since_end(t, job))
-        if rb is None:
+        check = metrics_objective(metric, self.name, t.index, namespace=self.namespace,
+                                  pushgateway=spec.pushgateway or self.config.pushgateway,
+                                  prometheus=spec.prometheus or self.config.prometheus,
+                                  wait_seconds=spec.wait_seconds, since_end=lambda: self._since_end(t, job))
+        if check is None:
             return None  # Prometheus may not have scraped it yet: ask again next step
         self._seen_ended.pop(t.index, None)
-        if rb.problem:
-            then = "using the result in storage" if rb.source == "storage" else "the result in storage has none either"
-            self._event(obj, "Warning", "MetricsUnavailable" if rb.unreadable else "MetricsFallback",
-                        f"trial {t.index}: {rb.problem}; {then}")
-        extra = {**result_extra(result, self.study.spec.objective.metric),
-                 "seconds": result.get("seconds"), "objectiveFrom": rb.source}
-        return (rb.value, result.get("checkpoint") or ts.checkpoint_uri, result.get("sha256"), extra,
-                None if rb.value is not None else rb.problem)
+        extra = {**result_extra(result, metric), "seconds": result.get("seconds"), "objectiveFrom": "terminationMessage"}
+        if check.value is None:
+            self._event(obj, "Warning", "MetricsUnavailable" if check.unreadable else "MetricsMissing",
+                        f"trial {t.index}: {check.problem}; the trial's termination message gives {metric}={value:.6g}")
+        elif math.isclose(check.value, value, rel_tol=1e-9, abs_tol=1e-12):
+            extra["checkedAgainst"] = check.source
+        else:
+            extra["metricsMismatch"] = {"source": check.source, "value": check.value}
+            self._event(obj, "Warning", "MetricsMismatch",
+                        f"trial {t.index}: {check.source} says {metric}={check.value:.6g} but the trial's termination "
+                        f"message says {value:.6g}; recorded {value:.6g} (the metrics are not used: anyone who can "
+                        "reach the Pushgateway can push to this trial's group)")
+        return value, ts.checkpoint_uri, result.get("sha256"), extra, None
 
     def _since_end(self, t: Trial, job: dict[str, Any]) -> float:
         """Seconds since the trial's Job completed (by its completionTime, else since seen)."""

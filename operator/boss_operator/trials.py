@@ -65,8 +65,13 @@ def _architecture_of(engine: Engine, teacher: Trial | None, config: dict) -> dic
 
 def result_extra(result: dict, metric: str) -> dict:
     """What a backend records of a finished trial's result: its test metrics, best epoch, the
-    per-epoch objective (what early stopping judges later trials by) and whether it was stopped."""
-    curve = [row.get(metric) for row in result.get("history") or []]
+    per-epoch objective (what early stopping judges later trials by) and whether it was stopped.
+    `result` is the trial's result.json (local) or its termination message (cluster: `curve`
+    instead of `history`)."""
+    if "curve" in result:
+        curve = list(result.get("curve") or [])
+    else:
+        curve = [row.get(metric) for row in result.get("history") or []]
     extra = {"test": result.get("test", {}), "best_epoch": result.get("best_epoch"),
              "curve": [v if isinstance(v, (int, float)) and v == v and abs(v) != float("inf") else None for v in curve]}
     if result.get("stopped_early"):
