@@ -205,8 +205,11 @@ class TrainerSpec(_Model):
 
 class Storage(_Model):
     uri: str | None = Field(None, description="Checkpoint root: file://, s3://, gs://, or a path.")
-    endpoint: str | None = Field(None, description="S3-compatible endpoint, e.g. http://minio:9000.")
-    secret_ref: str | None = Field(None, description="Secret with the storage credentials.")
+    endpoint: str | None = Field(None, description="S3-compatible endpoint, e.g. http://minio:9000. On a cluster "
+                                 "only the trials use it, and a study may name one only if the cluster admin "
+                                 "allows it (the chart's storage.endpoint or allowed.storageEndpoints).")
+    secret_ref: str | None = Field(None, description="Secret with the storage credentials (on a cluster: in "
+                                   "the study's namespace; only its trials get it, by reference).")
 
     @field_validator("uri")
     @classmethod
@@ -226,13 +229,18 @@ class Storage(_Model):
 
 
 class Metrics(_Model):
-    pushgateway: str | None = Field(None, description="Pushgateway URL; else a textfile per trial.")
+    pushgateway: str | None = Field(None, description="Pushgateway URL; else a textfile per trial. On a cluster "
+                                    "the cluster's by default; another only if the cluster admin allows it "
+                                    "(the chart's allowed.metricsUrls).")
     prometheus: str | None = Field(
         None, description="Prometheus server URL to read each trial's objective from (it must scrape "
-        "the Pushgateway with honor_labels); else the Pushgateway is read directly.")
+        "the Pushgateway with honor_labels); else the Pushgateway is read directly. On a cluster the "
+        "objective comes from the trial's termination message and the metrics only cross-check it; "
+        "a study may name a Prometheus only if the cluster admin allows it (allowed.metricsUrls).")
     wait_seconds: float = Field(
         120.0, ge=0, le=3600, description="With `prometheus`: how long after a trial ends to wait for "
-        "its objective to be scraped before using the result in storage.")
+        "its objective to be scraped before using the result in storage (locally) or recording the "
+        "trial without the cross-check (on a cluster).")
 
     @field_validator("pushgateway", "prometheus")
     @classmethod
