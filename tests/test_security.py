@@ -471,3 +471,70 @@ def test_the_operator_deployment_holds_no_storage_credentials(values):
     # and the ServiceAccount may not read Secrets (tests/test_chart.py asks the API server's authorizer)
     rbac = next(d for d in docs if d["kind"] in ("ClusterRole", "Role"))
     assert not [r for r in rbac["rules"] if "secrets" in r["resources"]]
+
+
+# ---- the pieces, without a cluster --------------------------------------------------------------------
+
+
+def test_a_result_message_fits_a_termination_message_and_keeps_the_objective_exact():
+    from boss.trial import MESSAGE_BUDGET, parse_result_message, result_message
+
+    result = {"study": "s", "trial": 7, "phase": "boss", "metric": "val_accuracy", "value": 0.912345678901234,
+              "checkpoint": "s3://b/boss/ns/s/trial-0007/model.safetensors", "sha256": "ab" * 32, "best_epoch": 3,
+              "stopped_early": None, "seconds": 12.345678, "test": {"test_accuracy": 0.9, "test_loss": float("nan")},
+              "history": [{"val_accuracy": 0.5 + e / 1000} for e in range(5)]}
+    small = parse_result_message(result_message(result))
+    assert small["value"] == result["value"] and small["test"] == {"test_accuracy": 0.9} and "truncated" not in small
+    assert small["curve"] == [0.5, 0.501, 0.502, 0.503, 0.504] and small["checkpoint"] == result["checkpoint"]
+    huge = {**result, "history": [{"val_accuracy": 1 / (e + 3)} for e in range(3000)],
+            "test": {f"test_metric_{i}": 1 / (i + 3) for i in range(200)}}
+    text = result_message(huge)
+    got = parse_result_message(text)
+    assert len(text.encode()) <= MESSAGE_BUDGET and got["value"] == result["value"]
+    assert got["truncated"] == ["test", "curve"] and 100 < len(got["curve"]) < 3000 and got["test"] == {}
+    assert got["curve"][:2] == [0.3333, 0.25]  # the first epochs, rounded to 4 digits
+    monster = {**huge, "checkpoint": "s3://b/" + "x" * 5000}
+    got = parse_result_message(result_message(monster))
+    assert got["truncated"][-1] == "checkpoint" and got["checkpoint"] is None and got["value"] == result["value"]
+    for bad, why in (("", "empty"), ("Traceback (most recent call last)", "not a trial's result"),
+                     ('{"boss": 1, "study": "s", "trial": "7", "metric": "m", "value": 1}', "trial"),
+                     ('{"boss": 1, "study": "s", "trial": 7, "metric": "m", "value": 1, "sha256": "x"}', "sha256")):
+        with pytest.raises(ValueError, match=why):
+            parse_result_message(bad)
+
+
+def test_boss_trial_writes_a_termination_message_only_where_a_job_asks(tmp_path):
+    """`boss run` sets no BOSS_TERMINATION_MESSAGE: nothing is written; a Job's trial that fails
+    leaves its one line there."""
+    from boss.trial import ENV, TERMINATION_ENV
+
+    message = tmp_path / "termination-log"
+    env = {k: v for k, v in os.environ.items() if k not in (ENV, TERMINATION_ENV)}
+    out = subprocess.run([sys.executable, "-m", "boss.trial"], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and not message.exists()
+    env[TERMINATION_ENV] = str(message)
+    env[ENV] = "{not json"
+    out = subprocess.run([sys.executable, "-m", "boss.trial"], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and message.read_text() == out.stderr.strip().splitlines()[-1]
+    assert message.read_text().startswith("boss.trial: invalid BOSS_TRIAL")
+
+
+def test_allow_lists_compare_urls_as_a_client_reaches_them():
+    from boss_operator.config import OperatorConfig
+
+    cfg = OperatorConfig.from_env({"BOSS_PUSHGATEWAY": "http://pushgateway.monitoring:9091",
+                                   "BOSS_PROMETHEUS": "https://prom.monitoring/",
+                                   "BOSS_ALLOWED_METRICS_URLS": "http://pg.team-a:9091, http://pg.team-b:9091",
+                                   "BOSS_STORAGE_ENDPOINT": "http://minio:9000"})
+    assert cfg.allowed_metrics_urls == ("http://pg.team-a:9091", "http://pg.team-b:9091")
+    for url in ("http://pushgateway.monitoring:9091", "http://PUSHGATEWAY.monitoring:9091/", "https://prom.monitoring:443",
+                "https://prom.monitoring", "http://pg.team-b:9091"):
+        assert cfg.allows_metrics_url(url), url
+    for url in ("http://pushgateway.monitoring:9092", "http://pushgateway.monitoring:9091@evil:9091",
+                "http://pushgateway.monitoring:9091/?x=1", "http://pushgateway.monitoring:9091/other",
+                "http://prom.monitoring", "http://169.254.169.254/", "http://pg.team-a:9091#x", "ftp://pg.team-a:9091"):
+        assert not cfg.allows_metrics_url(url), url
+    assert cfg.allows_storage_endpoint("http://minio:9000/") and not cfg.allows_storage_endpoint("http://minio:9001")
+    assert not OperatorConfig().allows_storage_endpoint("http://minio:9000")  # nothing configured: nothing allowed
+    anything = OperatorConfig.from_env({"BOSS_ALLOWED_METRICS_URLS": "*", "BOSS_ALLOWED_STORAGE_ENDPOINTS": "*"})
+    assert anything.allows_metrics_url("http://anywhere:1") and anything.allows_storage_endpoint("http://anywhere:2")
