@@ -104,7 +104,8 @@ def main() -> int:
             node_config = cp.client_kubeconfig(f"system:node:{node}", ("system:nodes",), work / "node.kubeconfig")
             operator_config = cp.serviceaccount_kubeconfig("boss-system", "boss-operator", work / "operator.kubeconfig",
                                                            expiration_seconds=86400)
-            env = {**os.environ, **creds, "KUBECONFIG": str(operator_config), "BOSS_STORAGE_URI": "s3://boss/",
+            # no storage credentials: the operator never touches the studies' storage (docs/security.md)
+            env = {**os.environ, "KUBECONFIG": str(operator_config), "BOSS_STORAGE_URI": "s3://boss/",
                    "BOSS_STORAGE_ENDPOINT": s3, "BOSS_STORAGE_SECRET": SECRET, "BOSS_PUSHGATEWAY": gateway,
                    "BOSS_METRICS_PORT": str(free_port()), "PYTHONUNBUFFERED": "1"}
             procs.append(_start([sys.executable, "-m", "boss_operator", "--liveness", ""], work / "operator.log", env))
