@@ -104,16 +104,58 @@ def flaky_s3(monkeypatch):
         server.stop()
 
 
+def _forward_later(target: str, delay: float) -> tuple[str, threading.Event]:
+    """A loopback port that refuses connections for `delay` seconds, then forwards each one to
+    `target`: an S3 endpoint that is down and comes back with its data (moto keeps none across a
+    restart, and a restarted server answers before its bucket exists)."""
+    import socket
+
+    port = free_port()
+    host, target_port = target.split("://", 1)[1].split(":")
+    done = threading.Event()
+
+    def pipe(a, b):
+        try:
+            while chunk := a.recv(65536):
+                b.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for sock in (a, b):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def serve():
+        time.sleep(delay)
+        with socket.create_server(("127.0.0.1", port)) as srv:
+            srv.settimeout(0.2)
+            while not done.is_set():
+                try:
+                    conn, _ = srv.accept()
+                except TimeoutError:
+                    continue
+                upstream = socket.create_connection((host, int(target_port)))
+                for a, b in ((conn, upstream), (upstream, conn)):
+                    threading.Thread(target=pipe, args=(a, b), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"http://127.0.0.1:{port}", done
+
+
 def test_an_outage_is_retried_with_backoff(flaky_s3, capfd):
     url, server = flaky_s3
-    store = Store(url, attempts=8, backoff=0.25)
-    server.stop()
-    threading.Timer(1.5, server.start).start()  # back after 1.5 s (empty: moto keeps no data)
-    started = time.time()
-    store.write("s3://ckpt/a/result.json", b'{"ok": true}')
-    assert time.time() - started >= 1.0
-    assert store.read("s3://ckpt/a/result.json") == b'{"ok": true}'
-    assert "retrying in" in capfd.readouterr().err
+    down_then_up, done = _forward_later(url, 1.5)  # refused for 1.5 s, then the server with its bucket
+    try:
+        store = Store(down_then_up, attempts=8, backoff=0.25)
+        started = time.time()
+        store.write("s3://ckpt/a/result.json", b'{"ok": true}')
+        assert time.time() - started >= 1.0
+        assert store.read("s3://ckpt/a/result.json") == b'{"ok": true}'
+        assert "retrying in" in capfd.readouterr().err
+    finally:
+        done.set()
 
 
 def test_storage_down_for_good_fails_clearly(flaky_s3):
