@@ -10,13 +10,16 @@ and selects its answer on the validation split. Studies with the same seed are p
 methods. The methods are described in bench/peers_methods.py; `pip install -r
 requirements-bench.txt` installs the peers.
 
-Each finished study is appended to bench/results/peers-<task>.jsonl; a rerun skips the
-studies already there (--fresh starts over). Prints a table (mean ± std over seeds of the best
-validation accuracy and of the test accuracy of that checkpoint, the paired Wilcoxon
-signed-rank p-value of boss against each method, on both) and writes
-bench/out/peers-<task>.png: best-so-far validation accuracy against epochs spent and against
-wall time. Studies run `--jobs` at a time, one thread each; wall time is only comparable
-between studies that shared the machine in the same way.
+Each finished study is appended to bench/out/peers-<task>.jsonl; a rerun skips the studies
+already there (--fresh starts over), so an interrupted run continues where it stopped. The
+results docs/benchmarks.md reports are kept in bench/results/: `--results
+bench/results/peers-<task>.jsonl --report-only` prints their tables and plots again.
+
+Prints a table (mean ± std over seeds of the best validation accuracy and of the test
+accuracy of that checkpoint, the paired Wilcoxon signed-rank p-value of boss against each
+method, on both) and writes bench/out/peers-<task>.png: best-so-far validation accuracy
+against epochs spent and against wall time. Studies run `--jobs` at a time, one thread each;
+wall time is only comparable between studies that shared the machine in the same way.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import argparse
 import json
 import math
 import multiprocessing
+import re
 import statistics
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -38,7 +42,7 @@ sys.path.insert(0, str(BENCH))
 from peers_lib import TASKS  # noqa: E402
 from peers_methods import BASE_METHODS, parse_method, run  # noqa: E402
 
-RESULTS = BENCH / "results"
+RESULTS = BENCH / "out"
 
 
 def results_path(task: str) -> Path:
@@ -72,12 +76,12 @@ def main() -> int:
     p.add_argument("--jobs", type=int, default=2, help="studies side by side, one thread each")
     p.add_argument("--trials", type=int, help="override the task's trials per study (quick checks)")
     p.add_argument("--epochs", type=int, help="override the task's epochs per trial (quick checks)")
-    p.add_argument("--results", type=Path, help="JSONL of finished studies (default bench/results/peers-TASK.jsonl)")
+    p.add_argument("--results", type=Path, help="JSONL of finished studies (default bench/out/peers-TASK.jsonl)")
     p.add_argument("--fresh", action="store_true", help="rerun studies already in the results file")
     p.add_argument("--report-only", action="store_true", help="run nothing: table and plot from the results file")
     p.add_argument("--baseline", default="boss", help="the method the others are tested against")
     args = p.parse_args()
-    methods = [m for m in args.methods.split(",") if m]
+    methods = [m for m in re.split(r",(?![^\[]*\])", args.methods) if m]  # commas inside [...] are options
     for m in methods:
         parse_method(m)
     task = TASKS[args.task]

@@ -50,6 +50,7 @@ VARIANT_KEYS = {
     "lrscale": "multiply a BOSS-phase trial's learning rate by this (inherited weights)",
     "pick": "teacher/student draw: random (shipped) | best-teacher (teacher = the best, student random from the rest)",
     "loss": "mse | kl",
+    "tell": "what SMAC learns in the BOSS phase: value (shipped) | gain (value minus the student's value)",
 }
 
 
@@ -147,7 +148,7 @@ def _engine_study(base: str, opts: dict[str, str], task: Task, seed: int, log: S
     if base in ("bo", "random"):
         warmup = task.trials
     study = parse_study(study_doc(task, seed, warmup, top_k, _distillation(opts)))
-    engine = _engine_class(opts.get("pick", "random"))(study.spec, study.name)
+    engine = _engine_class(opts.get("pick", "random"), opts.get("tell", "value"))(study.spec, study.name)
     spaces = {}
     if base in ("random", "sd"):
         spaces = {ph: build_space(study.spec, ph, seed + i) for i, ph in enumerate(("warmup", "boss"))}
@@ -194,23 +195,43 @@ def _lineage_depth(engine, trial) -> int:
     return depth
 
 
-def _engine_class(pick: str):
-    from boss_operator.engine import Engine
+def _engine_class(pick: str, tell: str):
+    """The shipped Engine, or a subclass that changes how teacher and student are picked or what
+    SMAC is told in the BOSS phase (prototypes for the method study; the engine itself is unchanged)."""
+    from boss_operator.engine import BOSS, Engine
+    from smac.runhistory.dataclasses import TrialValue
 
-    if pick == "random":
-        return Engine
-    if pick != "best-teacher":
+    if pick not in ("random", "best-teacher"):
         raise ValueError(f"pick must be random or best-teacher, got {pick!r}")
+    if tell not in ("value", "gain"):
+        raise ValueError(f"tell must be value or gain, got {tell!r}")
 
-    class BestTeacher(Engine):
-        """Teacher = the best checkpoint so far; student drawn from the rest of the top-K."""
-
+    class Variant(Engine):
         def pick_teacher_student(self, index: int) -> tuple[int, int]:
-            top = self.top_k()
+            if pick == "random":
+                return super().pick_teacher_student(index)
+            top = self.top_k()  # teacher = the best checkpoint so far; student drawn from the rest
             rng = random.Random(f"{self.spec.seed}:{index}")
             return top[0].index, rng.choice(top[1:]).index
 
-    return BestTeacher
+        def tell(self, index: int, value: float | None = None, **kw: Any):
+            t = self.trials[index] if 0 <= index < len(self.trials) else None
+            smac = self._smac.get(t.phase) if t is not None else None
+            if tell == "value" or t is None or t.phase != BOSS or t.student is None or smac is None:
+                return super().tell(index, value, **kw)
+            base = self.trials[t.student].value  # SMAC learns which config improves a checkpoint the most
+            original = smac.tell
+
+            def tell_gain(info, tv, save=False):
+                return original(info, TrialValue(cost=tv.cost + base), save=save)
+
+            smac.tell = tell_gain
+            try:
+                return super().tell(index, value, **kw)
+            finally:
+                del smac.tell
+
+    return Variant
 
 
 # ---- Optuna: the authors' reference design, and ASHA ------------------------------------------
