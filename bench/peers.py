@@ -177,7 +177,9 @@ def plot(runs: dict[str, list[dict]], task: str, trials: int, epochs: int) -> No
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.6))
     budget = trials * epochs
-    tmax = max((r["known"][-1][0] for rs in runs.values() for r in rs if r["known"]), default=1.0)
+    # up to the slowest method's median study: a few studies slowed by a busy machine would squash the rest
+    tmax = max((statistics.median(r["known"][-1][0] for r in rs if r["known"]) for rs in runs.values()
+                if any(r["known"] for r in rs)), default=1.0) * 1.1
     grid = np.linspace(0, tmax, 300)
     for m, rs in runs.items():
         c = np.full((len(rs), budget), np.nan)
