@@ -391,6 +391,7 @@ class Kubelet:
 
     def _environment(self, pod, c, mounts: dict[str, Path]) -> dict[str, str]:
         ns = pod.metadata.namespace
+        from_pod: set[str] = set()  # only what the pod spec sets may name paths inside the container
         env: dict[str, str] = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOSTNAME": pod.metadata.name,
                                "KUBERNETES_SERVICE_HOST": "127.0.0.1", **self.env}
         for src in c.env_from or []:
@@ -400,7 +401,9 @@ class Kubelet:
             else:
                 data = self._secret(ns, src.secret_ref.name, src.secret_ref.optional)
             env.update({prefix + k: v for k, v in (data or {}).items()})
+            from_pod.update(prefix + k for k in data or {})
         for e in c.env or []:
+            from_pod.add(e.name)
             if e.value_from is None:
                 env[e.name] = _expand(e.value or "", env)
                 continue
@@ -424,6 +427,8 @@ class Kubelet:
             env[e.name] = value
         longest_first = sorted(mounts.items(), key=lambda kv: -len(kv[0]))
         for k, v in env.items():  # an env value under a mount path points into its folder (once)
+            if k not in from_pod:  # the node's own environment (a checkout under /tmp) stays as it is
+                continue
             for path, host in longest_first:
                 if v == path or v.startswith(path.rstrip("/") + "/"):
                     env[k] = str(host) + v[len(path.rstrip("/")):]
