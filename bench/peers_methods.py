@@ -51,6 +51,8 @@ VARIANT_KEYS = {
     "pick": "teacher/student draw: random (shipped) | best-teacher (teacher = the best, student random from the rest)",
     "loss": "mse | kl",
     "tell": "what SMAC learns in the BOSS phase: value (shipped) | gain (value minus the student's value)",
+    "es": "spec.earlyStopping rule: median | asha (grace 1 epoch, eta 3, 3 earlier trials); the study then "
+          "runs trials until the same epoch budget is spent, the last one shortened to fit",
 }
 
 
@@ -120,8 +122,9 @@ def _distillation(opts: dict[str, str]) -> dict[str, Any]:
     return d
 
 
-def study_doc(task: Task, seed: int, warmup: int, top_k: int, distillation: dict[str, Any]) -> dict[str, Any]:
-    return {
+def study_doc(task: Task, seed: int, warmup: int, top_k: int, distillation: dict[str, Any],
+              early_stopping: str | None = None) -> dict[str, Any]:
+    doc = {
         "apiVersion": "boss.automl.io/v1alpha1", "kind": "BossStudy",
         "metadata": {"name": f"peers-{task.name}-{seed}"},
         "spec": {
@@ -133,6 +136,12 @@ def study_doc(task: Task, seed: int, warmup: int, top_k: int, distillation: dict
             "seed": seed,
         },
     }
+    if early_stopping:
+        # trials stop early, so a study of `budget` epochs runs more of them: room for at most one
+        # epoch each (the loop stops when the epochs are spent)
+        doc["spec"]["budget"]["trials"] = task.budget
+        doc["spec"]["earlyStopping"] = {"rule": early_stopping, "graceEpochs": 1, "reductionFactor": 3, "minTrials": 3}
+    return doc
 
 
 def _engine_study(base: str, opts: dict[str, str], task: Task, seed: int, log: StudyLog, work: str) -> None:
@@ -140,21 +149,22 @@ def _engine_study(base: str, opts: dict[str, str], task: Task, seed: int, log: S
     from boss.spec import parse_study
     from boss.store import to_uri
     from boss_operator.space import build_space, native
-    from boss_operator.trials import make_trial_spec
+    from boss_operator.trials import make_trial_spec, result_extra
 
     warmup, top_k = scaled_defaults(task)
     warmup = int(opts.get("warmup", warmup))
     top_k = int(opts.get("k", top_k))
     if base in ("bo", "random"):
         warmup = task.trials
-    study = parse_study(study_doc(task, seed, warmup, top_k, _distillation(opts)))
+    study = parse_study(study_doc(task, seed, warmup, top_k, _distillation(opts), opts.get("es")))
     engine = _engine_class(opts.get("pick", "random"), opts.get("tell", "value"))(study.spec, study.name)
     spaces = {}
     if base in ("random", "sd"):
         spaces = {ph: build_space(study.spec, ph, seed + i) for i, ph in enumerate(("warmup", "boss"))}
     lrscale = float(opts.get("lrscale", 1.0))
     root = to_uri(work)
-    while not engine.finished:
+    spent = 0  # epochs trained: with early stopping the budget is epochs, not trials
+    while not engine.finished and spent < task.budget:
         t = engine.ask()
         if t is None:  # sequential: never happens, but never spin
             raise RuntimeError("the engine proposed nothing while no trial runs")
@@ -163,6 +173,8 @@ def _engine_study(base: str, opts: dict[str, str], task: Task, seed: int, log: S
         spec = make_trial_spec(study, engine, t, root, metrics_textfile=f"{work}/{t.index}.prom", threads=1)
         if t.phase == "boss" and lrscale != 1.0:
             spec = spec.model_copy(update={"config": {**spec.config, "lr": spec.config["lr"] * lrscale}})
+        if spent + spec.epochs > task.budget:  # early stopping: the last trial gets what is left
+            spec = spec.model_copy(update={"epochs": task.budget - spent})
         try:
             r = run_trial(spec)
         except Exception as e:  # a failed trial is the engine's business, as in a real study
@@ -171,11 +183,14 @@ def _engine_study(base: str, opts: dict[str, str], task: Task, seed: int, log: S
             continue
         for row in r["history"]:
             log.epoch(f"t{t.index}", row["val_accuracy"])
+        spent += len(r["history"])
+        t.extra.update(result_extra(r, "val_accuracy"))  # the curve later trials are judged by
         log.know(r["value"])
         log.offer(r["value"], r["test"]["test_accuracy"], f"trial {t.index} ({t.phase})")
         engine.tell(t.index, r["value"], checkpoint=r["checkpoint"], checksum=r["sha256"])
     b = engine.best()
-    log.info.update(best_phase=b.phase if b else None, warmup=warmup, top_k=top_k,
+    log.info.update(best_phase=b.phase if b else None, warmup=warmup, top_k=top_k, trials_run=len(engine.trials),
+                    stopped_early=sum(bool(t.extra.get("stoppedEarly")) for t in engine.trials),
                     failed=len(engine.failed), lineage=_lineage_depth(engine, b),
                     trials=[_row(t.index, t.phase, t.value, t.teacher, t.student, t.config) for t in engine.trials])
 
