@@ -6,7 +6,7 @@ BOSS   := $(VENV)/bin/boss
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast services lint chart-lint crds operator bench image deploy clean
+.PHONY: help install demo test test-fast services lint chart-lint crds operator bench bench-peers image deploy clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -57,10 +57,16 @@ deploy: ## helm upgrade --install the operator into the current kubectl context 
 	@command -v helm >/dev/null 2>&1 || { echo "make deploy: needs the helm CLI (https://helm.sh/docs/intro/install/)"; exit 1; }
 	helm upgrade --install boss charts/boss-operator --namespace $(NAMESPACE) --create-namespace $(HELM_ARGS)
 
-bench: install ## benchmarks: BOSS vs BO vs random, distillation step cost, engine overhead (tables + bench/out/*.png)
+bench: install bench-peers ## benchmarks: BOSS vs the peers, distillation step cost, engine overhead (tables + bench/out/*.png)
 	$(PY) bench/search_quality.py
 	$(PY) bench/step_cost.py
 	$(PY) bench/overhead.py
+
+PEERS_METHODS ?= boss,bo,random,sd,tpe-boss,asha,pbt,boss[es=asha],boss[es=median]
+bench-peers: install ## BOSS against Optuna (TPE, ASHA) and Ray Tune (PBT) on digits and shapes, 10 seeds (hours on 2 cores)
+	$(PY) -m pip install -q -r requirements-bench.txt
+	$(PY) bench/peers.py --task digits --methods "$(PEERS_METHODS)"
+	$(PY) bench/peers.py --task shapes --methods "$(PEERS_METHODS)"
 
 crds: install ## regenerate the BossStudy CRD (crds/ and the chart's copy) from the spec model
 	$(PY) -m boss_operator.crd > crds/bossstudies.boss.automl.io.yaml
