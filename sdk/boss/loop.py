@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import resume
+from . import distributed, resume
 from .losses import boss_loss
 from .metrics import MetricsReporter
 from .plugins import load_trainer_class
@@ -159,8 +159,20 @@ def _autocast(trainer: Trainer, device: torch.device):
     return nullcontext()
 
 
-def run_trial(spec: TrialSpec, trainer: Trainer | None = None) -> dict[str, Any]:
-    """Train one trial to the end and return its result (also written to storage)."""
+def run_trial(spec: TrialSpec, trainer: Trainer | None = None) -> dict[str, Any] | None:
+    """Train one trial to the end and return its result (also written to storage).
+
+    Under torchrun every process trains its share of each batch (boss.distributed); only rank 0
+    evaluates, saves and reports, and only rank 0 returns the result (the others return None)."""
+    dist = distributed.from_env()
+    device = distributed.setup(dist)
+    result = _run(spec, trainer, dist, device)
+    distributed.teardown()  # on success only: a failing process exits and torchrun ends the rest
+    return result
+
+
+def _run(spec: TrialSpec, trainer: Trainer | None, dist: distributed.Dist,
+         device: torch.device) -> dict[str, Any] | None:
     started = time.time()
     if spec.threads:
         torch.set_num_threads(spec.threads)
@@ -172,13 +184,13 @@ def run_trial(spec: TrialSpec, trainer: Trainer | None = None) -> dict[str, Any]
         raise TrialError(f"the trainer must be a boss.Trainer, got {_what(trainer)}")
     reporter = MetricsReporter(spec.study, spec.index, spec.phase,
                                textfile=spec.metrics_textfile, pushgateway=spec.pushgateway,
-                               namespace=spec.namespace)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+                               namespace=spec.namespace) if dist.main else None
     metric, maximize = spec.objective.metric, spec.objective.goal == "maximize"
 
     model = _model(trainer, "student" if spec.student_uri else "model")
     if spec.student_uri:
         _load_weights(model, store, spec.student_uri, spec.student_sha256, "student")
+    model = distributed.prepare(model, dist, device)
     model.to(device)
     teacher = None
     if spec.teacher_uri:
@@ -204,9 +216,18 @@ def run_trial(spec: TrialSpec, trainer: Trainer | None = None) -> dict[str, Any]
                 "teacher": spec.teacher_sha256, "student": spec.student_sha256, "seed": spec.seed}
     resume_uri = spec.output_uri.rstrip("/") + "/" + resume.RESUME
     st = resume.load(store, resume_uri, identity, model, optimizer, scheduler) or resume.TrainState()
+    epochs = distributed.gather(st.epoch, dist)
+    if len(set(epochs)) > 1:  # every rank decides alike: all fail, none trains from another start
+        raise TrialError(f"the {dist.world} processes read different resume points (after epochs "
+                         f"{', '.join(map(str, epochs))}); the trial starts again", retry=True)
+    net = distributed.wrap(model, dist, device)  # train through `net`; save and evaluate `model`
+    batches = distributed.RankBatches(train_loader, dist, lambda b: _batch(trainer, b))
+    say = _say if dist.main else (lambda line: None)
     if st.epoch:
-        _say(f"trial {spec.index}: resuming after epoch {st.epoch} of {spec.epochs}")
-    _say(f"trial {spec.index} ({spec.phase}) on {device}: config {json.dumps(spec.config, sort_keys=True)}"
+        say(f"trial {spec.index}: resuming after epoch {st.epoch} of {spec.epochs}")
+    say(f"trial {spec.index} ({spec.phase}) on {device}"
+        + (f" x {dist.world} processes" if dist.enabled else "")
+        + f": config {json.dumps(spec.config, sort_keys=True)}"
          + (f", student from {spec.student_uri}" if spec.student_uri else "")
          + (f", teacher {spec.teacher_uri} (weight {weight:g}, {spec.distill_loss})" if teacher is not None else ""))
     for epoch in range(st.epoch + 1, spec.epochs + 1):
@@ -214,13 +235,12 @@ def run_trial(spec: TrialSpec, trainer: Trainer | None = None) -> dict[str, Any]
             break
         epoch_started = time.time()
         seed_everything(spec.seed * 1_000 + epoch)  # each epoch's randomness is its own: resumable
-        model.train()
+        net.train()
         n, sum_loss, sum_dt = 0, 0.0, 0.0
-        for batch in train_loader:
-            inputs, targets = _batch(trainer, batch)
+        for inputs, targets, total in batches:
             inputs, targets = trainer.to_device(inputs, device), targets.to(device, non_blocking=True)
             with _autocast(trainer, device):
-                logits = _logits(trainer, model(inputs))
+                logits = _logits(trainer, net(inputs))
                 task = _task_loss(trainer, logits.float(), targets)
                 teacher_logits = None
                 if teacher is not None and weight > 0:
@@ -228,19 +248,35 @@ def run_trial(spec: TrialSpec, trainer: Trainer | None = None) -> dict[str, Any]
                         teacher_logits = teacher(inputs)
                 loss, dt = boss_loss(task, logits, teacher_logits, weight,
                                      spec.distill_loss, spec.temperature)
-            if not torch.isfinite(loss):
+            if dist.enabled:  # the global batch's sums: every rank sees the same, and agrees to stop
+                mine = len(targets)
+                total, batch_loss, batch_dt = distributed.sum_([mine, loss.item() * mine, dt.item() * mine], device)
+                if not math.isfinite(batch_loss):
+                    st.diverged = True
+                    break
+                # DDP averages the ranks' gradients; weighting each by its share gives the full batch's mean
+                loss = loss * (mine * dist.world / total)
+            elif not torch.isfinite(loss):
                 st.diverged = True
                 break
+            else:
+                batch_loss, batch_dt = loss.item() * len(targets), dt.item() * len(targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            n += len(targets)
-            sum_loss += loss.item() * len(targets)
-            sum_dt += dt.item() * len(targets)
+            n += int(total)
+            sum_loss += batch_loss
+            sum_dt += batch_dt
+        if batches.skipped and epoch == st.epoch + 1:
+            say(f"trial {spec.index}: warning: {len(batches.skipped)} batch(es) of fewer examples than the "
+                f"{dist.world} processes (sizes {sorted(set(batches.skipped))}) are left out of each epoch")
         if scheduler is not None:
             scheduler.step()
-        with _autocast(trainer, device):
-            val = _evaluate(trainer, model, val_loader, device, "val")
+        val = None
+        if dist.main:  # one rank evaluates: every rank then judges the same numbers
+            with _autocast(trainer, device):
+                val = _evaluate(trainer, model, val_loader, device, "val")
+        val = distributed.from_main(val, dist)
         row = {"epoch": epoch, "train_loss": sum_loss / max(n, 1), "distill_loss": sum_dt / max(n, 1), **val}
         if st.diverged:
             row["train_loss"] = float("nan")
@@ -252,8 +288,9 @@ def run_trial(spec: TrialSpec, trainer: Trainer | None = None) -> dict[str, Any]
         if math.isfinite(value) and (st.best_value is None or (value > st.best_value if maximize else value < st.best_value)):
             st.best_value, st.best_epoch, st.best_row = value, epoch, row
             st.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
-        reporter.epoch_end(epoch, {k: v for k, v in row.items() if k != "epoch"})
-        _say(f"trial {spec.index} epoch {epoch}/{spec.epochs} "
+        if reporter is not None:
+            reporter.epoch_end(epoch, {k: v for k, v in row.items() if k != "epoch"})
+        say(f"trial {spec.index} epoch {epoch}/{spec.epochs} "
              + " ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch")
              + f" ({time.time() - epoch_started:.1f} s)")
         st.epoch = epoch
@@ -261,10 +298,10 @@ def run_trial(spec: TrialSpec, trainer: Trainer | None = None) -> dict[str, Any]
             threshold = spec.early_stop.stops(epoch, value, st.best_value, maximize)
             if threshold is not None:
                 st.stopped_early = epoch
-                _say(f"trial {spec.index} stopped early after epoch {epoch} ({spec.early_stop.rule} rule): "
+                say(f"trial {spec.index} stopped early after epoch {epoch} ({spec.early_stop.rule} rule): "
                      f"{metric} trails the earlier trials' {threshold:.4f}")
                 break
-        if epoch < spec.epochs and not st.diverged:
+        if epoch < spec.epochs and not st.diverged and dist.main:
             try:
                 if not resume.save(store, resume_uri, identity, model, optimizer, scheduler, st) and epoch == 1:
                     print("boss: warning: the optimiser/scheduler state is not plain data (JSON); "
@@ -273,6 +310,8 @@ def run_trial(spec: TrialSpec, trainer: Trainer | None = None) -> dict[str, Any]
                 print(f"boss: warning: no resume point after epoch {epoch}: {e}", file=sys.stderr)
     if st.best_state is None:
         raise TrialError("no epoch produced a finite objective (the training diverged)")
+    if not dist.main:
+        return None  # rank 0 alone tests, saves and reports
 
     value, best_epoch, best_row, best_state = st.best_value, st.best_epoch, st.best_row, st.best_state
     history, diverged = st.history, st.diverged
@@ -300,6 +339,7 @@ def run_trial(spec: TrialSpec, trainer: Trainer | None = None) -> dict[str, Any]
         "seconds": round(time.time() - started, 3), "device": str(device),
     }
     store.write_json(spec.result_uri, result)
+    assert reporter is not None
     reporter.final(metric, value)  # last: the objective appears only once weights and result exist
     store.delete(resume_uri)  # the trial is done: its resume point is no longer needed
     return result

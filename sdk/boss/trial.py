@@ -207,10 +207,22 @@ def leave_message(text: str) -> bool:
         return False
 
 
-def _failed(line: str) -> str:
-    """Print a failed trial's one line, and leave it as the termination message."""
-    print(line, file=sys.stderr)
-    leave_message(line[-1024:])
+def _failed(line: str, *, rank: int | None = None) -> str:
+    """Print a failed trial's one line, and leave it as the termination message.
+
+    `rank`: this is one of several processes (torchrun). Its line goes to torchrun's error file,
+    where `python -m boss.distributed` picks the root cause's; the termination message is left
+    only where no other process left one yet (the first failure usually explains the rest)."""
+    print(line, file=sys.stderr, flush=True)
+    if rank is None:
+        leave_message(line[-1024:])
+        return line
+    from .distributed import write_error_file
+
+    write_error_file(line)
+    path = os.environ.get(TERMINATION_ENV)
+    if path and not (os.path.exists(path) and os.path.getsize(path)):
+        leave_message(line[-1024:])
     return line
 
 
@@ -227,26 +239,44 @@ def main(argv: list[str] | None = None) -> int:
         where = ".".join(str(p) for p in first["loc"])
         _failed(f"boss.trial: invalid {ENV}: {where}: {first['msg']}")
         return EXIT_BAD_SPEC
+    from .distributed import PEER_LOST, from_env
     from .loop import run_trial
     from .plugins import PluginError
     from .store import CheckpointError, StorageError
 
+    dist = from_env()
+    rank = dist.rank if dist.enabled else None
+    who = f" (process {dist.rank} of {dist.world})" if dist.enabled else ""
     try:
         result = run_trial(spec)
     except (TrialError, CheckpointError, StorageError, PluginError) as e:
-        _failed(f"boss.trial: trial {spec.index} failed: {e}")
+        _failed(f"boss.trial: trial {spec.index} failed{who}: {e}", rank=rank)
         retry = isinstance(e, StorageError) or getattr(e, "retry", False)
         return EXIT_FAILED if retry else EXIT_WILL_FAIL_AGAIN
     except Exception as e:
-        traceback.print_exc()
         first = (str(e).strip().splitlines() or [""])[0]
-        _failed(f"boss.trial: trial {spec.index} failed: {type(e).__name__}: {first} "
-                "(the traceback is in the trial's log)")
+        if dist.enabled and _is_dist_error(e):  # another process died first: its line says why
+            _failed(f"boss.trial: trial {spec.index} failed: process {dist.rank} {PEER_LOST} "
+                    f"({type(e).__name__}: {first[:200]})", rank=rank)
+            return EXIT_FAILED
+        traceback.print_exc()
+        _failed(f"boss.trial: trial {spec.index} failed{who}: {type(e).__name__}: {first} "
+                "(the traceback is in the trial's log)", rank=rank)
         return EXIT_FAILED
+    if result is None:
+        return 0  # not rank 0: rank 0 reports the trial
     print(json.dumps({"trial": spec.index, spec.objective.metric: result["value"]}))
     if not leave_message(result_message(result)):
         return EXIT_FAILED  # on a cluster the result would be lost: a retry may write it
     return 0
+
+
+def _is_dist_error(e: BaseException) -> bool:
+    """A failed collective (a peer closed its connection, or timed out)."""
+    import torch.distributed as td
+
+    return isinstance(e, getattr(td, "DistError", ())) or (
+        isinstance(e, RuntimeError) and any(w in str(e) for w in ("gloo", "Connection closed by peer", "NCCL")))
 
 
 if __name__ == "__main__":
