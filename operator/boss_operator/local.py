@@ -72,7 +72,8 @@ class LocalRun:
         self.root = to_uri(spec.storage.uri) if spec.storage.uri else to_uri(self.run_dir / "checkpoints")
         self.store = Store(spec.storage.endpoint)
         cores = os.cpu_count() or 1
-        self.threads = max(1, cores // min(spec.budget.parallelism, cores))
+        processes = spec.budget.parallelism * spec.trainer.gpus  # trainer.gpus: processes per trial
+        self.threads = max(1, cores // min(processes, cores))
         self.engine = self._load()
 
     # ---- the run folder ----------------------------------------------------------------------
@@ -179,10 +180,11 @@ class LocalRun:
 
     def _make_launcher(self) -> Launcher:
         """Trials forked from a process that has imported torch and the plugin (under 0.5 s a
-        start instead of seconds), each still its own process; BOSS_WARM_START=0, or an OS
-        without fork, starts a fresh interpreter per trial."""
-        if sys.platform != "linux" or os.environ.get("BOSS_WARM_START", "1") == "0":
-            return ColdLauncher(self.python)
+        start instead of seconds), each still its own process; BOSS_WARM_START=0, an OS
+        without fork, or trainer.gpus > 1 (torchrun) starts a fresh interpreter per trial."""
+        gpus = self.study.spec.trainer.gpus
+        if gpus > 1 or sys.platform != "linux" or os.environ.get("BOSS_WARM_START", "1") == "0":
+            return ColdLauncher(self.python, processes=gpus)
         return WarmLauncher([self.study.spec.trainer.plugin], python=self.python, cwd=self.workdir,
                             env=self._base_env())
 

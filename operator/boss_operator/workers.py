@@ -66,14 +66,18 @@ class WarmLauncherError(RuntimeError):
 
 
 class ColdLauncher:
-    """A fresh interpreter per trial, as a Kubernetes Job runs it: slow to start, nothing shared."""
+    """A fresh interpreter per trial, as a Kubernetes Job runs it: slow to start, nothing shared.
 
-    def __init__(self, python: str = sys.executable):
+    `processes` > 1 (trainer.gpus) runs each trial under torchrun (`python -m boss.distributed N`),
+    which a fork server cannot start: its processes are fresh interpreters anyway."""
+
+    def __init__(self, python: str = sys.executable, processes: int = 1):
         self.python = python
+        self.command = ["-m", "boss.distributed", str(processes)] if processes > 1 else ["-m", "boss.trial"]
 
     def start(self, env: Mapping[str, str], cwd: str | Path, log_path: str | Path) -> subprocess.Popen:
         with open(log_path, "ab") as log:
-            return subprocess.Popen([self.python, "-m", "boss.trial"], env=dict(env), cwd=cwd, stdout=log,
+            return subprocess.Popen([self.python, *self.command], env=dict(env), cwd=cwd, stdout=log,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
     def close(self) -> None:

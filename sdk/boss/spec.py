@@ -186,6 +186,9 @@ class BossSettings(_Model):
     distillation: Distillation = Distillation()
 
 
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
 class TrainerSpec(_Model):
     plugin: str = Field(
         "boss.trainers.digits:DigitsTrainer", description="module:Class of a boss.Trainer subclass."
@@ -194,6 +197,11 @@ class TrainerSpec(_Model):
     args: dict[str, Any] = Field(default_factory=dict, description="Passed to the Trainer as-is.")
     image: str | None = Field(None, description="Trial image on a cluster (default: the operator's).")
     resources: dict[str, Any] | None = Field(None, description="Kubernetes resources of a trial's container.")
+    gpus: int = Field(
+        1, ge=1, le=64, description="Processes per trial, one per GPU. Above 1 the trial runs under torchrun "
+        "(one pod) with DistributedDataParallel: each batch the Trainer's loader yields is split between the "
+        "processes, so a batch size means what it means in one process. On a cluster request as many GPUs "
+        "(resources nvidia.com/gpu; another count is refused); without GPUs it runs that many CPU processes.")
 
     @field_validator("plugin")
     @classmethod
@@ -201,6 +209,17 @@ class TrainerSpec(_Model):
         if not _PLUGIN.match(v):
             raise ValueError(f"plugin must look like package.module:ClassName, got {v!r}")
         return v
+
+    @model_validator(mode="after")
+    def _gpus_match(self) -> TrainerSpec:
+        """A pod with fewer GPUs than processes would share them; with more, some would idle. (With
+        gpus 1, the default, any count is the trainer's own business, as before the field existed.)"""
+        for kind in ("limits", "requests"):
+            asked = ((self.resources or {}).get(kind) or {}).get(GPU_RESOURCE)
+            if self.gpus > 1 and asked is not None and str(asked).strip() != str(self.gpus):
+                raise ValueError(f"gpus is {self.gpus} but resources.{kind} asks for {GPU_RESOURCE}: {asked}; "
+                                 "set them equal (one process per GPU)")
+        return self
 
 
 class Storage(_Model):
