@@ -274,6 +274,8 @@ def _run(spec: TrialSpec, trainer: Trainer | None, dist: distributed.Dist,
             scheduler.step()
         val = None
         if dist.main:  # one rank evaluates: every rank then judges the same numbers
+            if dist.enabled:
+                model.eval()  # a SyncBatchNorm left in train mode would wait for the other ranks
             with _autocast(trainer, device):
                 val = _evaluate(trainer, model, val_loader, device, "val")
         val = distributed.from_main(val, dist)
@@ -316,6 +318,8 @@ def _run(spec: TrialSpec, trainer: Trainer | None, dist: distributed.Dist,
     value, best_epoch, best_row, best_state = st.best_value, st.best_epoch, st.best_row, st.best_state
     history, diverged = st.history, st.diverged
     model.load_state_dict(best_state)
+    if dist.enabled:
+        model.eval()  # the other ranks are gone: a SyncBatchNorm must not try to reach them
     test_loader = _loader(trainer, "test_dataloader", optional=True)
     test: dict[str, float] = {}
     if test_loader is not None:
