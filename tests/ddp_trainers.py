@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from boss.trainers.digits import DigitsTrainer
@@ -22,7 +23,8 @@ class NoBatchNorm(DigitsTrainer):
 
 class RankDies(NoBatchNorm):
     """args.die_rank dies at the start of epoch args.die_epoch (counted from this process's start),
-    once (args.marker): args.how "exit" ends it with os._exit(9), "raise" raises a TrialError.
+    once (args.marker): args.how "exit" ends it with os._exit(9), "raise" raises a TrialError,
+    "hang" sleeps for an hour.
     args.count_dir: each rank writes there how many epochs it has trained (`epochs-<rank>`)."""
 
     def train_dataloader(self):
@@ -44,6 +46,8 @@ class RankDies(NoBatchNorm):
                     marker.write_text(f"rank {rank} died")
                     if args.get("how") == "raise":
                         raise TrialError(f"rank {rank} gives up at epoch {self.epoch}")
+                    if args.get("how") == "hang":
+                        time.sleep(3600)
                     os._exit(9)
                 return iter(loader)
 

@@ -16,10 +16,12 @@ import pytest
 import torch
 from boss.distributed import Dist, RankBatches, from_env
 from boss.loop import fit_problem, run_trial
+from boss.spec import TrainerSpec
 from boss.store import Store, to_uri
 from boss.trainers.digits import DigitsTrainer
-from boss.trial import EXIT_FAILED, EXIT_WILL_FAIL_AGAIN, TrialSpec
+from boss.trial import EXIT_FAILED, EXIT_WILL_FAIL_AGAIN, TrialSpec, parse_result_message
 from conftest import ROOT, tiny_doc, write_study
+from pydantic import ValidationError
 from torch.utils.data import DataLoader, TensorDataset
 
 TESTS = Path(__file__).resolve().parent
@@ -91,10 +93,11 @@ def test_the_environment_and_the_split_of_a_batch():
 @pytest.mark.slow
 def test_two_processes_equal_one_warmup_and_distilled(tmp_path):
     one = run_trial(spec(tmp_path, "one"))
-    r = torchrun(spec(tmp_path, "two"))
+    r = torchrun(spec(tmp_path, "two"), BOSS_TERMINATION_MESSAGE=str(tmp_path / "termination"))
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count('"trial": 0') == 1  # rank 0 alone reports
     two = Store().read_json(spec(tmp_path, "two").result_uri)
+    assert parse_result_message((tmp_path / "termination").read_text())["value"] == two["value"]
     assert one["value"] > 0.5
     assert_same_run(one, two)
     assert (tmp_path / "two.prom").exists()
@@ -151,6 +154,27 @@ def test_the_failing_process_reason_and_exit_code_win(tmp_path):
     want = "boss.trial: trial 0 failed (process 1 of 2): rank 1 gives up at epoch 2"
     assert r.stderr.strip().splitlines()[-1] == want
     assert (tmp_path / "termination").read_text() == want
+
+
+@pytest.mark.slow
+def test_a_hanging_process_fails_the_trial_after_the_timeout(tmp_path):
+    args = {**ARGS, "die_rank": 1, "die_epoch": 2, "marker": str(tmp_path / "hung"), "how": "hang"}
+    started = time.time()
+    r = torchrun(spec(tmp_path, "trial", plugin="ddp_trainers:RankDies", args=args), BOSS_DIST_TIMEOUT="5")
+    assert r.returncode == EXIT_FAILED and time.time() - started < 120
+    assert r.stderr.strip().splitlines()[-1].startswith(
+        "boss.trial: trial 0 failed: process 0 lost its peer processes (")
+
+
+def test_gpus_must_match_the_gpus_the_resources_ask_for():
+    assert TrainerSpec(gpus=2, resources={"limits": {"nvidia.com/gpu": 2}, "requests": {"cpu": 4}}).gpus == 2
+    assert TrainerSpec(gpus=2).gpus == 2  # no GPUs asked for: CPU processes
+    assert TrainerSpec(resources={"limits": {"nvidia.com/gpu": 4}}).gpus == 1  # one process, its own business
+    for resources in ({"limits": {"nvidia.com/gpu": 1}}, {"requests": {"nvidia.com/gpu": "4"}}):
+        with pytest.raises(ValidationError, match="gpus is 2 but resources.* asks for nvidia.com/gpu"):
+            TrainerSpec(gpus=2, resources=resources)
+    with pytest.raises(ValidationError):
+        TrainerSpec(gpus=0)
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -231,11 +232,18 @@ def write_error_file(line: str) -> None:
 
 def _root_cause(failures: Mapping[int, Any]) -> tuple[int, Any]:
     """The failure that explains the others: a rank that knows it will fail again (exit 3) or
-    was given a bad spec (2), else one that did not merely lose its peers, else the lowest rank."""
-    def key(item: tuple[int, Any]) -> tuple[int, int, int]:
+    was given a bad spec (2), then one that failed on its own, then one killed by a signal
+    (SIGKILL: out of memory), then one that lost its peers, and last one that torchrun stopped
+    (SIGTERM) because another had failed; the lowest rank among equals."""
+    def key(item: tuple[int, Any]) -> tuple[int, int]:
         rank, f = item
-        peer = PEER_LOST in str(f.message)
-        return (0 if f.exitcode in (2, 3) else 1, 1 if peer else 0, rank)
+        if f.exitcode in (2, 3):
+            order = 0
+        elif f.exitcode > 0:
+            order = 3 if PEER_LOST in str(f.message) else 1
+        else:
+            order = 4 if -f.exitcode == signal.SIGTERM else 2
+        return order, rank
     return min(failures.items(), key=key)
 
 
