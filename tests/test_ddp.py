@@ -52,7 +52,7 @@ def weights(uri: str) -> dict[str, torch.Tensor]:
 
 def assert_same_run(one: dict, two: dict, tol: float = 1e-4) -> None:
     assert two["best_epoch"] == one["best_epoch"] and len(two["history"]) == len(one["history"])
-    for a, b in zip(one["history"], two["history"]):
+    for a, b in zip(one["history"], two["history"], strict=True):
         assert a.keys() == b.keys()
         for k in a:
             assert b[k] == pytest.approx(a[k], rel=tol, abs=tol), (k, a, b)
@@ -77,7 +77,7 @@ def test_the_environment_and_the_split_of_a_batch():
     whole = [t.tolist() for _, t in loader]
     # rank r has its half of each global batch (10 = 4 + 4 + 2), and knows the global size
     assert [len(p) for p in parts] == [3, 3] and [n for _, n in parts[0]] == [4, 4, 2]
-    assert [a + b for (a, _), (b, _) in zip(*parts)] == whole
+    assert [a + b for (a, _), (b, _) in zip(*parts, strict=True)] == whole
 
     class Batches:  # not a DataLoader: every rank reads it whole and keeps its slice
         def __iter__(self):

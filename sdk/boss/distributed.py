@@ -100,7 +100,7 @@ def wrap(model: nn.Module, dist: Dist, device: torch.device) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-def sum_(values: list[float], device: torch.device) -> list[float]:
+def all_sum(values: list[float], device: torch.device) -> list[float]:
     """Element-wise sum over the ranks (float64)."""
     t = torch.tensor(values, dtype=torch.float64, device=device)
     td.all_reduce(t)
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
-    from .trial import EXIT_BAD_SPEC, EXIT_FAILED, ENV, _failed
+    from .trial import ENV, EXIT_BAD_SPEC, EXIT_FAILED, _failed
 
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1 or not argv[0].isdigit() or int(argv[0]) < 1:

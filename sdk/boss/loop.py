@@ -223,6 +223,7 @@ def _run(spec: TrialSpec, trainer: Trainer | None, dist: distributed.Dist,
     net = distributed.wrap(model, dist, device)  # train through `net`; save and evaluate `model`
     batches = distributed.RankBatches(train_loader, dist, lambda b: _batch(trainer, b))
     say = _say if dist.main else (lambda line: None)
+    first_epoch = st.epoch + 1
     if st.epoch:
         say(f"trial {spec.index}: resuming after epoch {st.epoch} of {spec.epochs}")
     say(f"trial {spec.index} ({spec.phase}) on {device}"
@@ -250,7 +251,7 @@ def _run(spec: TrialSpec, trainer: Trainer | None, dist: distributed.Dist,
                                      spec.distill_loss, spec.temperature)
             if dist.enabled:  # the global batch's sums: every rank sees the same, and agrees to stop
                 mine = len(targets)
-                total, batch_loss, batch_dt = distributed.sum_([mine, loss.item() * mine, dt.item() * mine], device)
+                total, batch_loss, batch_dt = distributed.all_sum([mine, loss.item() * mine, dt.item() * mine], device)
                 if not math.isfinite(batch_loss):
                     st.diverged = True
                     break
@@ -267,7 +268,7 @@ def _run(spec: TrialSpec, trainer: Trainer | None, dist: distributed.Dist,
             n += int(total)
             sum_loss += batch_loss
             sum_dt += batch_dt
-        if batches.skipped and epoch == st.epoch + 1:
+        if batches.skipped and epoch == first_epoch:
             say(f"trial {spec.index}: warning: {len(batches.skipped)} batch(es) of fewer examples than the "
                 f"{dist.world} processes (sizes {sorted(set(batches.skipped))}) are left out of each epoch")
         if scheduler is not None:
