@@ -121,13 +121,13 @@ def test_a_dying_process_fails_the_trial_and_both_resume_from_the_same_epoch(tmp
             "count_dir": str(tmp_path)}
     ts = spec(tmp_path, "trial", plugin="ddp_trainers:RankDies", args=args, epochs=4)
     started = time.time()
-    r = torchrun(ts, BOSS_TERMINATION_MESSAGE=str(tmp_path / "termination"))
+    r = torchrun(ts, BOSS_TERMINATION_MESSAGE=str(tmp_path / "termination"), BOSS_DIST_TIMEOUT="600")
     took = time.time() - started
     assert r.returncode == EXIT_FAILED and marker.exists()
     last = r.stderr.strip().splitlines()[-1]
     assert last == "boss.trial: trial 0 failed: process 1 of 2 exited with code 9 (its output is in the trial's log)"
     assert (tmp_path / "termination").read_text() == last
-    assert took < 90, f"a dead process took {took:.0f} s to fail the trial"
+    assert took < 180, f"a dead process took {took:.0f} s to fail the trial (torchrun, not the timeout, ends it)"
     assert "epoch 2/4" in r.stderr and "epoch 3/4" not in r.stderr
 
     # the same trial again: both processes resume after epoch 2 (each reads its loader twice more)
