@@ -259,8 +259,9 @@ def test_a_template_the_model_or_the_api_server_refuses_ends_in_invalid_spec_and
         assert [e.message for e in events_of(c, name) if e.reason == "InvalidSpec"][0] == failed["message"]
         assert jobs_of(c, name) == [] and not status.get("trials")
     message = [x for x in get(c, "server")["status"]["conditions"] if x["type"] == "Failed"][0]["message"]
-    # the API server's own words, both problems
-    assert "spec.template.spec.tolerations[0].operator" in message and "volumeMounts[0].name: Not found" in message
+    # the API server's own words, both problems (the mount is the third: after the operator's /tmp and /dev/shm)
+    assert "spec.template.spec.tolerations[0].operator: Invalid value" in message, message
+    assert 'spec.template.spec.containers[0].volumeMounts[2].name: Not found: "missing"' in message, message
     assert c.op.proc.poll() is None
 
 
@@ -318,3 +319,20 @@ def test_kueue_labelled_trials_are_queued_until_admitted(cluster):
         assert job.status.start_time.timestamp() >= int(when[job.metadata.name]) - 1
         (pod,) = pods_of(c, job.metadata.name)
         assert pod.spec.node_selector == flavor and pod.spec.node_name == node.name
+
+
+def test_a_body_the_kubernetes_client_refuses_is_reported_not_raised():
+    """The client validates a Job against its own model before sending it: a template value of the
+    wrong type (an int env value) must end as InvalidSpec, not as a step that fails forever."""
+    from boss_operator.kube import Kube
+
+    job = _job(**{"spec.trainer.podTemplate": {"spec": {"containers": [{"name": "trial", "env": [{"name": "N", "value": 4}]}]}}})
+    kube = Kube(client.ApiClient(client.Configuration(host="http://127.0.0.1:9")))  # never reached
+    said = kube.refuses_job("ns", job)
+    assert said.startswith("the Kubernetes client refuses it: ") and "env" in said and "\n" not in said
+
+
+def test_resource_quantities_written_as_numbers_become_strings():
+    job = _job(**{"spec.trainer.resources": {"limits": {"nvidia.com/gpu": 1, "memory": "8Gi"}, "requests": {"cpu": 0.5}}})
+    resources = job["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert resources == {"limits": {"nvidia.com/gpu": "1", "memory": "8Gi"}, "requests": {"cpu": "0.5"}}

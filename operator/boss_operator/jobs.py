@@ -57,7 +57,7 @@ def build_job(study: Study, uid: str, namespace: str, ts: TrialSpec, image: str,
         },
     }
     if study.spec.trainer.resources:
-        container["resources"] = study.spec.trainer.resources
+        container["resources"] = _quantities(study.spec.trainer.resources)
     job = {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -100,6 +100,13 @@ def build_job(study: Study, uid: str, namespace: str, ts: TrialSpec, image: str,
         job["metadata"]["labels"] = {**labels, KUEUE_QUEUE_LABEL: trainer.queue_name}
         job["spec"]["suspend"] = True
     return job
+
+
+def _quantities(resources: dict[str, Any]) -> dict[str, Any]:
+    """Resource quantities as strings (`nvidia.com/gpu: 1` as written in YAML is an int): the API
+    server takes either, the Kubernetes client's Job model only strings."""
+    return {k: {r: str(q) if isinstance(q, (int, float)) and not isinstance(q, bool) else q for r, q in v.items()}
+            if isinstance(v, dict) else v for k, v in resources.items()}
 
 
 def job_queued(job: dict[str, Any]) -> bool:

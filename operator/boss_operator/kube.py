@@ -85,6 +85,8 @@ class Kube:
             except (TypeError, ValueError, AttributeError):
                 message = None
             return message or f"{e.status} {e.reason}"
+        except ValueError as e:  # the client's own model of a Job refused it before sending (pydantic)
+            return "the Kubernetes client refuses it: " + " ".join(str(e).split())[:500]
 
     def event(self, study: dict[str, Any], type_: str, reason: str, message: str) -> None:
         meta = study["metadata"]
