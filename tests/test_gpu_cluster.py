@@ -298,7 +298,7 @@ def test_kueue_labelled_trials_are_queued_until_admitted(cluster):
         assert all(j.metadata.labels[KUEUE_QUEUE_LABEL] == "gpu-queue" for j in jobs)
         assert not client.CoreV1Api(c.api).list_namespaced_pod(c.ns).items and not node.runs
         row = c.k8s.kubectl("get", "boss", "queued", "-n", c.ns, "--no-headers").stdout.split()
-        assert row[:6] == ["queued", "WarmingUp", "<none>", "3", "0", "2"], row
+        assert row[:6] == ["queued", "WarmingUp", "0", "3", "0", "2"], row  # DONE TRIALS RUNNING QUEUED
         said = boss_cli(c, "status", "queued", "-n", c.ns)
         assert said.returncode == 0 and "0 running, 2 queued (waiting for Kueue" in said.stdout, said
 
