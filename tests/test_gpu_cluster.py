@@ -252,7 +252,7 @@ def test_a_template_the_model_or_the_api_server_refuses_ends_in_invalid_spec_and
     c.apply(server)
     c.op.start()
     for name, words in (("owned", "spec.trainer.podTemplate.spec: restartPolicy is set by the operator"),
-                        ("server", "the API server refuses the trial Job (check spec.trainer.podTemplate): ")):
+                        ("server", "the trial Job is refused (check spec.trainer.podTemplate): the API server says: Job.batch")):
         status = wait_phase(c, name, ("Failed",), timeout=60)["status"]
         failed = [x for x in status["conditions"] if x["type"] == "Failed"][0]
         assert failed["reason"] == "InvalidSpec" and words in failed["message"], failed
@@ -336,3 +336,17 @@ def test_resource_quantities_written_as_numbers_become_strings():
     job = _job(**{"spec.trainer.resources": {"limits": {"nvidia.com/gpu": 1, "memory": "8Gi"}, "requests": {"cpu": 0.5}}})
     resources = job["spec"]["template"]["spec"]["containers"][0]["resources"]
     assert resources == {"limits": {"nvidia.com/gpu": "1", "memory": "8Gi"}, "requests": {"cpu": "0.5"}}
+
+
+def test_a_local_run_ignores_the_cluster_fields_and_says_so_once(tmp_path):
+    """`boss run` (the demo's backend) runs a GPU-cluster study as it is, with one note."""
+    import subprocess
+    import sys
+
+    doc = tiny_doc(**{"spec.budget": {"trials": 2, "warmupTrials": 2, "parallelism": 2, "maxFailedTrials": 0},
+                      "spec.trainer.epochs": 1, "spec.trainer.podTemplate": TEMPLATE,
+                      "spec.trainer.queueName": "gpu-queue", "spec.trainer.shmSize": "8Gi"})
+    r = subprocess.run([sys.executable, "-m", "boss.cli", "run", str(write_study(tmp_path, doc)), "--run-dir",
+                        str(tmp_path / "run"), "--quiet"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("a local run ignores them") == 1

@@ -84,7 +84,7 @@ class Kube:
                 message = json.loads(e.body).get("message")
             except (TypeError, ValueError, AttributeError):
                 message = None
-            return message or f"{e.status} {e.reason}"
+            return f"the API server says: {message or f'{e.status} {e.reason}'}"
         except ValueError as e:  # the client's own model of a Job refused it before sending (pydantic)
             return "the Kubernetes client refuses it: " + " ".join(str(e).split())[:500]
 

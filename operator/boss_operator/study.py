@@ -85,6 +85,7 @@ class StudyReconciler:
         suspended, parallelism = live.spec.suspend, live.spec.budget.parallelism
         jobs = self.kube.list_jobs(self.namespace, self.name)
         changed = self._collect(obj, jobs)
+        self._count_queued(jobs, study)
         for t in self.engine.running:  # recorded, but its Job was never created (a crash)
             if job_name(self.name, t.index) not in jobs:
                 self._create_job(obj, t)
@@ -100,8 +101,7 @@ class StudyReconciler:
             self._write_status(obj, study, suspended)  # the proposal is recorded before its Job exists
             self._create_job(obj, t)
             changed = True
-        self._queued = queued_trials(jobs, self.name, [t.index for t in self.engine.running],
-                                     created_suspended=bool(study.spec.trainer.queue_name))
+        self._count_queued(jobs, study)
         phase = self._write_status(obj, study, suspended)
         if phase != status.get("phase"):
             self._event(obj, "Normal", "PhaseChanged", f"{status.get('phase') or 'New'} -> {phase}")
@@ -184,9 +184,15 @@ class StudyReconciler:
         template it refuses fails the study with the server's own message, and no Job exists."""
         problem = self.kube.refuses_job(self.namespace, self._job_body(obj, t))
         if problem:
-            self._fail(obj, "InvalidSpec", f"{self.namespace}/{self.name}: the API server refuses the trial "
-                       f"Job (check spec.trainer.podTemplate): {problem}")
+            self._fail(obj, "InvalidSpec", f"{self.namespace}/{self.name}: the trial Job is refused (check "
+                       f"spec.trainer.podTemplate): {problem}")
         return problem is None
+
+    def _count_queued(self, jobs: dict[str, dict[str, Any]], study: Study) -> None:
+        """Running trials whose Job waits for Kueue (jobs.queued_trials)."""
+        assert self.engine is not None
+        self._queued = queued_trials(jobs, self.name, [t.index for t in self.engine.running],
+                                     created_suspended=bool(study.spec.trainer.queue_name))
 
     def _create_job(self, obj: dict[str, Any], t: Trial) -> None:
         if self.kube.create_job(self.namespace, self._job_body(obj, t)):
@@ -336,8 +342,8 @@ class StudyReconciler:
             "studySpec": (obj.get("status") or {}).get("studySpec") or obj.get("spec"),
             "trialsTotal": study.spec.budget.trials,
             "trialsCompleted": sum(t.done for t in e.trials),
-            "trialsRunning": len(e.running) - self._queued,
-            "trialsQueued": self._queued,  # Jobs Kueue has not admitted yet: no pods, no clock
+            "trialsRunning": len(e.running) - min(self._queued, len(e.running)),
+            "trialsQueued": min(self._queued, len(e.running)),  # Jobs Kueue has not admitted: no pods, no clock
             "trialsFailed": len(e.failed),
             "trialsStoppedEarly": sum(bool(t.extra.get("stoppedEarly")) for t in e.trials),
             "best": None if best is None else {

@@ -164,7 +164,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_plugin(study)
     if study.spec.trainer.pod_template or study.spec.trainer.queue_name:
         err.print("note: trainer.podTemplate and trainer.queueName shape trial pods on a cluster; "
-                  "a local run ignores them (and shmSize)", highlight=False)
+                  "a local run ignores them (and shmSize)", highlight=False, soft_wrap=True)
     try:
         from boss_operator.local import Interrupted, LocalRun
     except ImportError:
