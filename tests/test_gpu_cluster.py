@@ -20,15 +20,33 @@ import time
 
 import kubernetes_validate
 import pytest
-import yaml
 from boss.cli import main as cli_main
-from boss.spec import KUEUE_QUEUE_LABEL, OPERATOR_ENV, OPERATOR_MOUNTS, OPERATOR_VOLUMES, SECRET_KEYS, SpecError, parse_study
+from boss.spec import (
+    KUEUE_QUEUE_LABEL,
+    OPERATOR_ENV,
+    OPERATOR_MOUNTS,
+    OPERATOR_VOLUMES,
+    SECRET_KEYS,
+    SpecError,
+    parse_study,
+)
 from boss.trial import TrialSpec
 from boss_operator.jobs import build_job, job_queued, queued_trials
 from conftest import tiny_doc, write_study
 from kubernetes import client
-from test_operator import (K8S_VERSION, TESTS_ON_PATH, boss_cli, cluster, events_of, get, jobs_of,  # noqa: F401
-                           pods_of, study_doc, until, wait_phase)
+from test_operator import (
+    K8S_VERSION,
+    TESTS_ON_PATH,
+    boss_cli,
+    cluster,  # noqa: F401  (the fixture, by its name)
+    events_of,
+    get,
+    jobs_of,
+    pods_of,
+    study_doc,
+    until,
+    wait_phase,
+)
 
 GPU_LABEL = {"gpu.example.com/class": "a100"}
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
@@ -198,7 +216,7 @@ def _gpu_pool_objects(c, dataset_dir) -> None:
 
 
 @pytest.mark.slow
-def test_a_study_with_a_pod_template_runs_on_a_tainted_gpu_pool(cluster, tmp_path):
+def test_a_study_with_a_pod_template_runs_on_a_tainted_gpu_pool(cluster, tmp_path):  # noqa: F811
     c = cluster
     dataset = tmp_path / "dataset"
     dataset.mkdir()
@@ -242,7 +260,7 @@ def test_a_study_with_a_pod_template_runs_on_a_tainted_gpu_pool(cluster, tmp_pat
         assert ctr.resources.limits == {"nvidia.com/gpu": "1"}
 
 
-def test_a_template_the_model_or_the_api_server_refuses_ends_in_invalid_spec_and_no_job(cluster):
+def test_a_template_the_model_or_the_api_server_refuses_ends_in_invalid_spec_and_no_job(cluster):  # noqa: F811
     c = cluster
     owned = study_doc(c, "owned", **{"spec.trainer.podTemplate": {"spec": {"restartPolicy": "Always"}}})
     c.apply(owned)  # kubectl's strict field validation lets it through: the template keeps unknown fields
@@ -256,7 +274,9 @@ def test_a_template_the_model_or_the_api_server_refuses_ends_in_invalid_spec_and
         status = wait_phase(c, name, ("Failed",), timeout=60)["status"]
         failed = [x for x in status["conditions"] if x["type"] == "Failed"][0]
         assert failed["reason"] == "InvalidSpec" and words in failed["message"], failed
-        assert [e.message for e in events_of(c, name) if e.reason == "InvalidSpec"][0] == failed["message"]
+        # the Event follows the status patch: wait for it
+        said = until("the InvalidSpec event", lambda name=name: [e.message for e in events_of(c, name) if e.reason == "InvalidSpec"])
+        assert said == [failed["message"]]
         assert jobs_of(c, name) == [] and not status.get("trials")
     message = [x for x in get(c, "server")["status"]["conditions"] if x["type"] == "Failed"][0]["message"]
     # the API server's own words, both problems (the mount is the third: after the operator's /tmp and /dev/shm)
@@ -281,7 +301,7 @@ def admit_like_kueue(api, namespace: str, flavor: dict[str, str], stop: threadin
 
 
 @pytest.mark.slow
-def test_kueue_labelled_trials_are_queued_until_admitted(cluster):
+def test_kueue_labelled_trials_are_queued_until_admitted(cluster):  # noqa: F811
     c = cluster
     doc = study_doc(c, "queued", **{"spec.budget": {"trials": 3, "warmupTrials": 2, "parallelism": 2, "maxFailedTrials": 0},
                                     "spec.trainer.queueName": "gpu-queue"})
