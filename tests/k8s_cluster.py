@@ -47,6 +47,10 @@ CONTROLLERS = ",".join([
     # takes the not-ready taint (which admission puts on every new Node) off a Node whose kubelet
     # reports Ready, and marks it NotReady when its Lease is not renewed
     "node-lifecycle-controller",
+    # binds a PersistentVolumeClaim to a matching PersistentVolume (a trial's dataset volume), and
+    # lets a claim or volume in use go only when no pod needs it (their finalizers)
+    "persistentvolume-binder-controller", "persistentvolumeclaim-protection-controller",
+    "persistentvolume-protection-controller",
 ])
 
 

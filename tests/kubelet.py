@@ -1,11 +1,14 @@
 """A stand-in kubelet for a real control plane: one Node whose pods run as local processes.
 
 The API server, scheduler and Job controller are Kubernetes' own (tests/k8s_cluster.py); this
-plays only the node. It registers a Node (cpu, memory, pods and `nvidia.com/gpu` capacity) and
-renews its Lease, and for every pod the scheduler binds to it: resolves the environment as a
+plays only the node. It registers a Node (cpu, memory, pods and `nvidia.com/gpu` capacity; the
+labels and taints it is given, as a kubelet's --node-labels and --register-with-taints, so the
+real scheduler judges nodeSelector, affinity and tolerations) and renews its Lease, and for every pod the scheduler binds to it: resolves the environment as a
 kubelet does (value, secretKeyRef, configMapKeyRef, fieldRef, envFrom, $(VAR) references),
-makes each emptyDir a temp folder (an env value under a mount path points into it; a mount at
-/tmp also sets TMPDIR), runs the container's command — or, with none, the trainer image's
+makes each emptyDir a temp folder (medium Memory: one under the node's /dev/shm tmpfs), backs a
+persistentVolumeClaim with the hostPath or local path of the PersistentVolume the real PV binder
+bound it to (an env value under a mount path points into the folder, since a local process has no
+mount namespace; a mount at /tmp also sets TMPDIR; readOnly and sizeLimit are not enforced), runs the container's command — or, with none, the trainer image's
 entrypoint `python -m boss.trial`, forked warm like `boss run` does so that the suite does not
 pay a torch import per pod — and writes the pod status the Job controller reads
 (running; terminated with exit code, reason and message; phase). A container's
@@ -34,6 +37,7 @@ import ipaddress
 import logging
 import os
 import re
+import shutil
 import signal
 import socketserver
 import ssl
@@ -53,7 +57,8 @@ from kubernetes.client.exceptions import ApiException
 log = logging.getLogger("standin-kubelet")
 
 ENTRYPOINT = [sys.executable, "-m", "boss.trial"]  # the trainer image's ENTRYPOINT
-SUPPORTED_VOLUMES = ("empty_dir",)
+SUPPORTED_VOLUMES = ("empty_dir", "persistent_volume_claim")
+SHM = Path("/dev/shm")  # the node's own tmpfs: where a memory-backed emptyDir lives
 UNSUPPORTED = "UnsupportedByStandInKubelet"
 MESSAGE_BYTES = 4096  # kubelet: MaxContainerTerminationMessageLength
 LOG_MESSAGE_LINES, LOG_MESSAGE_BYTES = 80, 2048  # kubelet: ...TerminationMessageLogLines / LogLength
@@ -93,8 +98,10 @@ class Kubelet:
 
     def __init__(self, api: client.ApiClient, workdir: Path, *, name: str = "boss-node",
                  env: dict[str, str] | None = None, pods: int = 8, gpus: int = 0,
+                 labels: dict[str, str] | None = None, taints: list[dict[str, str]] | None = None,
                  fail_jobs: set[str] = frozenset(), after_run=None, instead=None, grace: float = 10.0):
         self.api = api
+        self.labels, self.taints = dict(labels or {}), list(taints or [])  # as --node-labels, --register-with-taints
         self.core, self.coord = client.CoreV1Api(api), client.CoordinationV1Api(api)
         self.workdir = Path(workdir)
         self.name, self.env, self.pod_slots, self.gpus = name, dict(env or {}), pods, gpus
@@ -104,6 +111,7 @@ class Kubelet:
         self.launcher = None
         self.pods: dict[str, PodRun] = {}  # by uid
         self.refused: list[tuple[str, str]] = []  # (pod, why)
+        self._memory_dirs: dict[str, list[Path]] = {}  # pod uid -> its tmpfs folders (freed when it ends)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -132,6 +140,9 @@ class Kubelet:
             self._kill(run)
         if self.launcher is not None:
             self.launcher.close()
+        for dirs in self._memory_dirs.values():
+            for d in dirs:
+                shutil.rmtree(d, ignore_errors=True)
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -164,7 +175,8 @@ class Kubelet:
         body = {"apiVersion": "v1", "kind": "Node",
                 "metadata": {"name": self.name, "labels": {"kubernetes.io/hostname": self.name,
                                                            "kubernetes.io/os": "linux",
-                                                           "kubernetes.io/arch": "amd64"}}}
+                                                           "kubernetes.io/arch": "amd64", **self.labels}},
+                "spec": {"taints": self.taints} if self.taints else {}}
         try:
             self.core.create_node(body)
         except ApiException as e:
@@ -270,12 +282,12 @@ class Kubelet:
             termination_file = root / "termination-log"
             termination_file.write_bytes(b"")
             mounts[c.termination_message_path] = termination_file
-        for v in pod.spec.volumes or []:
-            host = Path(tempfile.mkdtemp(prefix=f"{v.name}-", dir=root))
-            for m in c.volume_mounts or []:
-                if m.name == v.name:
-                    mounts[m.mount_path] = host / (m.sub_path or "")
         try:
+            for v in pod.spec.volumes or []:
+                host = self._volume(pod, v, root)
+                for m in c.volume_mounts or []:
+                    if m.name == v.name:
+                        mounts[m.mount_path] = host / (m.sub_path or "")
             env = self._environment(pod, c, mounts)
         except LookupError as e:  # a kubelet keeps such a pod in CreateContainerConfigError
             return self._container_config_error(pod, c, str(e))
@@ -309,6 +321,32 @@ class Kubelet:
             "containerStatuses": [{"name": c.name, "image": c.image, "imageID": f"local://{c.image}",
                                    "containerID": f"local://{proc.pid}", "ready": True, "started": True,
                                    "restartCount": 0, "state": {"running": {"startedAt": run.started}}}]})
+
+    def _volume(self, pod, v, root: Path) -> Path:
+        """The folder on this node that backs a pod volume. emptyDir: a new folder (medium Memory:
+        under the node's /dev/shm tmpfs, so its pages are memory as a kubelet's tmpfs mount is;
+        sizeLimit is not enforced). persistentVolumeClaim: the claim must be Bound (by the real
+        PV binder), and its PersistentVolume's hostPath or local path is used as it is."""
+        if v.persistent_volume_claim is not None:
+            ns, claim = pod.metadata.namespace, v.persistent_volume_claim.claim_name
+            try:
+                pvc = self.core.read_namespaced_persistent_volume_claim(claim, ns)
+            except ApiException as e:
+                raise LookupError(f"persistentvolumeclaim {ns}/{claim}: {e.status} {e.reason}") from None
+            if pvc.status.phase != "Bound" or not pvc.spec.volume_name:
+                raise LookupError(f"persistentvolumeclaim {ns}/{claim} is not bound")
+            pv = self.core.read_persistent_volume(pvc.spec.volume_name)
+            source = pv.spec.host_path or pv.spec.local
+            if source is None:
+                raise LookupError(f"persistentvolume {pv.metadata.name}: only hostPath and local volumes "
+                                  "are supported by the stand-in kubelet")
+            return Path(source.path)
+        medium = v.empty_dir.medium if v.empty_dir is not None else None
+        if medium == "Memory" and SHM.is_dir() and os.access(SHM, os.W_OK):
+            host = Path(tempfile.mkdtemp(prefix=f"{pod.metadata.uid[:8]}-{v.name}-", dir=SHM))
+            self._memory_dirs.setdefault(pod.metadata.uid, []).append(host)
+            return host
+        return Path(tempfile.mkdtemp(prefix=f"{v.name}-", dir=root))
 
     def _container_config_error(self, pod, c, why: str) -> None:
         self._patch_status(pod.metadata.namespace, pod.metadata.name, {
@@ -347,6 +385,8 @@ class Kubelet:
                                    "restartCount": 0, "started": False,
                                    "state": {"terminated": ended}}]})
         run.reported = True
+        for d in self._memory_dirs.pop(run.uid, []):  # a tmpfs folder holds memory: give it back
+            shutil.rmtree(d, ignore_errors=True)
 
     def _delete(self, pod, run: PodRun | None) -> None:
         """A pod being deleted: stop it, report it Failed (the Job controller counts only

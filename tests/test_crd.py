@@ -24,13 +24,14 @@ def to_jsonschema(node):
         return [to_jsonschema(n) for n in node]
     if not isinstance(node, dict):
         return node
+    preserved = node.get("x-kubernetes-preserve-unknown-fields") is True  # kept for the spec model to judge
     node = {k: to_jsonschema(v) for k, v in node.items() if not k.startswith("x-kubernetes")}
     if node.pop("nullable", False) and "type" in node:
         node["type"] = [node["type"], "null"]
     for bound, flag in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
         if node.get(flag) is True:
             node[flag] = node.pop(bound)
-    if "properties" in node and "additionalProperties" not in node:
+    if "properties" in node and "additionalProperties" not in node and not preserved:
         node["additionalProperties"] = False  # kubectl's default --validate=strict refuses unknown fields
     return node
 
@@ -52,7 +53,7 @@ def test_structural_basics():
     v = c["spec"]["versions"][0]
     assert c["spec"]["names"]["shortNames"] == ["boss"] and c["spec"]["scope"] == "Namespaced"
     assert v["subresources"] == {"status": {}}
-    assert [col["name"] for col in v["additionalPrinterColumns"]] == ["Phase", "Done", "Trials", "Running", "Best", "Age"]
+    assert [col["name"] for col in v["additionalPrinterColumns"]] == ["Phase", "Done", "Trials", "Running", "Queued", "Best", "Age"]
     text = yaml.safe_dump(c)
     assert "$ref" not in text and "anyOf" not in text
 

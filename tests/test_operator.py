@@ -220,7 +220,7 @@ def test_the_api_server_validates_prunes_and_prints_studies(k8s, installed_chart
     assert stored["spec"]["trainer"]["args"] == {"train_fraction": 0.3, "nested": {"kept": [1, 2]}}  # not pruned
     # printer columns, computed by the server (no status yet: empty cells)
     table = k8s.kubectl("get", "boss", "-n", namespace).stdout.splitlines()
-    assert table[0].split() == ["NAME", "PHASE", "DONE", "TRIALS", "RUNNING", "BEST", "AGE"], table
+    assert table[0].split() == ["NAME", "PHASE", "DONE", "TRIALS", "RUNNING", "QUEUED", "BEST", "AGE"], table
     assert table[1].split()[:2] == ["digits-demo", "16"]  # TRIALS from the spec; the status columns empty
     for change, words in (({"budget": {"trials": "many"}}, 'spec.budget.trials: Invalid value: "string"'),
                           ({"budgett": {"trials": 3}}, 'unknown field "spec.budgett"'),
@@ -269,7 +269,7 @@ def test_a_study_runs_as_jobs_end_to_end(cluster):
     Store(c.s3).load_checkpoint(best["checkpoint"], status["trials"][best["trial"]]["checksum"])
     # the printer columns, filled in by the server from the status
     row = c.k8s.kubectl("get", "boss", "digits", "-n", c.ns, "--no-headers").stdout.split()
-    assert row[:5] == ["digits", "Succeeded", "5", "5", "0"] and float(row[5]) == pytest.approx(best["value"], abs=1e-4)
+    assert row[:6] == ["digits", "Succeeded", "5", "5", "0", "0"] and float(row[6]) == pytest.approx(best["value"], abs=1e-4)
 
     jobs = jobs_of(c, "digits")
     assert [j.metadata.name for j in jobs] == [f"digits-t{i:04d}" for i in range(5)]

@@ -94,6 +94,8 @@ def crd() -> dict[str, Any]:
         {"name": "Done", "type": "integer", "jsonPath": ".status.trialsCompleted", "description": "finished trials"},
         {"name": "Trials", "type": "integer", "jsonPath": ".spec.budget.trials", "description": "trial budget"},
         {"name": "Running", "type": "integer", "jsonPath": ".status.trialsRunning"},
+        {"name": "Queued", "type": "integer", "jsonPath": ".status.trialsQueued",
+         "description": "trials whose Job waits for Kueue to admit it"},
         {"name": "Best", "type": "number", "jsonPath": ".status.best.value"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]

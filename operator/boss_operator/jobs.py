@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from boss.spec import Study
+from boss.spec import KUEUE_QUEUE_LABEL, SECRET_KEYS, Study
 from boss.trial import ENV, EXIT_BAD_SPEC, EXIT_WILL_FAIL_AGAIN, TERMINATION_ENV, TrialSpec
 
 from .crd import GROUP, VERSION
+from .podtemplate import add_pod_template, add_shm
 
 LABEL_STUDY = f"{GROUP}/study"
 LABEL_TRIAL = f"{GROUP}/trial"
@@ -18,8 +19,9 @@ CONTAINER = "trial"
 # the trial leaves its result here; the kubelet copies it into the pod's status (at most 4096
 # bytes), and a container that fails without writing it gets the tail of its log instead
 TERMINATION_LOG = "/dev/termination-log"
-# keys of the storage Secret (spec.storage.secretRef) handed to the trial as environment
-SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "GOOGLE_APPLICATION_CREDENTIALS_JSON")
+# SECRET_KEYS: the keys of the storage Secret (spec.storage.secretRef) handed to the trial as
+# environment; boss.spec keeps them, so that a pod template cannot set them too
+__all__ = ["SECRET_KEYS"]
 
 
 def job_name(study: str, index: int) -> str:
@@ -34,8 +36,10 @@ def trial_labels(study: str, index: int, phase: str) -> dict[str, str]:
 def build_job(study: Study, uid: str, namespace: str, ts: TrialSpec, image: str,
               secret: str | None, backoff_limit: int = 1) -> dict[str, Any]:
     labels = trial_labels(study.name, ts.index, ts.phase)
+    # HOME and TMPDIR on the scratch mount: the root filesystem is read-only (torchrun, matplotlib
+    # and friends write temporary files)
     env: list[dict[str, Any]] = [{"name": ENV, "value": ts.model_dump_json()}, {"name": "HOME", "value": SCRATCH},
-                                 {"name": TERMINATION_ENV, "value": TERMINATION_LOG}]
+                                 {"name": "TMPDIR", "value": SCRATCH}, {"name": TERMINATION_ENV, "value": TERMINATION_LOG}]
     if secret:
         env += [{"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}}}
                 for key in SECRET_KEYS]
@@ -55,8 +59,11 @@ def build_job(study: Study, uid: str, namespace: str, ts: TrialSpec, image: str,
         },
     }
     if study.spec.trainer.resources:
-        container["resources"] = study.spec.trainer.resources
-    return {
+        container["resources"] = _quantities(study.spec.trainer.resources)
+    gpus = study.spec.trainer.gpus
+    if gpus > 1:  # torchrun starts one trial process per GPU and reports the one that failed
+        container["command"] = ["python", "-m", "boss.distributed", str(gpus)]
+    job = {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
@@ -91,6 +98,36 @@ def build_job(study: Study, uid: str, namespace: str, ts: TrialSpec, image: str,
             },
         },
     }
+    trainer = study.spec.trainer
+    add_shm(job, trainer.shm_size)
+    add_pod_template(job, trainer.pod_template)
+    if trainer.queue_name:  # Kueue's contract: the label, and suspended until Kueue admits it
+        job["metadata"]["labels"] = {**labels, KUEUE_QUEUE_LABEL: trainer.queue_name}
+        job["spec"]["suspend"] = True
+    return job
+
+
+def _quantities(resources: dict[str, Any]) -> dict[str, Any]:
+    """Resource quantities as strings (`nvidia.com/gpu: 1` as written in YAML is an int): the API
+    server takes either, the Kubernetes client's Job model only strings."""
+    return {k: {r: str(q) if isinstance(q, (int, float)) and not isinstance(q, bool) else q for r, q in v.items()}
+            if isinstance(v, dict) else v for k, v in resources.items()}
+
+
+def job_queued(job: dict[str, Any]) -> bool:
+    """A Job that has not started and is suspended: waiting for Kueue (or anyone) to admit it.
+    Its pods do not exist yet, so it is neither running nor late."""
+    return bool((job.get("spec") or {}).get("suspend")) and job_outcome(job) is None
+
+
+def queued_trials(jobs: dict[str, dict[str, Any]], study: str, indexes: list[int], created_suspended: bool) -> int:
+    """How many of the running trials `indexes` are queued: their Job is suspended, or (not listed
+    yet: created in this step) it was created suspended."""
+    n = 0
+    for i in indexes:
+        job = jobs.get(job_name(study, i))
+        n += job_queued(job) if job is not None else created_suspended
+    return n
 
 
 def job_outcome(job: dict[str, Any]) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import uuid
 from typing import Any
 
@@ -11,6 +12,10 @@ from kubernetes.client.exceptions import ApiException
 
 from .crd import GROUP, PLURAL, VERSION
 from .jobs import LABEL_STUDY
+
+# what a dry-run answers when the Job itself is bad: 400 BadRequest, 422 Invalid, and 403 from an
+# admission webhook or policy that denies it (or a quota); 409 and 5xx are not about the Job
+REFUSED = (400, 403, 422)
 
 
 def api_client() -> client.ApiClient:
@@ -64,6 +69,24 @@ class Kube:
             if e.status == 409:
                 return False
             raise
+
+    def refuses_job(self, namespace: str, body: dict[str, Any]) -> str | None:
+        """Create the Job as a server-side dry-run (validation and admission, nothing stored): the
+        API server's own message if it refuses it as bad input, else None. Same verb as a real
+        create, so no RBAC beyond `create jobs`."""
+        try:
+            self.batch.create_namespaced_job(namespace, body, dry_run="All")
+            return None
+        except ApiException as e:
+            if e.status not in REFUSED:
+                raise
+            try:
+                message = json.loads(e.body).get("message")
+            except (TypeError, ValueError, AttributeError):
+                message = None
+            return f"the API server says: {message or f'{e.status} {e.reason}'}"
+        except ValueError as e:  # the client's own model of a Job refused it before sending (pydantic)
+            return "the Kubernetes client refuses it: " + " ".join(str(e).split())[:500]
 
     def event(self, study: dict[str, Any], type_: str, reason: str, message: str) -> None:
         meta = study["metadata"]

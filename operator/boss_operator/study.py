@@ -29,7 +29,7 @@ from boss.trial import parse_result_message
 from . import opmetrics
 from .config import OperatorConfig
 from .engine import BOSS, FAILED, Engine, ReplayError, Trial
-from .jobs import build_job, job_failure, job_name, job_outcome, termination_message
+from .jobs import build_job, job_failure, job_name, job_outcome, queued_trials, termination_message
 from .kube import Kube
 from .readback import metrics_objective
 from .trials import make_trial_spec, result_extra
@@ -56,6 +56,7 @@ class StudyReconciler:
         self.study: Study | None = None
         self._written: dict[str, Any] | None = None  # the status this process last wrote
         self._seen_ended: dict[int, float] = {}  # trial -> when this process saw its Job end
+        self._queued = 0  # running trials whose Job is suspended (not admitted by Kueue yet)
 
     # ---- one step ---------------------------------------------------------------------------
 
@@ -84,6 +85,7 @@ class StudyReconciler:
         suspended, parallelism = live.spec.suspend, live.spec.budget.parallelism
         jobs = self.kube.list_jobs(self.namespace, self.name)
         changed = self._collect(obj, jobs)
+        self._count_queued(jobs, study)
         for t in self.engine.running:  # recorded, but its Job was never created (a crash)
             if job_name(self.name, t.index) not in jobs:
                 self._create_job(obj, t)
@@ -94,9 +96,12 @@ class StudyReconciler:
             if t is None:
                 break
             t.extra["started"] = time.time()  # for the report's wall-time curve
+            if t.index == 0 and not self._job_accepted(obj, t):
+                return None
             self._write_status(obj, study, suspended)  # the proposal is recorded before its Job exists
             self._create_job(obj, t)
             changed = True
+        self._count_queued(jobs, study)
         phase = self._write_status(obj, study, suspended)
         if phase != status.get("phase"):
             self._event(obj, "Normal", "PhaseChanged", f"{status.get('phase') or 'New'} -> {phase}")
@@ -174,7 +179,26 @@ class StudyReconciler:
         trials use it; the operator computes every URI it hands them from it."""
         return join(study.spec.storage.uri or self.config.storage_uri, self.namespace)
 
+    def _job_accepted(self, obj: dict[str, Any], t: Trial) -> bool:
+        """The first trial's Job, dry-run on the API server before anything is recorded: a pod
+        template it refuses fails the study with the server's own message, and no Job exists."""
+        problem = self.kube.refuses_job(self.namespace, self._job_body(obj, t))
+        if problem:
+            self._fail(obj, "InvalidSpec", f"{self.namespace}/{self.name}: the trial Job is refused (check "
+                       f"spec.trainer.podTemplate): {problem}")
+        return problem is None
+
+    def _count_queued(self, jobs: dict[str, dict[str, Any]], study: Study) -> None:
+        """Running trials whose Job waits for Kueue (jobs.queued_trials)."""
+        assert self.engine is not None
+        self._queued = queued_trials(jobs, self.name, [t.index for t in self.engine.running],
+                                     created_suspended=bool(study.spec.trainer.queue_name))
+
     def _create_job(self, obj: dict[str, Any], t: Trial) -> None:
+        if self.kube.create_job(self.namespace, self._job_body(obj, t)):
+            opmetrics.TRIALS_STARTED.inc()
+
+    def _job_body(self, obj: dict[str, Any], t: Trial) -> dict[str, Any]:
         assert self.study is not None and self.engine is not None
         ts = make_trial_spec(self.study, self.engine, t, self._root(self.study))
         ts = ts.model_copy(update={
@@ -182,12 +206,10 @@ class StudyReconciler:
             "pushgateway": self.study.spec.metrics.pushgateway or self.config.pushgateway,
             "storage_endpoint": self.study.spec.storage.endpoint or self.config.storage_endpoint,
         })
-        body = build_job(self.study, obj["metadata"].get("uid", ""), self.namespace, ts,
+        return build_job(self.study, obj["metadata"].get("uid", ""), self.namespace, ts,
                          self.study.spec.trainer.image or self.config.trainer_image,
                          self.study.spec.storage.secret_ref or self.config.storage_secret,
                          self.config.backoff_limit)
-        if self.kube.create_job(self.namespace, body):
-            opmetrics.TRIALS_STARTED.inc()
 
     def _collect(self, obj: dict[str, Any], jobs: dict[str, dict[str, Any]]) -> bool:
         """Tell the engine about every running trial whose Job has ended."""
@@ -320,7 +342,8 @@ class StudyReconciler:
             "studySpec": (obj.get("status") or {}).get("studySpec") or obj.get("spec"),
             "trialsTotal": study.spec.budget.trials,
             "trialsCompleted": sum(t.done for t in e.trials),
-            "trialsRunning": len(e.running),
+            "trialsRunning": len(e.running) - min(self._queued, len(e.running)),
+            "trialsQueued": min(self._queued, len(e.running)),  # Jobs Kueue has not admitted: no pods, no clock
             "trialsFailed": len(e.failed),
             "trialsStoppedEarly": sum(bool(t.extra.get("stoppedEarly")) for t in e.trials),
             "best": None if best is None else {

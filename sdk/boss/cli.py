@@ -162,6 +162,9 @@ class _FirstPressInterrupts:
 def cmd_run(args: argparse.Namespace) -> int:
     study = load_study(args.study)
     _check_plugin(study)
+    if study.spec.trainer.pod_template or study.spec.trainer.queue_name:
+        err.print("note: trainer.podTemplate and trainer.queueName shape trial pods on a cluster; "
+                  "a local run ignores them (and shmSize)", highlight=False, soft_wrap=True)
     try:
         from boss_operator.local import Interrupted, LocalRun
     except ImportError:
@@ -235,6 +238,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     status = study.get("status") or {}
     what = args.command
     counts = {state: sum(t["state"] == state for t in trials) for state in ("succeeded", "failed", "running", "interrupted")}
+    # on a cluster with Kueue: proposed trials whose Job waits for admission are queued, not running
+    counts["queued"] = min(int(status.get("trialsQueued") or 0), counts["running"])
+    counts["running"] -= counts["queued"]
     finished = counts["succeeded"] + counts["failed"]
     if args.output == "json":
         out = {"status": {"name": name, "phase": status.get("phase"), "message": status.get("message"),
@@ -245,6 +251,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     elif what == "status":
         line = (f"{name}: {status.get('phase', '?')}, {finished}/{spec.get('budget', {}).get('trials', '?')} "
                 f"trials finished ({counts['failed']} failed), {counts['running']} running")
+        if counts["queued"]:
+            line += f", {counts['queued']} queued (waiting for Kueue to admit their Jobs)"
         if counts["interrupted"]:
             line += f", {counts['interrupted']} interrupted (run `boss run` again to continue)"
         console.print(line, highlight=False)

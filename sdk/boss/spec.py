@@ -188,6 +188,186 @@ class BossSettings(_Model):
 
 GPU_RESOURCE = "nvidia.com/gpu"
 
+# ---- the trial's pod on a cluster: what a user may add to the Job the operator builds -------
+
+# environment the operator sets in every trial container (boss.trial reads them), and the keys
+# of the storage Secret it hands over by reference: a pod template may not set any of them
+OPERATOR_ENV = ("BOSS_TRIAL", "HOME", "TMPDIR", "BOSS_TERMINATION_MESSAGE")
+SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "GOOGLE_APPLICATION_CREDENTIALS_JSON")
+# paths and volume names the operator mounts in the trial container
+OPERATOR_MOUNTS = {"/tmp": "the trial's scratch folder", "/dev/shm": "shared memory (set trainer.shmSize)",
+                   "/dev/termination-log": "where the trial leaves its result"}
+OPERATOR_VOLUMES = ("scratch", "dshm")
+OPERATOR_LABEL_PREFIX = "boss.automl.io/"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+TRIAL_CONTAINER = "trial"
+_QUANTITY = re.compile(r"^\+?(\d+(\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E|[eE][+-]?\d+)?$")
+# why a pod-spec field a user may know from Kubernetes is not theirs to set here
+_OWNED_POD_FIELDS = {
+    "restartPolicy": "Never, and the Job retries a failed trial",
+    "securityContext": "the operator runs trials as non-root with seccomp RuntimeDefault",
+    "initContainers": "a trial is one container",
+    "hostNetwork": "a trial runs in its own network namespace",
+    "hostPID": "a trial runs in its own PID namespace",
+    "hostIPC": "a trial runs in its own IPC namespace (shared memory: trainer.shmSize)",
+    "nodeName": "the scheduler places trials (use nodeSelector or affinity)",
+}
+_OWNED_CONTAINER_FIELDS = {
+    "image": "use spec.trainer.image",
+    "resources": "use spec.trainer.resources",
+    "command": "the trainer image's entrypoint runs the trial",
+    "args": "the trainer image's entrypoint runs the trial",
+    "securityContext": "the operator runs trials as non-root with no capabilities",
+    "terminationMessagePath": "the trial leaves its result there",
+    "terminationMessagePolicy": "the trial leaves its result there",
+}
+
+
+def _mappings(value: Any, what: str) -> list[dict[str, Any]] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ValueError(f"{what} must be a list of mappings, as in a Kubernetes PodSpec")
+    return value
+
+
+def _refuse_unknown(data: Any, allowed: tuple[str, ...], owned: dict[str, str], where: str) -> Any:
+    """A one-line refusal for a field the operator owns (and why), or one not settable here."""
+    if not isinstance(data, dict):
+        return data
+    for key in data:
+        if key in owned:
+            raise ValueError(f"{key} is set by the operator and cannot be overridden: {owned[key]}")
+        if key not in allowed:
+            raise ValueError(f"{key} cannot be set in a trial's {where} (settable: {', '.join(allowed)})")
+    return data
+
+
+class TemplateMetadata(_Model):
+    """Labels and annotations added to every trial pod (the operator's own labels win)."""
+
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        for key in v or {}:
+            if key.startswith(OPERATOR_LABEL_PREFIX):
+                raise ValueError(f"{key!r}: labels under {OPERATOR_LABEL_PREFIX} are the operator's")
+            if key == KUEUE_QUEUE_LABEL:
+                raise ValueError(f"{key!r}: use spec.trainer.queueName (Kueue reads it from the Job, not the pod)")
+        return v
+
+
+class TrialContainer(_Model):
+    """What a user adds to the trial container: mounts of their volumes and environment."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+    name: Literal["trial"] = Field(description="Always `trial`: the one container a trial pod has.")
+    volume_mounts: list[dict[str, Any]] | None = Field(None, description="Mounts of podTemplate.spec.volumes.")
+    env: list[dict[str, Any]] | None = Field(None, description="Extra environment (value, valueFrom).")
+    env_from: list[dict[str, Any]] | None = Field(None, description="Environment from ConfigMaps or Secrets.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _owned(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("name") not in (None, TRIAL_CONTAINER):
+            raise ValueError(f"only the container named {TRIAL_CONTAINER!r} may be set (a trial pod has one "
+                             f"container), got {data.get('name')!r}")
+        return _refuse_unknown(data, ("name", "volumeMounts", "env", "envFrom"), _OWNED_CONTAINER_FIELDS,
+                               "container")
+
+    @field_validator("volume_mounts")
+    @classmethod
+    def _mounts(cls, v: Any) -> Any:
+        for m in _mappings(v, "volumeMounts") or []:
+            path = str(m.get("mountPath", "")).rstrip("/") or "/"
+            if path in OPERATOR_MOUNTS:
+                raise ValueError(f"mountPath {path}: the operator mounts {OPERATOR_MOUNTS[path]} there")
+            if m.get("name") in OPERATOR_VOLUMES:
+                raise ValueError(f"volume {m['name']!r} is the operator's; name yours differently")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: Any) -> Any:
+        for e in _mappings(v, "env") or []:
+            if e.get("name") in OPERATOR_ENV:
+                raise ValueError(f"env {e['name']}: set by the operator (the trial reads it)")
+            if e.get("name") in SECRET_KEYS:
+                raise ValueError(f"env {e['name']}: storage credentials come from spec.storage.secretRef "
+                                 "or the pod's service account, not from the pod template")
+        return v
+
+    @field_validator("env_from")
+    @classmethod
+    def _env_from(cls, v: Any) -> Any:
+        return _mappings(v, "envFrom")
+
+
+_POD_FIELDS = ("nodeSelector", "tolerations", "affinity", "priorityClassName", "serviceAccountName",
+               "automountServiceAccountToken", "imagePullSecrets", "volumes", "containers")
+
+
+class TemplatePodSpec(_Model):
+    """The parts of a PodSpec a trial's pod may take from its user (the API server checks them)."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+    node_selector: dict[str, str] | None = Field(None, description="Node labels a trial's node must have.")
+    tolerations: list[dict[str, Any]] | None = Field(None, description="Taints of GPU nodes the trials tolerate.")
+    affinity: dict[str, Any] | None = Field(None, description="Node or pod (anti-)affinity, as in a PodSpec.")
+    priority_class_name: str | None = Field(None, description="A PriorityClass of the cluster.")
+    service_account_name: str | None = Field(
+        None, description="The trials' service account: with no storage.secretRef, trials reach storage with its "
+        "cloud identity (IRSA, GKE Workload Identity).")
+    automount_service_account_token: bool | None = Field(
+        None, description="Mount the service account's API token into trials (default false: neither IRSA nor "
+        "GKE Workload Identity needs it).")
+    image_pull_secrets: list[dict[str, Any]] | None = Field(None, description="Secrets to pull the trainer image.")
+    volumes: list[dict[str, Any]] | None = Field(None, description="Volumes (a dataset PVC, a CSI bucket mount).")
+    containers: list[TrialContainer] | None = Field(
+        None, max_length=1, description="At most one entry, named `trial`: its volumeMounts, env and envFrom.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _owned(cls, data: Any) -> Any:
+        return _refuse_unknown(data, _POD_FIELDS, _OWNED_POD_FIELDS, "pod spec")
+
+    @field_validator("tolerations", "image_pull_secrets")
+    @classmethod
+    def _lists(cls, v: Any, info: Any) -> Any:
+        return _mappings(v, to_camel(info.field_name))
+
+    @field_validator("volumes")
+    @classmethod
+    def _volumes(cls, v: Any) -> Any:
+        for vol in _mappings(v, "volumes") or []:
+            if vol.get("name") in OPERATOR_VOLUMES:
+                raise ValueError(f"volume {vol['name']!r} is the operator's; name yours differently")
+        return v
+
+    @property
+    def container(self) -> TrialContainer | None:
+        return self.containers[0] if self.containers else None
+
+
+class PodTemplate(_Model):
+    """A Kubernetes PodTemplateSpec, cut down to what a trial's pod may take from its user."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+    metadata: TemplateMetadata | None = None
+    spec: TemplatePodSpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _owned(cls, data: Any) -> Any:
+        return _refuse_unknown(data, ("metadata", "spec"), {}, "pod template")
+
+
+def quantity_is_zero(q: str) -> bool:
+    return float(re.match(r"^\+?[\d.]*", q).group(0).lstrip("+") or "0") == 0
+
 
 class TrainerSpec(_Model):
     plugin: str = Field(
@@ -202,6 +382,35 @@ class TrainerSpec(_Model):
         "(one pod) with DistributedDataParallel: each batch the Trainer's loader yields is split between the "
         "processes, so a batch size means what it means in one process. On a cluster request as many GPUs "
         "(resources nvidia.com/gpu; another count is refused); without GPUs it runs that many CPU processes.")
+    pod_template: PodTemplate | None = Field(
+        None, description="On a cluster: what the trial pods add to the operator's (node selection, tolerations, "
+        "volumes, env, service account); the fields the operator owns are refused.")
+    shm_size: str | None = Field(
+        "1Gi", description="On a cluster: a memory-backed /dev/shm of this size for DataLoader workers (it counts "
+        "against the container's memory); null or \"0\" leaves the runtime's 64 MB.")
+    queue_name: str | None = Field(
+        None, description="On a cluster: the Kueue LocalQueue; trial Jobs are labelled for it and start "
+        "suspended until Kueue admits them.")
+
+    @field_validator("shm_size", mode="before")
+    @classmethod
+    def _shm(cls, v: Any) -> Any:
+        if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
+            v = str(v)
+        if v is not None and (not isinstance(v, str) or not _QUANTITY.match(v)):
+            raise ValueError(f"shmSize must be a Kubernetes quantity such as 1Gi or 512Mi, got {v!r}")
+        return None if v is None or quantity_is_zero(v) else v
+
+    @field_validator("queue_name")
+    @classmethod
+    def _queue(cls, v: str | None) -> str | None:
+        if v is not None and (not _DNS_LABEL.match(v) or len(v) > 63):
+            raise ValueError(f"queueName must be the name of a Kueue LocalQueue (a DNS label), got {v!r}")
+        return v
+
+    @property
+    def pod_spec(self) -> TemplatePodSpec | None:
+        return self.pod_template.spec if self.pod_template else None
 
     @field_validator("plugin")
     @classmethod

@@ -25,7 +25,10 @@ from .spec import (
     Range,
     Storage,
     StudySpec,
+    TemplateMetadata,
+    TemplatePodSpec,
     TrainerSpec,
+    TrialContainer,
 )
 
 SECTIONS: list[tuple[str, type[BaseModel], str]] = [
@@ -40,6 +43,12 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("spec.boss.distillation.weight (searched)", Range, "Give a range instead of a number to search the weight "
                                                         "(as `distill_weight`, in the BOSS phase only)."),
     ("spec.trainer", TrainerSpec, "Which Trainer runs each trial, and with what."),
+    ("spec.trainer.podTemplate.metadata", TemplateMetadata, "Labels and annotations for every trial pod "
+     "(cluster only; see docs/gpu-cluster.md)."),
+    ("spec.trainer.podTemplate.spec", TemplatePodSpec, "What a trial pod takes from a Kubernetes PodSpec (cluster "
+     "only). Anything else is refused with the field's name: restartPolicy, securityContext, a second container."),
+    ("spec.trainer.podTemplate.spec.containers[0]", TrialContainer, "The trial container (named `trial`): only "
+     "mounts and environment; the operator owns its image, command, resources and the BOSS_* variables."),
     ("spec.storage", Storage, "Where checkpoints and results go. Required (object storage) on a cluster."),
     ("spec.metrics", Metrics, "Where trials publish metrics. Required on a cluster."),
     ("spec.earlyStopping", EarlyStopping, "Stopped trials keep their best epoch's checkpoint and score (what SMAC "
