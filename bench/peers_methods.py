@@ -4,7 +4,8 @@ Every method trains with the task's `boss.Trainer`, over SPACE, for the task's b
 training epochs (trials x epochs per trial), and selects on the validation split.
 
   boss      our engine as shipped (SMAC ask/tell in two phases, teacher + student from the
-            top-K, L = CE + 1.0 * MSE), with the defaults (128 trials, 32 warm-up, top-K 8)
+            top-K, L = CE + w * MSE, w = 0.1 as shipped; until this benchmark showed otherwise it was 1.0,
+            now `boss[w=1]`), with the defaults (128 trials, 32 warm-up, top-K 8)
             scaled to the budget: warm-up = trials/4, top-K = max(2, trials/16)
   bo        the same engine with every trial a warm-up trial: SMAC, random weights
   random    configs drawn uniformly, random weights
@@ -112,7 +113,9 @@ def run(method: str, task_name: str, seed: int, trials: int | None = None, epoch
 # ---- our engine: boss, bo, random, sd ---------------------------------------------------------
 
 def _distillation(opts: dict[str, str]) -> dict[str, Any]:
-    d: dict[str, Any] = {"loss": opts.get("loss", "mse"), "weight": 1.0}
+    from boss.spec import Distillation
+
+    d: dict[str, Any] = {"loss": opts.get("loss", "mse"), "weight": Distillation().weight}  # as shipped
     if "w" in opts:
         parts = opts["w"].split(":")
         if len(parts) == 1:
