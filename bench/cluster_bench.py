@@ -291,9 +291,8 @@ def scenario_one(work: Path, trials: int, parallelism: int, env: dict[str, str],
             if int(time.time()) % 30 == 0:
                 print(f"{done}/{trials} done, {len(json.dumps(obj)) // 1024} KB", file=sys.stderr, flush=True)
         wall = time.time() - started
-        from kubernetes import client
-
         from boss.client import BossClient
+        from kubernetes import client
 
         everything = BossClient(namespace="one", api_client=b.api).trials_of(obj)
         requests = b.operator_requests()

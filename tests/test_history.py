@@ -158,3 +158,88 @@ def test_assemble_refuses_a_history_that_does_not_add_up():
     cm["binaryData"]["trials.json.gz"] = "not base64 gzip"
     with pytest.raises(HistoryError, match="damaged"):
         assemble("st", UID, status, [cm])
+
+
+# ---- snapshots: replay in bounded time, same proposals ------------------------------------------
+
+
+def test_the_resumable_selector_proposes_what_smac_own_generator_does():
+    """optimizer.ResumableConfigSelector, asked directly, against SMAC's own ConfigSelector through
+    smac.ask() (its intensifier's generator), same seed, results coming in while trials run."""
+    from boss_operator.optimizer import make_smac, trial_seed_of
+    from boss_operator.space import native
+    from smac.main.config_selector import ConfigSelector
+    from smac.runhistory.dataclasses import TrialInfo, TrialValue
+
+    s = spec(trials=40)
+    ours, theirs = make_smac(s, "warmup", "a", 0, 30), make_smac(s, "warmup", "b", 0, 30, selector=ConfigSelector)
+    seed = trial_seed_of(ours)
+    for i in range(30):
+        a = TrialInfo(config=ours._config_selector.next_config(), seed=seed)
+        ours.runhistory.add_running_trial(a)
+        b = theirs.ask()
+        assert native(a.config) == native(b.config) and a.seed == b.seed, i
+        if i % 3 != 2:  # results come in, some trials still run
+            ours.tell(a, TrialValue(cost=-score(native(a.config))), save=False)
+            theirs.tell(b, TrialValue(cost=-score(native(b.config))), save=False)
+
+
+@pytest.mark.parametrize("cut", [3, 11, 19, 27, 36])
+def test_a_restart_from_a_snapshot_proposes_what_an_uninterrupted_engine_does(cut):
+    """Same seed, `cut` results in (warm-up, its initial design, mid-batch, the BOSS phase):
+    an engine replayed from the snapshot plus the trials after it proposes the same next trials
+    as the engine that never stopped, and it asks SMAC only for the trials after the snapshot."""
+    s = spec(trials=60)
+    engine, history, status = Engine(s, "st"), History(ConfigMapKube(), "ns", "st", UID, 10_000), {}
+    drive(engine, history, status, cut)
+    saved = engine.snapshot()
+    drive(engine, history, status, cut + 4)  # a few more trials after the snapshot: the tail
+    records = [t.to_dict() for t in engine.trials]
+    import json
+
+    saved = json.loads(json.dumps(saved))  # as stored: JSON, nothing else
+    asks = []
+    original = Engine.ask
+
+    def counting(self):
+        asks.append(1)
+        return original(self)
+
+    Engine.ask = counting
+    try:
+        replayed = Engine.replay(s, records, "st", snapshots=[saved])
+    finally:
+        Engine.ask = original
+    assert len(asks) == len(records) - saved["proposed"]  # only the tail went through SMAC
+    for _ in range(10):
+        a, b = engine.ask(), replayed.ask()
+        if a is None:
+            assert b is None
+            t = engine.running[0]
+            for e in (engine, replayed):
+                e.tell(t.index, score(t.config), checkpoint=f"s3://b/{t.index}", checksum="0")
+            continue
+        assert (a.index, a.phase, a.config, a.teacher, a.student, a.vector) == \
+            (b.index, b.phase, b.config, b.teacher, b.student, b.vector)
+        for e in (engine, replayed):
+            e.tell(a.index, score(a.config), checkpoint=f"s3://b/{a.index}", checksum="0")
+
+
+def test_a_snapshot_that_does_not_fit_the_records_is_not_used():
+    s = spec(trials=30)
+    engine = Engine(s, "st")
+    drive(engine, History(ConfigMapKube(), "ns", "st", UID, 10_000), {}, 12)
+    saved = engine.snapshot()
+    records = [t.to_dict() for t in engine.trials]
+    records[2]["config"] = {**records[2]["config"], "lr": 0.3}  # the records say otherwise
+    with pytest.raises(Exception, match="replays as"):
+        Engine.replay(s, records, "st", snapshots=[saved])  # not the snapshot: the full replay, which refuses
+    tampered = {**saved, "digest": saved["digest"]}
+    tampered["smac"] = {"warmup": {**saved["smac"]["warmup"], "rngs": {}}}
+    good = [t.to_dict() for t in engine.trials]
+    replayed = Engine.replay(s, good, "st", snapshots=[tampered])  # unusable RNGs: falls back, still exact
+    t = engine.running[0]
+    for e in (engine, replayed):
+        e.tell(t.index, score(t.config), checkpoint=f"s3://b/{t.index}", checksum="0")
+    a, b = engine.ask(), replayed.ask()
+    assert (a.index, a.config) == (b.index, b.config)

@@ -21,8 +21,8 @@ from prometheus_client import start_http_server
 from . import opmetrics
 from .config import OperatorConfig
 from .crd import GROUP, PLURAL, VERSION
-from .kube import Kube
 from .jobs import LABEL_STUDY, job_outcome
+from .kube import Kube
 from .readback import forget_pushgateway_groups
 from .study import StudyReconciler
 from .watched import Watched

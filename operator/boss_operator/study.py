@@ -107,7 +107,7 @@ class StudyReconciler:
         if fresh:
             self._synced = time.monotonic()
         self._pending = False
-        changed = self._collect(obj, jobs)
+        self._collect(obj, jobs)
         for t in self.engine.running:  # recorded, but its Job was never created (a crash)
             if job_name(self.name, t.index) not in jobs:
                 self._create_job(obj, t)
@@ -120,7 +120,6 @@ class StudyReconciler:
             t.extra["started"] = time.time()  # for the report's wall-time curve
             self._write_status(obj, study, suspended)  # the proposal is recorded before its Job exists
             self._create_job(obj, t)
-            changed = True
         phase = self._write_status(obj, study, suspended)
         if phase != status.get("phase"):
             self._event(obj, "Normal", "PhaseChanged", f"{status.get('phase') or 'New'} -> {phase}")
