@@ -65,7 +65,7 @@ def drive(engine, history, status, until, parallelism=3):
             engine.tell(t.index, failed=True, message="boom")
         else:
             engine.tell(t.index, score(t.config), checkpoint=f"s3://b/{t.index}", checksum="0")
-        history.archive(engine.trials)
+        history.archive(engine.trials, engine.snapshot)
         status.clear()
         status.update({"trials": history.tail(engine.trials), "history": history.summary()})
 
@@ -92,7 +92,10 @@ def test_restart_from_chunks_and_tail_proposes_what_an_uninterrupted_engine_does
     engine, history, status = Engine(s, "st"), History(kube, "ns", "st", UID, 4), {}
     drive(engine, history, status, 20)
     obj = {"metadata": {"name": "st", "uid": UID}, "status": copy.deepcopy(status)}
-    replayed = Engine.replay(s, History(kube, "ns", "st", UID, 4).load(obj), "st")
+    history = History(kube, "ns", "st", UID, 4)
+    records = history.load(obj)
+    assert history.snapshots and history.snapshots[0]["told"] >= 20 - 4  # the newest chunk's
+    replayed = Engine.replay(s, records, "st", history.snapshots)
     for _ in range(4):  # the next proposals, side by side
         a, b = engine.ask(), replayed.ask()
         assert (a.index, a.phase, a.config, a.teacher, a.student) == (b.index, b.phase, b.config, b.teacher, b.student)

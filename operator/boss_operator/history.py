@@ -13,16 +13,20 @@ create (409), checked to hold exactly the same trials, and then named.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from boss.history import (
     LABEL_HISTORY,
     LABEL_STUDY,
+    SNAPSHOT_KEY,
     TRIALS_KEY,
     HistoryError,
     assemble,
     chunk_name,
+    chunk_snapshot,
     chunk_trials,
+    named_chunks,
     owned_by,
     pack,
     recorded,
@@ -41,6 +45,7 @@ class History:
         self.chunk_size = chunk_size
         self.chunks = 0  # ConfigMaps the status names
         self.archived = 0  # trials in them: results 0..archived-1 in told order
+        self.snapshots: list[dict[str, Any]] = []  # engine snapshots kept with the chunks, newest first
 
     def load(self, obj: dict[str, Any]) -> list[dict[str, Any]]:
         """Every recorded trial of the study (chunks + status tail); remembers where the chunks end."""
@@ -50,15 +55,21 @@ class History:
             self.chunk_size = int(status["history"]["chunkSize"])  # a study keeps the size it started with
         cms = self.kube.list_config_maps(self.namespace, f"{LABEL_STUDY}={self.study},{LABEL_HISTORY}=trials") \
             if self.chunks else []
-        return assemble(self.study, self.uid, status, cms)
+        records = assemble(self.study, self.uid, status, cms)
+        found = named_chunks(self.study, self.uid, status, cms)
+        self.snapshots = [s for k in sorted(found, reverse=True) if (s := chunk_snapshot(found[k])) is not None]
+        return records
 
-    def archive(self, trials: list[Trial]) -> bool:
-        """Write every full chunk of finished trials not archived yet; True if any was written."""
+    def archive(self, trials: list[Trial], snapshot: Callable[[], dict[str, Any]] | None = None) -> bool:
+        """Write every full chunk of finished trials not archived yet, the last one with the
+        engine's snapshot (what a restart replays from); True if any was written."""
         by_told = {t.told: t for t in trials if t.told is not None}
         wrote = False
         while all(i in by_told for i in range(self.archived, self.archived + self.chunk_size)):
             chunk = [by_told[i].to_dict() for i in range(self.archived, self.archived + self.chunk_size)]
-            self._write(self.chunks, chunk)
+            last = not all(i in by_told for i in range(self.archived + self.chunk_size,
+                                                      self.archived + 2 * self.chunk_size))
+            self._write(self.chunks, chunk, snapshot() if last and snapshot is not None else None)
             self.chunks += 1
             self.archived += self.chunk_size
             wrote = True
@@ -71,7 +82,7 @@ class History:
     def summary(self) -> dict[str, Any]:
         return {"configMaps": self.chunks, "trials": self.archived, "chunkSize": self.chunk_size}
 
-    def _write(self, k: int, trials: list[dict[str, Any]]) -> None:
+    def _write(self, k: int, trials: list[dict[str, Any]], snapshot: dict[str, Any] | None) -> None:
         name = chunk_name(self.study, k)
         body = {
             "apiVersion": "v1", "kind": "ConfigMap",
@@ -82,7 +93,7 @@ class History:
                                      "uid": self.uid, "controller": True, "blockOwnerDeletion": True}],
             },
             "immutable": True,
-            "binaryData": {TRIALS_KEY: pack(trials)},
+            "binaryData": {TRIALS_KEY: pack(trials), **({SNAPSHOT_KEY: pack(snapshot)} if snapshot else {})},
         }
         if self.kube.create_config_map(self.namespace, body):
             return

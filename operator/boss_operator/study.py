@@ -93,7 +93,7 @@ class StudyReconciler:
             try:
                 started = time.perf_counter()
                 records = history.load(obj)
-                self.engine = Engine.replay(study.spec, records, study.name)
+                self.engine = Engine.replay(study.spec, records, study.name, history.snapshots)
                 opmetrics.REPLAY_SECONDS.observe(time.perf_counter() - started)
             except (ReplayError, HistoryError) as e:
                 self._fail(obj, "ReplayFailed", f"the recorded trials cannot be replayed: {e}")
@@ -394,7 +394,7 @@ class StudyReconciler:
         """The trials part of the status: full chunks of results go to their ConfigMaps first
         (created before the status names them), the rest stays here, bounded."""
         assert self.engine is not None and self.history is not None
-        self.history.archive(self.engine.trials)
+        self.history.archive(self.engine.trials, self.engine.snapshot)
         return {"trials": self.history.tail(self.engine.trials), "history": self.history.summary()}
 
     def _fail(self, obj: dict[str, Any], reason: str, message: str) -> None:

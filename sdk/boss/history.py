@@ -74,10 +74,34 @@ def chunk_trials(cm: dict[str, Any]) -> list[dict[str, Any]]:
         raise HistoryError(f"ConfigMap {cm['metadata']['name']}: {TRIALS_KEY} is damaged: {e}") from None
 
 
+def chunk_snapshot(cm: dict[str, Any]) -> dict[str, Any] | None:
+    """The engine snapshot kept with a chunk (None if none, or unreadable: replay does without)."""
+    data = (cm.get("binaryData") or {}).get(SNAPSHOT_KEY)
+    if data is None:
+        return None
+    try:
+        value = unpack(data)
+    except (ValueError, OSError, EOFError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def recorded(status: dict[str, Any]) -> tuple[int, int]:
     """(chunks, archived trials) as the status names them."""
     h = status.get("history") or {}
     return int(h.get("configMaps") or 0), int(h.get("trials") or 0)
+
+
+def named_chunks(study: str, uid: str | None, status: dict[str, Any],
+                 configmaps: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """The chunks the status names, by number (owned by this study; others are ignored)."""
+    chunks, _ = recorded(status)
+    found: dict[int, dict[str, Any]] = {}
+    for cm in configmaps:
+        k = chunk_index(cm, study)
+        if k is not None and k < chunks and owned_by(cm, uid):
+            found[k] = cm
+    return found
 
 
 def assemble(study: str, uid: str | None, status: dict[str, Any], configmaps: list[dict[str, Any]]) -> list[dict[str, Any]]:
