@@ -294,7 +294,9 @@ def scenario_one(work: Path, trials: int, parallelism: int, env: dict[str, str],
         from boss.client import BossClient
         from kubernetes import client
 
-        everything = BossClient(namespace="one", api_client=b.api).trials_of(obj)
+        bc = BossClient(namespace="one", api_client=b.api)
+        # the previous version kept every trial in the status and had no trials_of
+        everything = bc.trials_of(obj) if hasattr(bc, "trials_of") else status.get("trials") or []
         requests = b.operator_requests()
         runs = dict(b.kubelet.runs)
         turn = b.clock.turnarounds()

@@ -3,6 +3,7 @@
     python bench/overhead.py [--sizes 50,200,500] [--parallelism 2]   # both sections
     python bench/overhead.py --engine                                  # the engine only
     python bench/overhead.py --trials-per-minute [--launch-trials 12]  # trial start-up only
+    python bench/overhead.py --replay [--sizes 500,1000] [--chunk 100]   # restart: full replay vs snapshot
     python bench/overhead.py --cluster [--trials 5000] [--studies 50 --study-trials 40]
                                                                        # the operator on a real control plane
 
@@ -104,7 +105,14 @@ def main() -> int:
     p.add_argument("--pods", type=int, default=16, help="--cluster: pods the stand-in node runs at once")
     p.add_argument("--label", help="--cluster: names the JSON in bench/out (e.g. before, after)")
     p.add_argument("--operator-env", action="append", default=[], help="--cluster: NAME=VALUE for the operator")
+    p.add_argument("--replay", action="store_true", help="restart cost: full replay vs snapshot + tail")
+    p.add_argument("--chunk", type=int, default=100, help="--replay: results between snapshots")
+    p.add_argument("--full-up-to", type=int, default=2000, help="--replay: run the full replay up to this size")
     args = p.parse_args()
+    if args.replay:
+        from replay_bench import main as replay_main
+
+        return replay_main(args)
     if args.cluster:
         from cluster_bench import main as cluster_main
 
