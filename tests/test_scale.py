@@ -107,7 +107,7 @@ def test_a_finished_job_wakes_its_study_long_before_the_safety_poll(cluster):  #
         status = wait_phase(c, "awake", FINAL_PHASES, timeout=300)["status"]
     assert status["phase"] == "Succeeded", status.get("conditions")
     jobs = jobs_of(c, "awake")
-    gaps = [(b.metadata.creation_timestamp - a.status.completion_time).total_seconds() for a, b in zip(jobs, jobs[1:])]
+    gaps = [(b.metadata.creation_timestamp - a.status.completion_time).total_seconds() for a, b in zip(jobs, jobs[1:], strict=False)]
     # each next trial starts within seconds of the last one's end (timestamps have 1 s steps; a
     # loaded 2-core machine adds a few), never after the 60 s poll
     assert len(gaps) == 3 and max(gaps) <= 15, gaps
