@@ -31,16 +31,17 @@ def watch_sizes(c, name, stop, seen):
 
 
 def reader_kubeconfig(c, user: str):
-    """A user who may get/list/watch in the study's namespace only (the `view` ClusterRole bound
-    by a RoleBinding, plus reading BossStudies): what a team member has."""
+    """A user who may only read, and only in the study's namespace: BossStudies and ConfigMaps
+    (what the built-in `view` role grants; this control plane runs no role aggregation)."""
     rbac = client.RbacAuthorizationV1Api(c.api)
+    read = ["get", "list", "watch"]
     rbac.create_namespaced_role(c.ns, {"metadata": {"name": "boss-reader"}, "rules": [
-        {"apiGroups": ["boss.automl.io"], "resources": ["bossstudies"], "verbs": ["get", "list", "watch"]}]})
-    for kind, role in (("Role", "boss-reader"), ("ClusterRole", "view")):
-        rbac.create_namespaced_role_binding(c.ns, {
-            "metadata": {"name": f"{user}-{role}"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": role},
-            "subjects": [{"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}]})
+        {"apiGroups": ["boss.automl.io"], "resources": ["bossstudies"], "verbs": read},
+        {"apiGroups": [""], "resources": ["configmaps", "pods"], "verbs": read}]})
+    rbac.create_namespaced_role_binding(c.ns, {
+        "metadata": {"name": f"{user}-boss-reader"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "boss-reader"},
+        "subjects": [{"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}]})
     return c.k8s.client_kubeconfig(user, (), c.tmp / f"{user}.kubeconfig")
 
 
@@ -89,6 +90,18 @@ def test_a_study_over_several_history_configmaps_survives_a_kill_with_an_exact_r
     out = boss_cli(c, "trials", "killed", "-n", c.ns, "-o", "json", kubeconfig=kubeconfig)
     assert out.returncode == 0, out.stderr
     assert [t["index"] for t in json.loads(out.stdout)] == list(range(14))
+    # without the right to read ConfigMaps: one line saying so, never a partial list
+    nobody = c.k8s.client_kubeconfig("bob", (), c.tmp / "bob.kubeconfig")
+    client.RbacAuthorizationV1Api(c.api).create_namespaced_role_binding(c.ns, {
+        "metadata": {"name": "bob-studies"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "boss-reader-studies"},
+        "subjects": [{"kind": "User", "name": "bob", "apiGroup": "rbac.authorization.k8s.io"}]})
+    client.RbacAuthorizationV1Api(c.api).create_namespaced_role(c.ns, {
+        "metadata": {"name": "boss-reader-studies"}, "rules": [
+            {"apiGroups": ["boss.automl.io"], "resources": ["bossstudies"], "verbs": ["get", "list"]}]})
+    out = boss_cli(c, "trials", "killed", "-n", c.ns, kubeconfig=nobody)
+    assert out.returncode == 1 and "403" in out.stderr and "configmaps" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
     # deleting the study deletes its history (ownerReferences: the garbage collector)
     client.CustomObjectsApi(c.api).delete_namespaced_custom_object("boss.automl.io", "v1alpha1", c.ns,
                                                                     "bossstudies", "killed")
