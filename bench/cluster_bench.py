@@ -378,3 +378,26 @@ def main(args) -> int:
               f"{r['cpu_s']:.0f} | {r['study_bytes_max'] / 1024:.0f} | {r['wall_s']:.0f} |")
     print(f"\nwritten: {path}")
     return 0
+
+
+def compare(paths: list[Path], out: Path) -> int:
+    """One table of several --cluster runs (e.g. before and after), and their JSON together."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"runs": runs}, indent=1))
+    print("| scenario | version | trials | API requests/trial | turnaround median s | p95 s | replay s "
+          "| operator RSS MB | operator CPU s | largest study object KB | wall s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for scenario in ("one", "many"):
+        for run in runs:
+            for r in run["results"]:
+                if r["scenario"] != scenario:
+                    continue
+                what = f"1 study x {r['trials']}" if scenario == "one" else f"{r['studies']} studies x {r['trials']}"
+                replay = "" if r.get("replay_s") is None else f"{r['replay_s']:.1f}"
+                print(f"| {what} | {run['label']} | {r.get('trials_recorded', r.get('trials_done'))} | "
+                      f"{r['requests_per_trial']:.1f} | {r['turnaround_median_s']:.2f} | {r['turnaround_p95_s']:.2f} | "
+                      f"{replay} | {r['rss_peak_mb']:.0f} | {r['cpu_s']:.0f} | {r['study_bytes_max'] / 1024:.0f} | "
+                      f"{r['wall_s']:.0f} |")
+    print(f"\nwritten: {out}")
+    return 0

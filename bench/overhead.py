@@ -4,6 +4,7 @@
     python bench/overhead.py --engine                                  # the engine only
     python bench/overhead.py --trials-per-minute [--launch-trials 12]  # trial start-up only
     python bench/overhead.py --replay [--sizes 500,1000] [--chunk 100]   # restart: full replay vs snapshot
+    python bench/overhead.py --compare bench/out/overhead-cluster-before.json bench/out/overhead-cluster-after.json
     python bench/overhead.py --cluster [--trials 5000] [--studies 50 --study-trials 40]
                                                                        # the operator on a real control plane
 
@@ -108,7 +109,12 @@ def main() -> int:
     p.add_argument("--replay", action="store_true", help="restart cost: full replay vs snapshot + tail")
     p.add_argument("--chunk", type=int, default=100, help="--replay: results between snapshots")
     p.add_argument("--full-up-to", type=int, default=2000, help="--replay: run the full replay up to this size")
+    p.add_argument("--compare", nargs="+", help="--cluster JSONs (bench/out) to put in one table")
     args = p.parse_args()
+    if args.compare:
+        from cluster_bench import compare
+
+        return compare(args.compare, ROOT / "bench" / "results" / "overhead-cluster.json")
     if args.replay:
         from replay_bench import main as replay_main
 
