@@ -11,6 +11,7 @@ the study label) or a change of the study wakes it at once (watched.py); the pol
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -38,6 +39,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
         prefix=PREFIX, key="last-handled-configuration")
     settings.posting.level = logging.WARNING  # our own Events tell the story; kopf adds warnings
     settings.watching.server_timeout = 300
+    # every study's daemon is a sync function holding one of kopf's executor threads for the
+    # study's life; the default pool (cores + 4 threads) would leave all but a few studies
+    # waiting for a thread. Blocked threads cost little: allow one per study.
+    settings.execution.max_workers = int(os.environ.get("BOSS_MAX_STUDIES", "1024"))
     if memo.get("namespaces"):
         # named namespaces, with a Role each: nothing cluster-scoped (namespaces, CRDs) may be
         # listed, so kopf watches exactly the names it was given
@@ -72,9 +77,10 @@ def run_study(stopped: kopf.DaemonStopped, name: str, namespace: str, memo: kopf
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_STUDY: kopf.PRESENT})
-def trial_job_changed(type: str, body: kopf.Body, name: str, namespace: str, labels: kopf.Labels,
+async def trial_job_changed(type: str, body: kopf.Body, name: str, namespace: str, labels: kopf.Labels,
                       memo: kopf.Memo, **_) -> None:
-    """A trial Job's watch event: keep it for the study's next step; wake the study when it finished."""
+    """A trial Job's watch event: keep it for the study's next step; wake the study when it finished.
+    Async on purpose: it runs on kopf's event loop, never queued behind the daemons' threads."""
     watched: Watched | None = memo.get("watched")
     if watched is None:
         return
@@ -88,7 +94,7 @@ def trial_job_changed(type: str, body: kopf.Body, name: str, namespace: str, lab
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def study_changed(type: str, uid: str, name: str, namespace: str, spec: kopf.Spec, status: kopf.Status,
+async def study_changed(type: str, uid: str, name: str, namespace: str, spec: kopf.Spec, status: kopf.Status,
                   body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_) -> None:
     """Jobs go with the study through their ownerReferences; the metrics forget it here
     (the operator's own, and the trials' groups on the Pushgateway, which never expire).
@@ -117,5 +123,5 @@ def study_changed(type: str, uid: str, name: str, namespace: str, spec: kopf.Spe
     tail = [t.get("index") for t in status.get("trials") or [] if isinstance(t, dict)]
     archived = int((status.get("history") or {}).get("trials") or 0)  # the rest: in the history ConfigMaps
     trials = list(range(archived + len(tail)))  # every trial is either archived or in the tail
-    if gateway and trials:
-        forget_pushgateway_groups(gateway, name, namespace, trials, logger)
+    if gateway and trials:  # HTTP calls: in a thread, not on the event loop
+        await asyncio.to_thread(forget_pushgateway_groups, gateway, name, namespace, trials, logger)
