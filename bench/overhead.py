@@ -3,6 +3,13 @@
     python bench/overhead.py [--sizes 50,200,500] [--parallelism 2]   # both sections
     python bench/overhead.py --engine                                  # the engine only
     python bench/overhead.py --trials-per-minute [--launch-trials 12]  # trial start-up only
+    python bench/overhead.py --replay [--sizes 500,1000] [--chunk 100]   # restart: full replay vs snapshot
+    python bench/overhead.py --compare bench/out/overhead-cluster-before.json bench/out/overhead-cluster-after.json
+    python bench/overhead.py --cluster [--trials 5000] [--studies 50 --study-trials 40]
+                                                                       # the operator on a real control plane
+
+--cluster: bench/cluster_bench.py (one study of N trials with an operator SIGKILL near its end,
+and S studies of T trials at once): API requests per trial, turnaround, replay, RSS, CPU, size.
 
 Engine: studies of 50, 200 and 500 trials with a trial that takes no time (a made-up score
 from the config), so all that is measured is what the engine adds around a trial: SMAC's ask
@@ -91,7 +98,32 @@ def main() -> int:
     p.add_argument("--engine", action="store_true", help="only the engine's overhead")
     p.add_argument("--trials-per-minute", action="store_true", help="only the cold vs warm trial starts")
     p.add_argument("--launch-trials", type=int, default=12, help="trials per launcher (default 12)")
+    p.add_argument("--cluster", action="store_true", help="the operator on the real control plane")
+    p.add_argument("--scenarios", default="one,many", help="--cluster: one, many or both")
+    p.add_argument("--trials", type=int, default=5000, help="--cluster: trials of the one big study")
+    p.add_argument("--studies", type=int, default=50, help="--cluster: studies at once")
+    p.add_argument("--study-trials", type=int, default=40, help="--cluster: trials of each of them")
+    p.add_argument("--pods", type=int, default=16, help="--cluster: pods the stand-in node runs at once")
+    p.add_argument("--label", help="--cluster: names the JSON in bench/out (e.g. before, after)")
+    p.add_argument("--operator-env", action="append", default=[], help="--cluster: NAME=VALUE for the operator")
+    p.add_argument("--replay", action="store_true", help="restart cost: full replay vs snapshot + tail")
+    p.add_argument("--chunk", type=int, default=100, help="--replay: results between snapshots")
+    p.add_argument("--full-up-to", type=int, default=2000, help="--replay: run the full replay up to this size")
+    p.add_argument("--compare", nargs="+", help="--cluster JSONs (bench/out) to put in one table")
     args = p.parse_args()
+    if args.compare:
+        from cluster_bench import compare
+
+        return compare(args.compare, ROOT / "bench" / "results" / "overhead-cluster.json")
+    if args.replay:
+        from replay_bench import main as replay_main
+
+        return replay_main(args)
+    if args.cluster:
+        from cluster_bench import main as cluster_main
+
+        args.parallelism = args.parallelism or 2
+        return cluster_main(args)
     both = not (args.engine or args.trials_per_minute)
     if args.engine or both:
         engine_section(args)

@@ -468,10 +468,16 @@ CALLS = {
     "list_namespaced_pod": ("", "pods", "list"),  # a finished trial's termination message
     "create_namespaced_job": ("batch", "jobs", "create"),
     "create_namespaced_event": ("", "events", "create"),
+    # the study's history (boss_operator/history.py)
+    "list_namespaced_config_map": ("", "configmaps", "list"),
+    "read_namespaced_config_map": ("", "configmaps", "get"),
+    "create_namespaced_config_map": ("", "configmaps", "create"),
+    "delete_namespaced_config_map": ("", "configmaps", "delete"),
 }
 # what kopf itself does: watch the studies (list+watch), patch its finalizer and annotations,
 # post warning Events, and (cluster-wide only) follow CRDs
-KOPF = {("boss.automl.io", "bossstudies", v) for v in ("list", "watch", "patch")} | {("", "events", "create")}
+KOPF = {("boss.automl.io", "bossstudies", v) for v in ("list", "watch", "patch")} | {("", "events", "create")} \
+    | {("batch", "jobs", v) for v in ("list", "watch")}  # a finished trial Job wakes its study
 KOPF_CLUSTER = {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("list", "watch")}
 # what the operator never does, so must not be able to: (verb, group, resource)
 MUST_NOT = [
@@ -483,7 +489,8 @@ MUST_NOT = [
     ("patch", "apiextensions.k8s.io", "customresourcedefinitions"),
     ("create", "rbac.authorization.k8s.io", "rolebindings"), ("escalate", "rbac.authorization.k8s.io", "clusterroles"),
     ("impersonate", "", "serviceaccounts"), ("create", "", "serviceaccounts/token"),
-    ("list", "", "configmaps"), ("create", "apps", "deployments"), ("*", "", "*"),
+    ("update", "", "configmaps"), ("patch", "", "configmaps"),  # history chunks are immutable
+    ("create", "apps", "deployments"), ("*", "", "*"),
 ]
 
 

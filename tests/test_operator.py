@@ -60,7 +60,7 @@ class Operator:
     def start(self, *args: str) -> None:
         self.starts += 1
         log = open(self.workdir / f"operator-{self.starts}.log", "wb")
-        env = {**without_credentials(os.environ), **self.env, "KUBECONFIG": str(self.kubeconfig), "BOSS_POLL_SECONDS": "0.5",
+        env = {**without_credentials(os.environ), "BOSS_POLL_SECONDS": "0.5", **self.env, "KUBECONFIG": str(self.kubeconfig),
                "BOSS_METRICS_PORT": str(self.metrics_port), "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen([sys.executable, "-m", "boss_operator", "--liveness", "", *args], env=env,
                                      stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)

@@ -55,8 +55,9 @@ class OperatorConfig:
     storage_secret: str | None = None  # the name of the Secret a trial gets by reference, in its namespace
     allowed_metrics_urls: tuple[str, ...] = ()  # besides pushgateway and prometheus, what a study may name
     allowed_storage_endpoints: tuple[str, ...] = ()  # besides storage_endpoint
-    poll_seconds: float = 5.0
-    max_trials: int = 2000  # trials live in the study's status; etcd caps an object near 1.5 MB
+    poll_seconds: float = 60.0  # the safety poll: finished Jobs and edits wake a study at once
+    retry_seconds: float = 1.0  # a finished trial whose result is not readable yet is asked again after this
+    history_chunk: int = 100  # finished trials per history ConfigMap (history.py); the status holds fewer
     backoff_limit: int = 1
 
     @classmethod
@@ -72,7 +73,8 @@ class OperatorConfig:
             allowed_metrics_urls=_list(e.get("BOSS_ALLOWED_METRICS_URLS")),
             allowed_storage_endpoints=_list(e.get("BOSS_ALLOWED_STORAGE_ENDPOINTS")),
             poll_seconds=float(e.get("BOSS_POLL_SECONDS", cls.poll_seconds)),
-            max_trials=int(e.get("BOSS_MAX_TRIALS", cls.max_trials)),
+            retry_seconds=float(e.get("BOSS_RETRY_SECONDS", cls.retry_seconds)),
+            history_chunk=max(1, int(e.get("BOSS_HISTORY_CHUNK", cls.history_chunk))),
             backoff_limit=int(e.get("BOSS_JOB_BACKOFF_LIMIT", cls.backoff_limit)),
         )
 

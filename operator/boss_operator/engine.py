@@ -21,7 +21,8 @@ from boss.spec import DISTILL_WEIGHT, StudySpec
 from smac import HyperparameterOptimizationFacade as HPO
 from smac.runhistory.dataclasses import TrialInfo, TrialValue
 
-from .optimizer import make_smac
+from . import snapshot as snap
+from .optimizer import make_smac, trial_seed_of
 from .space import native
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,9 @@ class Trial:
     checksum: str | None = None
     message: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # backend bookkeeping (times, test metrics)
+    # SMAC's own encoding of the proposed config (float64, base64): the values above do not give
+    # back the same bits, and a replay from a snapshot rebuilds SMAC's runhistory from this
+    vector: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,6 +82,7 @@ class Engine:
         self.name = name
         self.trials: list[Trial] = []
         self._smac: dict[str, HPO] = {}
+        self._seeds: dict[str, int] = {}  # per phase: the seed of SMAC's trials
         self._infos: dict[int, TrialInfo] = {}
         self._told = 0
 
@@ -90,7 +95,8 @@ class Engine:
             return None
         index = len(self.trials)
         config, info, origin = self._propose(phase, index)
-        trial = Trial(index=index, phase=phase, config=config, asked_after=self._told, origin=origin)
+        trial = Trial(index=index, phase=phase, config=config, asked_after=self._told, origin=origin,
+                      vector=snap.vector_of(info.config))
         rule = self.early_stop(phase)
         if rule is not None:  # fixed now, so a rerun after a restart judges the trial the same way
             trial.extra["earlyStop"] = rule
@@ -135,14 +141,42 @@ class Engine:
         return t
 
     @classmethod
-    def replay(cls, spec: StudySpec, records: Iterable[Trial | dict[str, Any]], name: str = "study") -> Engine:
-        """Rebuild an engine from recorded trials: same seed, same order, same proposals."""
+    def replay(cls, spec: StudySpec, records: Iterable[Trial | dict[str, Any]], name: str = "study",
+               snapshots: Iterable[dict[str, Any]] = ()) -> Engine:
+        """Rebuild an engine from recorded trials: same seed, same order, same proposals.
+
+        With `snapshots` (Engine.snapshot(), newest first), the trials a usable one covers are put
+        into SMAC's runhistory without asking SMAC, its state is restored, and only the trials
+        after it are asked again and compared: seconds instead of one ask per trial. A snapshot
+        that does not fit the records, or a tail that then replays differently, falls back to
+        the next snapshot, and finally to asking for every trial."""
         recs = sorted((r if isinstance(r, Trial) else Trial.from_dict(r) for r in records), key=lambda r: r.index)
         if [r.index for r in recs] != list(range(len(recs))):
             raise ReplayError(f"recorded trial indices are not 0..{len(recs) - 1}")
         results = sorted((r for r in recs if r.told is not None), key=lambda r: r.told)
         if [r.told for r in results] != list(range(len(results))):
             raise ReplayError("recorded result order has gaps")
+        dicts: list[dict[str, Any]] | None = None
+        for s in snapshots:
+            if not isinstance(s, dict) or s.get("version") != snap.VERSION:
+                continue
+            p, k = s.get("proposed"), s.get("told")
+            if not (isinstance(p, int) and isinstance(k, int) and 0 <= p <= len(recs) and 0 <= k <= len(results)):
+                continue
+            if any(r.vector is None for r in recs[:p]):
+                continue
+            dicts = dicts if dicts is not None else [r.to_dict() for r in recs]
+            if snap.digest(dicts, p, k) != s.get("digest"):
+                continue
+            try:
+                return cls._replay(spec, recs, results, name, s)
+            except (ReplayError, ValueError, KeyError, TypeError) as e:
+                log.warning("%s: the snapshot after %d trials does not replay (%s); trying without it", name, p, e)
+        return cls._replay(spec, recs, results, name, None)
+
+    @classmethod
+    def _replay(cls, spec: StudySpec, recs: list[Trial], results: list[Trial], name: str,
+                snapshot: dict[str, Any] | None) -> Engine:
         eng = cls(spec, name)
         pending = iter(results)
 
@@ -155,9 +189,23 @@ class Engine:
             eng.tell(r.index, r.value, checkpoint=r.checkpoint, checksum=r.checksum,
                      failed=r.state == FAILED, message=r.message)
 
+        skip = snapshot["proposed"] if snapshot else 0
+
+        def restore() -> None:
+            while eng._told < snapshot["told"]:
+                tell_next()
+            eng._restore(snapshot)
+
+        if snapshot and skip == 0:
+            restore()
         for r in recs:
             while eng._told < r.asked_after:
                 tell_next()
+            if r.index < skip:
+                eng._record(r)
+                if r.index == skip - 1:
+                    restore()
+                continue
             t = eng.ask()
             if t is None:
                 raise ReplayError(f"trial {r.index} was recorded but the engine would not propose it now")
@@ -171,6 +219,41 @@ class Engine:
         for r in recs:  # keep the backend's bookkeeping of trials still running
             eng.trials[r.index].extra = dict(r.extra)
         return eng
+
+    def snapshot(self) -> dict[str, Any]:
+        """The engine's state now, as JSON (snapshot.py): what `replay` needs besides the trials."""
+        dicts = [t.to_dict() for t in self.trials]
+        return {"version": snap.VERSION, "proposed": len(self.trials), "told": self._told,
+                "digest": snap.digest(dicts, len(self.trials), self._told),
+                "smac": {phase: snap.smac_state(smac) for phase, smac in self._smac.items()}}
+
+    def _record(self, r: Trial) -> None:
+        """Put a recorded trial into SMAC's runhistory as its ask did, without asking SMAC."""
+        if r.asked_after != self._told:
+            raise ReplayError(f"trial {r.index} was proposed after {r.asked_after} results, not {self._told}")
+        smac = self._smac_for(r.phase)
+        config = snap.config_of(smac.scenario.configspace, r.vector or "")
+        if r.origin == "smac":
+            info = TrialInfo(config=config, seed=self._seeds[r.phase])
+            smac.runhistory.add_running_trial(info)
+            smac._config_selector.yields += 1
+        else:  # SMAC could not propose: a random config that SMAC learns of only from its result
+            info = TrialInfo(config=config, seed=0)
+        t = Trial(index=r.index, phase=r.phase, config=dict(r.config), teacher=r.teacher, student=r.student,
+                  asked_after=r.asked_after, origin=r.origin, vector=r.vector, extra=dict(r.extra))
+        self._infos[r.index] = info
+        self.trials.append(t)
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        """Set SMAC's state to a snapshot's, the runhistory being rebuilt up to the same point."""
+        if (state["proposed"], state["told"]) != (len(self.trials), self._told):
+            raise ReplayError("the snapshot is not at this point of the replay")
+        for phase, smac_state in state["smac"].items():
+            smac = self._smac_for(phase)
+            handed = [self._infos[t.index].config for t in self.trials if t.phase == phase and t.origin == "smac"]
+            snap.restore_smac(smac, smac_state, handed)
+        if set(state["smac"]) != set(self._smac):
+            raise ReplayError("the snapshot has a SMAC for other phases than the replay")
 
     @property
     def architecture(self) -> list[str]:
@@ -310,12 +393,16 @@ class Engine:
             seed = self.spec.seed + (0 if phase == WARMUP else 1)
             n = b.warmup_trials if phase == WARMUP else max(1, b.trials - b.warmup_trials)
             self._smac[phase] = make_smac(self.spec, phase, self.name, seed, n)
+            self._seeds[phase] = trial_seed_of(self._smac[phase])
         return self._smac[phase]
 
     def _propose(self, phase: str, index: int) -> tuple[dict[str, Any], TrialInfo, str]:
         smac = self._smac_for(phase)
         try:
-            info = smac.ask()
+            # what smac.ask() does with one evaluation per config, minus the intensifier's
+            # generator, whose state could not be written down (optimizer.py)
+            info = TrialInfo(config=smac._config_selector.next_config(), seed=self._seeds[phase])
+            smac.runhistory.add_running_trial(info)
             origin = "smac"
         except Exception as e:  # SMAC gives up on small, exhausted spaces
             cs = smac.scenario.configspace

@@ -2,13 +2,19 @@
 
 Sync daemon: kopf runs it in a thread, so SMAC's CPU work never blocks the event loop. The
 daemon keeps the engine in memory between steps; after an operator restart a new daemon
-rebuilds it by replay from the study's status.
+rebuilds it by replay from the study's status and history.
+
+The daemon sleeps until something happens: a trial Job that finished (kopf watches Jobs with
+the study label) or a change of the study wakes it at once (watched.py); the poll of
+`BOSS_POLL_SECONDS` (60) is only a safety net for a watch that missed something.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import time
 
 import kopf
 from prometheus_client import start_http_server
@@ -16,9 +22,11 @@ from prometheus_client import start_http_server
 from . import opmetrics
 from .config import OperatorConfig
 from .crd import GROUP, PLURAL, VERSION
+from .jobs import LABEL_STUDY, job_outcome, job_queued
 from .kube import Kube
 from .readback import forget_pushgateway_groups
 from .study import StudyReconciler
+from .watched import Watched
 
 PREFIX = GROUP
 
@@ -31,12 +39,17 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
         prefix=PREFIX, key="last-handled-configuration")
     settings.posting.level = logging.WARNING  # our own Events tell the story; kopf adds warnings
     settings.watching.server_timeout = 300
+    # every study's daemon is a sync function holding one of kopf's executor threads for the
+    # study's life; the default pool (cores + 4 threads) would leave all but a few studies
+    # waiting for a thread. Blocked threads cost little: allow one per study.
+    settings.execution.max_workers = int(os.environ.get("BOSS_MAX_STUDIES", "1024"))
     if memo.get("namespaces"):
         # named namespaces, with a Role each: nothing cluster-scoped (namespaces, CRDs) may be
         # listed, so kopf watches exactly the names it was given
         settings.scanning.disabled = True
     memo.config = OperatorConfig.from_env()
     memo.kube = Kube()
+    memo.watched = Watched()
     port = int(os.environ.get("BOSS_METRICS_PORT", "8000"))
     if port:
         start_http_server(port)
@@ -45,34 +58,72 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=30)
 def run_study(stopped: kopf.DaemonStopped, name: str, namespace: str, memo: kopf.Memo,
               logger: logging.Logger, **_) -> None:
-    reconciler = StudyReconciler(memo.kube, memo.config, namespace, name)
+    key = (namespace, name)
+    wake = memo.watched.wake_event(key)
+    reconciler = StudyReconciler(memo.kube, memo.config, namespace, name, memo.watched)
     while not stopped:
+        wake.clear()  # what happens from here on wakes the next step
         try:
             wait = reconciler.step()
         except Exception as e:  # the API server or the metrics hiccuped: the next step redoes it
             logger.exception(f"reconcile step failed, retrying: {e}")
-            reconciler.engine = None  # rebuild from the status, the only truth
-            wait = memo.config.poll_seconds
+            reconciler.engine = None  # rebuild from the status and history, the only truth
+            wait = min(memo.config.poll_seconds, 5.0)
         if wait is None:
             return
-        stopped.wait(wait)
+        deadline = time.monotonic() + wait
+        while not stopped and not wake.is_set() and time.monotonic() < deadline:
+            wake.wait(min(1.0, max(0.0, deadline - time.monotonic())))  # 1 s slices: see `stopped` too
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={LABEL_STUDY: kopf.PRESENT})
+async def trial_job_changed(type: str, body: kopf.Body, name: str, namespace: str, labels: kopf.Labels,
+                      memo: kopf.Memo, **_) -> None:
+    """A trial Job's watch event: keep it for the study's next step; wake the study when it finished
+    or Kueue admitted it.
+    Async on purpose: it runs on kopf's event loop, never queued behind the daemons' threads."""
+    watched: Watched | None = memo.get("watched")
+    if watched is None:
+        return
+    key = (namespace, labels.get(LABEL_STUDY, ""))
+    if type == "DELETED":
+        watched.put_job(key, name, None)
+        return
+    before = watched.jobs(key).get(name)
+    watched.put_job(key, name, dict(body))
+    if job_outcome(body) is not None or (before is not None and job_queued(before) != job_queued(body)):
+        watched.wake(key)  # finished, or admitted by Kueue (queued -> running shows at once)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def forget_study(type: str, uid: str, name: str, namespace: str, spec: kopf.Spec, status: kopf.Status,
-                 memo: kopf.Memo, logger: logging.Logger, **_) -> None:
+async def study_changed(type: str, uid: str, name: str, namespace: str, spec: kopf.Spec, status: kopf.Status,
+                  body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_) -> None:
     """Jobs go with the study through their ownerReferences; the metrics forget it here
     (the operator's own, and the trials' groups on the Pushgateway, which never expire).
     Checkpoints stay in storage: they are the user's.
 
     A watch event, not an on.delete handler: that would need a finalizer on every study, and
-    a finished study could then not be deleted while the operator is down."""
+    a finished study could then not be deleted while the operator is down.
+
+    Any other event keeps the study for its daemon's next step, and wakes it when someone else
+    changed it (an edit of suspend or parallelism); its own status writes do not wake it."""
+    watched: Watched | None = memo.get("watched")
+    key = (namespace, name)
     if type != "DELETED":
+        if watched is not None and body is not None:
+            old = watched.study(key)
+            watched.put_study(key, dict(body))
+            if old is None or old.get("spec") != dict(body).get("spec"):
+                watched.wake(key)
         return
+    if watched is not None:
+        watched.forget(key)
     opmetrics.study_phase(uid, None)
     named = (spec.get("metrics") or {}).get("pushgateway")
     # only a Pushgateway the cluster admin configured or allowed: never a URL a study chose
     gateway = named if isinstance(named, str) and memo.config.allows_metrics_url(named) else memo.config.pushgateway
-    trials = [t.get("index") for t in status.get("trials") or [] if isinstance(t, dict)]
-    if gateway and trials:
-        forget_pushgateway_groups(gateway, name, namespace, trials, logger)
+    tail = [t.get("index") for t in status.get("trials") or [] if isinstance(t, dict)]
+    archived = int((status.get("history") or {}).get("trials") or 0)  # the rest: in the history ConfigMaps
+    trials = list(range(archived + len(tail)))  # every trial is either archived or in the tail
+    if gateway and trials:  # HTTP calls: in a thread, not on the event loop
+        await asyncio.to_thread(forget_pushgateway_groups, gateway, name, namespace, trials, logger)

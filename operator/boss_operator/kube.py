@@ -88,6 +88,35 @@ class Kube:
         except ValueError as e:  # the client's own model of a Job refused it before sending (pydantic)
             return "the Kubernetes client refuses it: " + " ".join(str(e).split())[:500]
 
+    def list_config_maps(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        items = self.core.list_namespaced_config_map(namespace, label_selector=selector).items
+        return [self.api.sanitize_for_serialization(cm) for cm in items]
+
+    def read_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.api.sanitize_for_serialization(self.core.read_namespaced_config_map(name, namespace))
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def create_config_map(self, namespace: str, body: dict[str, Any]) -> bool:
+        """Create a ConfigMap; False if one of that name exists already."""
+        try:
+            self.core.create_namespaced_config_map(namespace, body)
+            return True
+        except ApiException as e:
+            if e.status == 409:
+                return False
+            raise
+
+    def delete_config_map(self, namespace: str, name: str) -> None:
+        try:
+            self.core.delete_namespaced_config_map(name, namespace)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
     def event(self, study: dict[str, Any], type_: str, reason: str, message: str) -> None:
         meta = study["metadata"]
         now = datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -11,6 +11,8 @@ from boss.spec import StudySpec
 from smac import HyperparameterOptimizationFacade as HPO
 from smac import Scenario
 from smac.acquisition.maximizer.local_search import LocalSearch
+from smac.main.config_selector import ConfigSelector
+from smac.main.exceptions import ConfigurationSpaceExhaustedException
 from smac.model.random_forest import RandomForest
 
 from .space import build_space
@@ -26,7 +28,124 @@ class _OrderedLocalSearch(LocalSearch):
         return sorted(super()._get_initial_points(*args, **kwargs), key=repr)
 
 
-def make_smac(spec: StudySpec, phase: str, name: str, seed: int, n_trials: int) -> HPO:
+class ResumableConfigSelector(ConfigSelector):
+    """SMAC 2.4.1's ConfigSelector with its iteration state in attributes instead of a
+    generator's frame, so that the state can be written down (snapshot.py) and set again.
+
+    SMAC's `__iter__` is a generator: after each retrain it lazily walks the acquisition
+    maximizer's challengers, yielding up to `retrain_after` new ones. This class does the same
+    walk eagerly into `_batch` at the same moment and hands the batch out one by one: the
+    challengers' lazy random interleaving draws from RNGs nothing else touches in between, so
+    the configs, and every RNG's state after them, are the same as SMAC's (the engine's tests
+    compare the two). `sampled` lists the positions of yields that SMAC does not count as
+    processed (a random config while there is no data to fit)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._stage = "start"  # start -> init (initial design) -> loop -> dead (space exhausted)
+        self._init_pos = 0
+        self._batch: list[Any] = []
+        self._exhausted_after_batch = False
+        self.yields = 0  # configs handed out so far
+        self.sampled: list[int] = []  # which of them SMAC does not count as processed
+
+    def __iter__(self):  # what SMAC's intensifier would use; the engine calls next_config()
+        while True:
+            yield self.next_config()
+
+    def next_config(self) -> Any:
+        config = self._next()
+        self.yields += 1
+        return config
+
+    def _next(self) -> Any:
+        if self._stage == "dead":
+            raise ConfigurationSpaceExhaustedException()
+        if self._stage == "start":
+            self._processed_configs = self._runhistory.get_configs()
+            self._max_new_config_tries += len(self._processed_configs)
+            self._stage = "init"
+        if self._stage == "init":
+            while self._init_pos < len(self._initial_design_configs):
+                config = self._initial_design_configs[self._init_pos]
+                self._init_pos += 1
+                if config not in self._processed_configs:
+                    self._processed_configs.append(config)
+                    return config
+            self._stage = "loop"
+        if not self._batch:
+            if self._exhausted_after_batch:
+                self._stage = "dead"
+                raise ConfigurationSpaceExhaustedException()
+            self._fill()
+            if not self._batch:  # nothing new at all
+                self._stage = "dead"
+                raise ConfigurationSpaceExhaustedException()
+        return self._batch.pop(0)
+
+    def fit(self, X: Any, Y: Any, X_configurations: Any) -> None:
+        """Train the model and update the acquisition function, as SMAC does before a search."""
+        self._model.train(X, Y)
+        x_best_array, best_observation = self._get_x_best(X_configurations)
+        self._acquisition_function.update(model=self._model, eta=best_observation, incumbent_array=x_best_array,
+                                          num_data=len(self._get_evaluated_configs()), X=X_configurations)
+
+    def _fill(self) -> None:
+        """One turn of SMAC's `while True` loop, its yields collected into `_batch`."""
+        if (mo := self._runhistory_encoder.multi_objective_algorithm) is not None:
+            mo.update_on_iteration_start()
+        X, Y, X_configurations = self._collect_data()
+        previous_configs = self._runhistory.get_configs()
+        if X.shape[0] == 0:
+            self._batch = [self._scenario.configspace.sample_configuration()]
+            self.sampled.append(self.yields)  # not added to the processed configs, as in SMAC
+            return
+        if self._previous_entries != Y.shape[0]:
+            self.fit(X, Y, X_configurations)
+        self._previous_entries = Y.shape[0]
+        challengers = self._acquisition_maximizer.maximize(previous_configs, random_design=self._random_design)
+        batch: list[Any] = []
+        retrain, counter, failed_counter = False, 0, 0
+        for config in challengers:
+            if config not in self._processed_configs:
+                counter += 1
+                self._processed_configs.append(config)
+                batch.append(config)
+                if counter == self._retrain_after:
+                    retrain = True
+                    break
+            else:
+                failed_counter += 1
+                if failed_counter == self._max_new_config_tries:
+                    break
+        if not retrain:
+            retries = 0
+            while counter < self._retrain_after and retries < self._max_new_config_tries:
+                config = self._scenario.configspace.sample_configuration()
+                if config not in self._processed_configs:
+                    counter += 1
+                    config.origin = "Random Search (max retries, no candidates)"
+                    self._processed_configs.append(config)
+                    batch.append(config)
+                else:
+                    retries += 1
+                if retries == self._max_new_config_tries:
+                    self._exhausted_after_batch = True
+                    break
+        self._batch = batch
+
+
+def trial_seed_of(smac: HPO) -> int:
+    """The seed SMAC's intensifier gives every trial of a deterministic scenario (drawn once from
+    its RNG on its first trial): the engine asks the config selector directly and builds the
+    TrialInfo itself, as the intensifier would with one evaluation per config."""
+    intensifier = smac._intensifier
+    intensifier.__post_init__()
+    return intensifier.get_instance_seed_keys_of_interest()[0].seed
+
+
+def make_smac(spec: StudySpec, phase: str, name: str, seed: int, n_trials: int,
+              selector: type[ConfigSelector] = ResumableConfigSelector) -> HPO:
     """One evaluation per config, no files kept, no prompts, the same proposals in any process."""
     cs = build_space(spec, phase, seed)
     out = tempfile.mkdtemp(prefix="boss-smac-")
@@ -40,7 +159,7 @@ def make_smac(spec: StudySpec, phase: str, name: str, seed: int, n_trials: int) 
             target_function=_never_called,
             model=_forest(scenario),
             intensifier=HPO.get_intensifier(scenario, max_config_calls=1),
-            config_selector=HPO.get_config_selector(scenario, retries=64),
+            config_selector=selector(scenario, retrain_after=8, max_new_config_tries=64),
             acquisition_maximizer=maximizer,
             overwrite=True,  # never let SMAC ask on stdin about an old run
             logging_level=logging.WARNING + 10,

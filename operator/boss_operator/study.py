@@ -1,12 +1,18 @@
 """One BossStudy on a cluster: a reconcile step that is safe to kill at any point and re-run.
 
-The study's status is the whole truth: every trial the engine proposed, in order, with its
-result. A step (1) reads the study, (2) rebuilds the engine by replay if this process has
-none, (3) records the results of finished Jobs, (4) creates the Job of any recorded trial
+The study's status, with the history ConfigMaps it names (history.py), is the whole truth:
+every trial the engine proposed, in order, with its result. A step (1) reads the study, (2)
+rebuilds the engine by replay if this process has none, (3) records the results of finished Jobs, (4) creates the Job of any recorded trial
 that lacks one, (5) asks for new trials up to `parallelism`, recording each in the status
 *before* creating its Job, and (6) writes the status. A crash between any two of these
 leaves a status from which the next step (in this process or after a restart) does the
-rest: Jobs have deterministic names, so no trial ever runs twice.
+rest: Jobs have deterministic names, so no trial ever runs twice. Full chunks of finished
+trials move to ConfigMaps before the status drops them (history.py), so the status stays
+bounded at any study size.
+
+Between restarts a step reads the study and its Jobs from what the watches saw (watched.py)
+and reads them from the API server only when the daemon starts, after a failed step and at
+each safety poll: a finished trial costs no GET or list.
 
 A finished trial's result comes from its pod's termination message (the kubelet copies it into
 the Pod's status): the operator reads and writes no storage, and contacts no URL a study chose
@@ -29,10 +35,12 @@ from boss.trial import parse_result_message
 from . import opmetrics
 from .config import OperatorConfig
 from .engine import BOSS, FAILED, Engine, ReplayError, Trial
+from .history import History, HistoryError
 from .jobs import build_job, job_failure, job_name, job_outcome, queued_trials, termination_message
 from .kube import Kube
 from .readback import metrics_objective
 from .trials import make_trial_spec, result_extra
+from .watched import Watched
 
 FINAL = ("Succeeded", "Failed")
 POD_GRACE_SECONDS = 30.0  # how long after its Job succeeded a trial's pod may still lack its status
@@ -49,10 +57,15 @@ def condition(type_: str, status: bool, reason: str, message: str) -> dict[str, 
 
 
 class StudyReconciler:
-    def __init__(self, kube: Kube, config: OperatorConfig, namespace: str, name: str):
+    def __init__(self, kube: Kube, config: OperatorConfig, namespace: str, name: str,
+                 watched: Watched | None = None):
         self.kube, self.config = kube, config
         self.namespace, self.name = namespace, name
+        self.watched = watched  # None: every step reads the study and its Jobs from the API server
         self.engine: Engine | None = None
+        self.history: History | None = None
+        self._synced = -math.inf  # when this process last read the study and its Jobs from the API server
+        self._pending = False  # a finished Job whose result could not be read yet
         self.study: Study | None = None
         self._written: dict[str, Any] | None = None  # the status this process last wrote
         self._seen_ended: dict[int, float] = {}  # trial -> when this process saw its Job end
@@ -62,7 +75,9 @@ class StudyReconciler:
 
     def step(self) -> float | None:
         """Reconcile once; returns seconds until the next step, or None when the study is over."""
-        obj = self.kube.get_study(self.namespace, self.name)
+        fresh = self.engine is None or self.watched is None or \
+            time.monotonic() - self._synced >= self.config.poll_seconds
+        obj = self._read_study(fresh)
         if obj is None:
             return None
         status = obj.get("status") or {}
@@ -74,17 +89,26 @@ class StudyReconciler:
             return None
         study, live = validated
         if self.engine is None:
+            history = History(self.kube, self.namespace, self.name, obj["metadata"].get("uid", ""),
+                              self.config.history_chunk)
             try:
                 started = time.perf_counter()
-                self.engine = Engine.replay(study.spec, status.get("trials") or [], study.name)
+                records = history.load(obj)
+                self.engine = Engine.replay(study.spec, records, study.name, history.snapshots)
                 opmetrics.REPLAY_SECONDS.observe(time.perf_counter() - started)
-            except ReplayError as e:
+            except (ReplayError, HistoryError) as e:
                 self._fail(obj, "ReplayFailed", f"the recorded trials cannot be replayed: {e}")
                 return None
+            self.history = history
+            log.info("%s/%s: replayed %d trials in %.2f s", self.namespace, self.name, len(records),
+                     time.perf_counter() - started)
         self.study = study
         suspended, parallelism = live.spec.suspend, live.spec.budget.parallelism
-        jobs = self.kube.list_jobs(self.namespace, self.name)
-        changed = self._collect(obj, jobs)
+        jobs = self._read_jobs(fresh)
+        if fresh:
+            self._synced = time.monotonic()
+        self._pending = False
+        self._collect(obj, jobs)
         self._count_queued(jobs, study)
         for t in self.engine.running:  # recorded, but its Job was never created (a crash)
             if job_name(self.name, t.index) not in jobs:
@@ -100,7 +124,6 @@ class StudyReconciler:
                 return None
             self._write_status(obj, study, suspended)  # the proposal is recorded before its Job exists
             self._create_job(obj, t)
-            changed = True
         self._count_queued(jobs, study)
         phase = self._write_status(obj, study, suspended)
         if phase != status.get("phase"):
@@ -115,9 +138,29 @@ class StudyReconciler:
                 _, reason, message = self.engine.outcome()
                 self._event(obj, "Warning", reason, message)
             return None
-        return 0.2 if changed else self.config.poll_seconds
+        if self._pending:  # a result not readable yet (pod status, a metrics scrape): ask again soon
+            return min(self.config.retry_seconds, self.config.poll_seconds)
+        return self.config.poll_seconds  # the safety poll: a finished Job or an edit wakes the step
 
     # ---- the parts ---------------------------------------------------------------------------
+
+    def _read_study(self, fresh: bool) -> dict[str, Any] | None:
+        key = (self.namespace, self.name)
+        obj = None if fresh or self.watched is None else self.watched.study(key)
+        if obj is None:
+            obj = self.kube.get_study(self.namespace, self.name)
+            if self.watched is not None and obj is not None:
+                self.watched.put_study(key, obj)
+        return obj
+
+    def _read_jobs(self, fresh: bool) -> dict[str, dict[str, Any]]:
+        key = (self.namespace, self.name)
+        if fresh or self.watched is None:
+            jobs = self.kube.list_jobs(self.namespace, self.name)
+            if self.watched is not None:
+                self.watched.replace_jobs(key, jobs)
+            return jobs
+        return self.watched.jobs(key)
 
     def _validate(self, obj: dict[str, Any]) -> tuple[Study, Study] | None:
         """(the study as it started, the live one whose suspend/parallelism apply), or None if it failed."""
@@ -149,9 +192,6 @@ class StudyReconciler:
 
     def _cluster_problem(self, study: Study) -> str | None:
         s = study.spec
-        if s.budget.trials > self.config.max_trials:
-            return (f"spec.budget.trials: at most {self.config.max_trials} on a cluster "
-                    "(the trials are kept in the study's status)")
         refused = [f"{field}: {url!r} is not allowed on this cluster (the cluster admin lists the URLs a "
                    f"study may name: chart value {value}); leave it out to use the cluster's own"
                    for field, url, allowed, value in (
@@ -195,8 +235,13 @@ class StudyReconciler:
                                      created_suspended=bool(study.spec.trainer.queue_name))
 
     def _create_job(self, obj: dict[str, Any], t: Trial) -> None:
-        if self.kube.create_job(self.namespace, self._job_body(obj, t)):
+        body = self._job_body(obj, t)
+        if self.kube.create_job(self.namespace, body):
             opmetrics.TRIALS_STARTED.inc()
+        if self.watched is not None:  # known to exist now, whether or not its watch event came yet
+            key = (self.namespace, self.name)
+            if body["metadata"]["name"] not in self.watched.jobs(key):
+                self.watched.put_job(key, body["metadata"]["name"], body)
 
     def _job_body(self, obj: dict[str, Any], t: Trial) -> dict[str, Any]:
         assert self.study is not None and self.engine is not None
@@ -228,7 +273,8 @@ class StudyReconciler:
             else:
                 result = self._read_result(obj, t, job)
                 if result is None:
-                    continue  # storage unreachable or not scraped yet: try again next step
+                    self._pending = True
+                    continue  # the pod's status or a metrics scrape not there yet: try again soon
                 value, checkpoint, checksum, extra, message = result
                 t.extra.update(extra)
                 self.engine.tell(t.index, value, checkpoint=checkpoint, checksum=checksum,
@@ -350,10 +396,12 @@ class StudyReconciler:
                 "trial": best.index, "value": best.value, "phase": best.phase, "config": best.config,
                 "checkpoint": best.checkpoint, "test": best.extra.get("test", {}),
             },
+            "topK": [{"trial": t.index, "value": t.value, "phase": t.phase, "checkpoint": t.checkpoint}
+                     for t in e.top_k()],
             "conditions": conditions,
-            "trials": [t.to_dict() for t in e.trials],
         }
-        earlier = {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
+        status.update(self._trials_status())
+        earlier = {c["type"]: c for c in ((self._written or obj.get("status") or {}).get("conditions") or [])}
         for c in conditions:  # a condition's time moves only when it changes
             old = earlier.get(c["type"])
             if old and (old.get("status"), old.get("reason")) == (c["status"], c["reason"]):
@@ -365,6 +413,13 @@ class StudyReconciler:
             self._written = status
         opmetrics.study_phase(obj["metadata"].get("uid", self.name), phase)
         return phase
+
+    def _trials_status(self) -> dict[str, Any]:
+        """The trials part of the status: full chunks of results go to their ConfigMaps first
+        (created before the status names them), the rest stays here, bounded."""
+        assert self.engine is not None and self.history is not None
+        self.history.archive(self.engine.trials, self.engine.snapshot)
+        return {"trials": self.history.tail(self.engine.trials), "history": self.history.summary()}
 
     def _fail(self, obj: dict[str, Any], reason: str, message: str) -> None:
         """A study that cannot run: phase Failed, a condition and an Event; nothing is created."""

@@ -322,20 +322,26 @@ def _load_any(target: str, namespace: str | None) -> tuple[dict, list[dict]]:
         saved = as_seen_now(read_state(target))
         return {**saved["study"], "status": {"phase": saved.get("status"), "message": saved.get("message")}}, saved["trials"]
     from .client import BossClient, StudyNotFound
+    from .history import HistoryError
 
     try:
-        obj = BossClient(namespace=namespace).get(target)
+        bc = BossClient(namespace=namespace)
+        obj = bc.get(target)
     except StudyNotFound as e:
         raise SpecError(str(e)) from None
     except Exception as e:  # no kubeconfig, no cluster: say so in one line
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise SpecError(f"{target}: not a run folder, and no cluster to ask ({first})") from None
+    try:  # the history ConfigMaps: a refusal (403) goes to main() as the API server's own words
+        trials = bc.trials_of(obj)
+    except HistoryError as e:
+        raise SpecError(f"{target}: {e}") from None
     status = dict(obj.get("status") or {})
     final = [c for c in status.get("conditions") or [] if c.get("type") == status.get("phase") == "Failed"]
     if final:
         status["message"] = final[0].get("message")
     study = {"metadata": obj["metadata"], "spec": status.get("studySpec") or obj.get("spec", {}), "status": status}
-    return study, status.get("trials", [])
+    return study, trials
 
 
 def _api_message(e: Exception) -> str:

@@ -66,7 +66,15 @@ class BossClient:
         return self.get(name).get("status") or {}
 
     def trials(self, name: str) -> list[dict[str, Any]]:
-        return self.status(name).get("trials", [])
+        """Every trial, by index: the status holds the latest, the study's history ConfigMaps
+        the rest (boss.history), read with this client's own rights."""
+        return self.trials_of(self.get(name))
+
+    def trials_of(self, obj: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every trial of a study object this client read."""
+        from .history import read_trials
+
+        return read_trials(self.core, obj)
 
     def best(self, name: str) -> dict[str, Any] | None:
         """The best trial so far: trial, value, config, checkpoint URI."""
