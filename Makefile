@@ -62,7 +62,7 @@ bench: install bench-peers ## benchmarks: BOSS vs the peers, distillation step c
 	$(PY) bench/step_cost.py
 	$(PY) bench/overhead.py
 
-PEERS_METHODS ?= boss,bo,random,sd,tpe-boss,asha,pbt,boss[es=asha],boss[es=median]
+PEERS_METHODS ?= boss,boss[w=1],bo,random,sd,tpe-boss,asha,pbt,boss[es=asha],boss[es=median]
 bench-peers: install ## BOSS against Optuna (TPE, ASHA) and Ray Tune (PBT) on digits and shapes, 10 seeds (hours on 2 cores)
 	$(PY) -m pip install -q -r requirements-bench.txt
 	$(PY) bench/peers.py --task digits --methods "$(PEERS_METHODS)"
