@@ -265,7 +265,8 @@ def test_a_study_with_a_pod_template_runs_on_a_tainted_gpu_pool(cluster, tmp_pat
         assert (volumes["dshm"].empty_dir.medium, volumes["dshm"].empty_dir.size_limit) == ("Memory", "512Mi")
         mounts = {m.mount_path: m for m in ctr.volume_mounts}
         assert set(mounts) == {"/tmp", "/dev/shm", "/data"} and mounts["/data"].read_only
-        assert [e.name for e in ctr.env] == ["BOSS_TRIAL", "HOME", "BOSS_TERMINATION_MESSAGE", "DATASET_DIR", "SHM_DIR"]
+        assert [e.name for e in ctr.env] == ["BOSS_TRIAL", "HOME", "TMPDIR", "BOSS_TERMINATION_MESSAGE", "DATASET_DIR",
+                                                "SHM_DIR"]
         assert not any(e.value_from for e in ctr.env)  # no storage Secret: the pod's identity reaches storage
         assert ctr.env_from[0].config_map_ref.name == "trial-settings"
         assert pod.metadata.labels["team"] == "vision"

@@ -144,9 +144,13 @@ def job_outcome(job: dict[str, Any]) -> str | None:
 
 
 def job_failure(job: dict[str, Any]) -> str:
-    for cond in (job.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "Failed" and cond.get("status") == "True":
-            return f"Job failed: {cond.get('reason', '')} {cond.get('message', '')}".strip()
+    """Why the Job failed, from its Failed condition or, seen earlier on the watch, the
+    FailureTarget condition the Job controller sets first (same reason and message)."""
+    conds = [c for c in (job.get("status") or {}).get("conditions") or [] if c.get("status") == "True"]
+    for kind in ("Failed", "FailureTarget"):
+        for cond in conds:
+            if cond.get("type") == kind:
+                return f"Job failed: {cond.get('reason', '')} {cond.get('message', '')}".strip()
     return "Job failed"
 
 
