@@ -38,27 +38,14 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from cluster_up import start as _start  # noqa: E402  (the processes `make cluster` starts, the same way)
+from cluster_up import wait_http  # noqa: E402
+
 OPERATOR_USER = "system:serviceaccount:boss-system:boss-operator"
 AUDIT_POLICY = {"apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived", "ResponseStarted"],
                 "rules": [{"level": "Metadata", "users": [OPERATOR_USER]}, {"level": "None"}]}
 LABEL_STUDY = "boss.automl.io/study"
 GROUP, VERSION, PLURAL = "boss.automl.io", "v1alpha1", "bossstudies"
-
-
-def _start(argv, log: Path, env=None) -> subprocess.Popen:
-    return subprocess.Popen(argv, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
-
-
-def _wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.time() + timeout
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2).read()
-            return
-        except OSError:
-            if time.time() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def _p(xs, q):
@@ -143,8 +130,8 @@ class Bench:
         self.procs.append(_start([str(bin_ / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)], self.work / "s3.log"))
         self.procs.append(_start(["prometheus-pushgateway", f"--web.listen-address=127.0.0.1:{gw_port}",
                                   "--persistence.file="], self.work / "pushgateway.log"))
-        _wait_http(self.s3 + "/moto-api/")
-        _wait_http(self.gateway + "/-/ready")
+        wait_http(self.s3 + "/moto-api/", "the S3 server")
+        wait_http(self.gateway + "/-/ready", "the Pushgateway")
         import boto3
 
         boto3.client("s3", endpoint_url=self.s3, aws_access_key_id="local", aws_secret_access_key="local",

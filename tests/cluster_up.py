@@ -34,7 +34,7 @@ NAMESPACE = "default"
 SECRET = "boss-s3"
 
 
-def _wait_http(url: str, what: str, timeout: float = 30) -> None:
+def wait_http(url: str, what: str, timeout: float = 30) -> None:
     deadline = time.time() + timeout
     while True:
         try:
@@ -46,7 +46,7 @@ def _wait_http(url: str, what: str, timeout: float = 30) -> None:
             time.sleep(0.2)
 
 
-def _start(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+def start(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     out = open(log, "wb")
     return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
@@ -77,11 +77,11 @@ def main() -> int:
 
             s3_port, gw_port = free_port(), free_port()
             s3, gateway = f"http://127.0.0.1:{s3_port}", f"http://127.0.0.1:{gw_port}"
-            procs.append(_start([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)], work / "s3.log"))
-            procs.append(_start([gateway_exe, f"--web.listen-address=127.0.0.1:{gw_port}", "--persistence.file="],
+            procs.append(start([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)], work / "s3.log"))
+            procs.append(start([gateway_exe, f"--web.listen-address=127.0.0.1:{gw_port}", "--persistence.file="],
                                 work / "pushgateway.log"))
-            _wait_http(s3 + "/moto-api/", "the S3 server")
-            _wait_http(gateway + "/-/ready", "the Pushgateway")
+            wait_http(s3 + "/moto-api/", "the S3 server")
+            wait_http(gateway + "/-/ready", "the Pushgateway")
             creds = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": "us-east-1"}
             import boto3
 
@@ -108,7 +108,7 @@ def main() -> int:
             env = {**os.environ, "KUBECONFIG": str(operator_config), "BOSS_STORAGE_URI": "s3://boss/",
                    "BOSS_STORAGE_ENDPOINT": s3, "BOSS_STORAGE_SECRET": SECRET, "BOSS_PUSHGATEWAY": gateway,
                    "BOSS_METRICS_PORT": str(free_port()), "PYTHONUNBUFFERED": "1"}
-            procs.append(_start([sys.executable, "-m", "boss_operator", "--liveness", ""], work / "operator.log", env))
+            procs.append(start([sys.executable, "-m", "boss_operator", "--liveness", ""], work / "operator.log", env))
             with Kubelet(config.new_client_from_config(str(node_config)), work / "node", name=node, gpus=args.gpus):
                 print(f"BOSS cluster ready in {time.time() - started:.0f} s: Kubernetes {cp.server}, "
                       f"S3 {s3}, Pushgateway {gateway}")

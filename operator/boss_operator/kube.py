@@ -62,13 +62,7 @@ class Kube:
 
     def create_job(self, namespace: str, body: dict[str, Any]) -> bool:
         """Create a Job; False if one of that name exists already (a retried step)."""
-        try:
-            self.batch.create_namespaced_job(namespace, body)
-            return True
-        except ApiException as e:
-            if e.status == 409:
-                return False
-            raise
+        return _created(lambda: self.batch.create_namespaced_job(namespace, body))
 
     def refuses_job(self, namespace: str, body: dict[str, Any]) -> str | None:
         """Create the Job as a server-side dry-run (validation and admission, nothing stored): the
@@ -102,13 +96,7 @@ class Kube:
 
     def create_config_map(self, namespace: str, body: dict[str, Any]) -> bool:
         """Create a ConfigMap; False if one of that name exists already."""
-        try:
-            self.core.create_namespaced_config_map(namespace, body)
-            return True
-        except ApiException as e:
-            if e.status == 409:
-                return False
-            raise
+        return _created(lambda: self.core.create_namespaced_config_map(namespace, body))
 
     def delete_config_map(self, namespace: str, name: str) -> None:
         try:
@@ -130,3 +118,14 @@ class Kube:
             "source": {"component": "boss-operator"}, "reportingComponent": "boss-operator",
         }
         self.core.create_namespaced_event(meta["namespace"], body)
+
+
+def _created(create) -> bool:
+    """Run a create call: True if it created the object, False if one of that name exists (409)."""
+    try:
+        create()
+        return True
+    except ApiException as e:
+        if e.status == 409:
+            return False
+        raise

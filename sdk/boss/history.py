@@ -107,11 +107,7 @@ def named_chunks(study: str, uid: str | None, status: dict[str, Any],
 def assemble(study: str, uid: str | None, status: dict[str, Any], configmaps: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every trial of the study, by index: the chunks the status names, then its tail."""
     chunks, archived = recorded(status)
-    found: dict[int, dict[str, Any]] = {}
-    for cm in configmaps:
-        k = chunk_index(cm, study)
-        if k is not None and k < chunks and owned_by(cm, uid):
-            found[k] = cm
+    found = named_chunks(study, uid, status, configmaps)
     missing = [chunk_name(study, k) for k in range(chunks) if k not in found]
     if missing:
         raise HistoryError(f"the study's history names ConfigMaps that are missing: {', '.join(missing[:5])}")
