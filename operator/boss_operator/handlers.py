@@ -89,7 +89,7 @@ async def trial_job_changed(type: str, body: kopf.Body, name: str, namespace: st
     if type == "DELETED":
         watched.put_job(key, name, None)
         return
-    before = watched.jobs(key).get(name)
+    before = watched.job(key, name)
     watched.put_job(key, name, dict(body))
     if job_outcome(body) is not None or (before is not None and job_queued(before) != job_queued(body)):
         watched.wake(key)  # finished, or admitted by Kueue (queued -> running shows at once)

@@ -240,7 +240,7 @@ class StudyReconciler:
             opmetrics.TRIALS_STARTED.inc()
         if self.watched is not None:  # known to exist now, whether or not its watch event came yet
             key = (self.namespace, self.name)
-            if body["metadata"]["name"] not in self.watched.jobs(key):
+            if self.watched.job(key, body["metadata"]["name"]) is None:
                 self.watched.put_job(key, body["metadata"]["name"], body)
 
     def _job_body(self, obj: dict[str, Any], t: Trial) -> dict[str, Any]:

@@ -66,6 +66,11 @@ class Watched:
         with self._lock:
             return dict(self._jobs.get(key, {}))
 
+    def job(self, key: Key, name: str) -> dict[str, Any] | None:
+        """One Job as last seen (no copy of the study's whole map: a watch event's lookup)."""
+        with self._lock:
+            return self._jobs.get(key, {}).get(name)
+
     def forget(self, key: Key) -> None:
         with self._lock:
             self._studies.pop(key, None)
