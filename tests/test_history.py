@@ -187,6 +187,38 @@ def test_the_resumable_selector_proposes_what_smac_own_generator_does():
             theirs.tell(b, TrialValue(cost=-score(native(b.config))), save=False)
 
 
+def test_the_cheap_parts_of_an_ask_give_smac_own_numbers():
+    """What optimizer.py does faster than SMAC 2.4.1 (at 1,500 trials an ask took 0.4 s, now
+    0.1 s) gives SMAC's own numbers, bit for bit: the predicted best of the evaluated configs (one
+    prediction for all rows, not one per row), the objective bounds (folded in per result, not
+    recomputed from every entry), and the membership test of the handed-out configs."""
+    import numpy as np
+    from boss_operator.optimizer import make_smac, trial_seed_of
+    from boss_operator.space import native
+    from smac.runhistory.dataclasses import TrialInfo, TrialValue
+
+    smac = make_smac(spec(trials=200), "warmup", "cheap", 0, 150)
+    sel, seed = smac._config_selector, trial_seed_of(smac)
+    checked = 0
+    for i in range(120):
+        info = TrialInfo(config=sel.next_config(), seed=seed)
+        smac.runhistory.add_running_trial(info)
+        smac.tell(info, TrialValue(cost=-score(native(info.config))), save=False)
+        if i % 20 == 19:
+            X, Y, X_configs = sel._collect_data()
+            sel._model.train(X, Y)
+            ours, theirs = sel._predicted_best(X_configs), sel._get_x_best(X_configs)
+            assert np.array_equal(ours[0], theirs[0]) and ours[1] == theirs[1], i
+            kept = list(smac.runhistory._objective_bounds)
+            type(smac.runhistory)._update_objective_bounds(smac.runhistory)  # SMAC's full recompute
+            assert kept == smac.runhistory._objective_bounds, i
+            handed = list(sel._processed_configs)
+            probes = handed[-5:] + [smac.scenario.configspace.sample_configuration() for _ in range(5)]
+            assert [c in sel._processed_configs for c in probes] == [any(c == h for h in handed) for c in probes]
+            checked += 1
+    assert checked == 6
+
+
 @pytest.mark.parametrize("cut", [3, 11, 19, 27, 36])
 def test_a_restart_from_a_snapshot_proposes_what_an_uninterrupted_engine_does(cut):
     """Same seed, `cut` results in (warm-up, its initial design, mid-batch, the BOSS phase):
