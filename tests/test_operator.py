@@ -339,10 +339,20 @@ def test_invalid_spec_fails_with_a_condition_and_an_event(cluster):
 @pytest.mark.slow
 def test_failed_jobs_are_counted_and_the_study_goes_on(cluster):
     c = cluster
-    c.apply(study_doc(c, "flaky"))
+    c.apply(study_doc(c, "flaky", **{"spec.trainer.keepFinishedJobs": 1}))
     c.op.start()
     with c.node(fail_jobs={"flaky-t0001"}) as kubelet:
         status = wait_phase(c, "flaky", FINAL_PHASES)["status"]
+        # the succeeded trials' Jobs, all but the last to finish, are deleted with their pods once
+        # their results are recorded; the failed trial's Job stays for its log
+        last = max((t for t in status["trials"] if t["state"] == "succeeded"), key=lambda t: t["told"])
+        kept = {"flaky-t0001", f"flaky-t{last['index']:04d}"}
+        until("the older Jobs and their pods to go", lambda: {j.metadata.name for j in jobs_of(c, "flaky")} == kept
+              and not [p for p in client.CoreV1Api(c.api).list_namespaced_pod(c.ns).items
+                       if p.metadata.labels.get("job-name") not in kept], 60)
+        gone = boss_cli(c, "logs", "flaky", 0, "-n", c.ns)
+        assert gone.returncode != 0 and len(gone.stderr.strip().splitlines()) == 1 and "keepFinishedJobs" in gone.stderr
+        assert "crashed on purpose" in boss_cli(c, "logs", "flaky", 1, "-n", c.ns).stdout  # kept: its log
     why = (status.get("conditions"), [(t["state"], t.get("message")) for t in status.get("trials", [])])
     assert status["phase"] == "Succeeded" and status["trialsFailed"] == 1 and len(status["trials"]) == 5, why
     t1 = status["trials"][1]

@@ -64,6 +64,15 @@ class Kube:
         """Create a Job; False if one of that name exists already (a retried step)."""
         return _created(lambda: self.batch.create_namespaced_job(namespace, body))
 
+    def delete_job(self, namespace: str, name: str) -> None:
+        """Delete a finished trial's Job; its pods go with it (the garbage collector, in the
+        background). Already gone is fine."""
+        try:
+            self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
     def refuses_job(self, namespace: str, body: dict[str, Any]) -> str | None:
         """Create the Job as a server-side dry-run (validation and admission, nothing stored): the
         API server's own message if it refuses it as bad input, else None. Same verb as a real

@@ -126,6 +126,7 @@ class StudyReconciler:
             self._create_job(obj, t)
         self._count_queued(jobs, study)
         phase = self._write_status(obj, study, suspended)
+        self._clean_jobs(jobs, study)  # only now: the results of the Jobs it deletes are in the status
         if phase != status.get("phase"):
             self._event(obj, "Normal", "PhaseChanged", f"{status.get('phase') or 'New'} -> {phase}")
         if phase in FINAL:
@@ -288,6 +289,20 @@ class StudyReconciler:
                 opmetrics.TRIALS_FINISHED.labels("succeeded").inc()
                 self._event(obj, "Normal", "TrialSucceeded", f"trial {t.index} ({t.phase}) {metric}={t.value:.4f}")
         return changed
+
+    def _clean_jobs(self, jobs: dict[str, dict[str, Any]], study: Study) -> None:
+        """Delete the Jobs of succeeded trials beyond the newest `trainer.keepFinishedJobs`: a large
+        study would otherwise keep a Job and a pod per trial (etcd, the Job controller, the safety
+        poll's list all grow with them). Called after the status recording their results is
+        written, so a crash never loses a result with its Job. Failed trials keep theirs."""
+        assert self.engine is not None
+        done = sorted((t for t in self.engine.succeeded if job_name(self.name, t.index) in jobs),
+                      key=lambda t: t.told if t.told is not None else t.index)
+        for t in done[: max(0, len(done) - study.spec.trainer.keep_finished_jobs)]:
+            name = job_name(self.name, t.index)
+            self.kube.delete_job(self.namespace, name)
+            if self.watched is not None:
+                self.watched.put_job((self.namespace, self.name), name, None)
 
     def _pod_message(self, job: dict[str, Any], succeeded: bool) -> str | None:
         """The termination message of the Job's last succeeded (failed) pod; for a failed one its

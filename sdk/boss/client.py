@@ -96,7 +96,8 @@ class BossClient:
         """The log of a trial's (last) pod."""
         pods = self.core.list_namespaced_pod(self.namespace, label_selector=f"job-name={name}-t{trial:04d}").items
         if not pods:
-            raise StudyNotFound(f"no pod for trial {trial} of {name!r} (not started, or already cleaned up)")
+            raise StudyNotFound(f"no pod for trial {trial} of {name!r}: not started yet, or its Job was deleted "
+                                f"after it succeeded (the study keeps the newest spec.trainer.keepFinishedJobs)")
         pod = sorted(pods, key=lambda p: p.metadata.creation_timestamp or 0)[-1]
         return self.core.read_namespaced_pod_log(pod.metadata.name, self.namespace, tail_lines=tail)
 
