@@ -18,6 +18,7 @@ import itertools
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -198,6 +199,13 @@ def pods_of(c: Cluster, job: str):
     return client.CoreV1Api(c.api).list_namespaced_pod(c.ns, label_selector=f"job-name={job}").items
 
 
+def pushgateway_trials(c: Cluster) -> set[tuple[str, str]]:
+    """(study, trial) of every group of this test's namespace on the Pushgateway."""
+    text = urllib.request.urlopen(c.gateway + "/metrics", timeout=10).read().decode()
+    labels = [dict(re.findall(r'(\w+)="([^"]*)"', line)) for line in text.splitlines() if not line.startswith("#")]
+    return {(m["study"], m["trial"]) for m in labels if m.get("namespace") == c.ns and "trial" in m}
+
+
 def events_of(c: Cluster, name, ns=None):
     return [e for e in client.CoreV1Api(c.api).list_namespaced_event(ns or c.ns).items if e.involved_object.name == name]
 
@@ -353,6 +361,8 @@ def test_failed_jobs_are_counted_and_the_study_goes_on(cluster):
         gone = boss_cli(c, "logs", "flaky", 0, "-n", c.ns)
         assert gone.returncode != 0 and len(gone.stderr.strip().splitlines()) == 1 and "keepFinishedJobs" in gone.stderr
         assert "crashed on purpose" in boss_cli(c, "logs", "flaky", 1, "-n", c.ns).stdout  # kept: its log
+    groups = pushgateway_trials(c)  # a deleted Job's metrics group went with it
+    assert ("flaky", str(last["index"])) in groups and ("flaky", "0") not in groups, groups
     why = (status.get("conditions"), [(t["state"], t.get("message")) for t in status.get("trials", [])])
     assert status["phase"] == "Succeeded" and status["trialsFailed"] == 1 and len(status["trials"]) == 5, why
     t1 = status["trials"][1]

@@ -38,7 +38,7 @@ from .engine import BOSS, FAILED, Engine, ReplayError, Trial
 from .history import History, HistoryError
 from .jobs import build_job, job_failure, job_name, job_outcome, queued_trials, termination_message
 from .kube import Kube
-from .readback import metrics_objective
+from .readback import forget_pushgateway_group, metrics_objective
 from .trials import make_trial_spec, result_extra
 from .watched import Watched
 
@@ -292,17 +292,23 @@ class StudyReconciler:
 
     def _clean_jobs(self, jobs: dict[str, dict[str, Any]], study: Study) -> None:
         """Delete the Jobs of succeeded trials beyond the newest `trainer.keepFinishedJobs`: a large
-        study would otherwise keep a Job and a pod per trial (etcd, the Job controller, the safety
-        poll's list all grow with them). Called after the status recording their results is
+        study would otherwise keep a Job, a pod and a Pushgateway group per trial (etcd, the Job
+        controller, the safety poll's list and each metrics cross-check all grow with them). Called after the status recording their results is
         written, so a crash never loses a result with its Job. Failed trials keep theirs."""
         assert self.engine is not None
         done = sorted((t for t in self.engine.succeeded if job_name(self.name, t.index) in jobs),
                       key=lambda t: t.told if t.told is not None else t.index)
+        gateway = study.spec.metrics.pushgateway or self.config.pushgateway
         for t in done[: max(0, len(done) - study.spec.trainer.keep_finished_jobs)]:
             name = job_name(self.name, t.index)
             self.kube.delete_job(self.namespace, name)
             if self.watched is not None:
                 self.watched.put_job((self.namespace, self.name), name, None)
+            if gateway:  # its metrics group goes with it: every cross-check reads all the groups
+                try:
+                    forget_pushgateway_group(gateway, self.name, t.index, self.namespace)
+                except (OSError, ValueError) as e:
+                    log.warning("%s: cannot drop the Pushgateway group of trial %d: %s", self.name, t.index, e)
 
     def _pod_message(self, job: dict[str, Any], succeeded: bool) -> str | None:
         """The termination message of the Job's last succeeded (failed) pod; for a failed one its

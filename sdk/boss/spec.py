@@ -394,8 +394,9 @@ class TrainerSpec(_Model):
         "suspended until Kueue admits them.")
     keep_finished_jobs: int = Field(
         50, ge=0, le=100_000, description="On a cluster: how many Jobs of succeeded trials stay, with their pods "
-        "and logs, the most recently finished; older ones are deleted once their results are recorded (a large "
-        "study would otherwise leave a Job and a pod per trial). A failed trial's Job always stays, for its log.")
+        "and logs, the most recently finished; older ones are deleted once their results are recorded, with their "
+        "Pushgateway groups (a large study would otherwise leave a Job, a pod and a metrics group per trial). "
+        "A failed trial's Job always stays, for its log.")
 
     @field_validator("shm_size", mode="before")
     @classmethod
