@@ -34,7 +34,7 @@ demo: install ## run the digits BOSS study on this machine and print the result
 	$(BOSS) run examples/digits-study.yaml --run-dir runs/digits-demo --fresh
 
 test: install services cluster-bins ## the whole test suite, slow end-to-end studies included
-	$(PY) -m pytest -m "slow or not slow"
+	$(PY) -m pytest -m "slow or not slow" --durations=15
 
 test-fast: install cluster-bins ## the test suite without the slow end-to-end studies
 	$(PY) -m pytest

@@ -147,7 +147,7 @@ class Bench:
         node_config = self.cp.client_kubeconfig("system:node:bench-node", ("system:nodes",), self.work / "node.kubeconfig")
         env = {"PYTHONPATH": os.pathsep.join([str(ROOT / "bench"), os.environ.get("PYTHONPATH", "")])}
         self.kubelet = Kubelet(config.new_client_from_config(str(node_config)), self.work / "node", name="bench-node",
-                               env=env, pods=self.pods)
+                               env=env, pods=self.pods, preload=("instant_trainer",))
         self.kubelet.__enter__()
         self.metrics_port = free_port()
         self.op = None
@@ -227,7 +227,10 @@ class Bench:
         doc["metadata"] = {"name": name, "namespace": ns}
         doc["spec"]["budget"] = {"trials": trials, "warmupTrials": max(2, min(16, trials // 4)),
                                  "parallelism": parallelism, "maxFailedTrials": max(2, trials // 50)}
-        doc["spec"]["trainer"] = {"plugin": "instant_trainer:InstantTrainer", "epochs": 1, "args": {}}
+        # few finished Jobs kept: the stand-in kubelet lists its node's pods 5 times a second (a
+        # real one watches), and that list would otherwise hold 50 finished pods per study
+        doc["spec"]["trainer"] = {"plugin": "instant_trainer:InstantTrainer", "epochs": 1, "args": {},
+                                  "keepFinishedJobs": 4}
         doc["spec"]["seed"] = seed
         self.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, doc)
 

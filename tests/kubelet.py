@@ -34,6 +34,7 @@ import collections
 import datetime
 import http.server
 import ipaddress
+import json
 import logging
 import os
 import re
@@ -93,19 +94,23 @@ class Kubelet:
     `runs` counts pods started per Job (label job-name), so tests can see retries and check
     that no trial ran twice, and `logs` lists each Job's pod logs in order; `fail_jobs` names Jobs whose pods exit 1 at once (a crash);
     `instead(job)` may return a command to run in place of a Job's container (say, a hostile trial);
-    `after_run(pod_run)` is called when a pod's process has ended, before its status is written.
+    `after_run(pod_run)` is called when a pod's process has ended, before its status is written;
+    `preload` names trainer modules the warm launcher imports once (as `boss run` preloads the
+    study's plugin), so that each pod does not pay their import.
     """
 
     def __init__(self, api: client.ApiClient, workdir: Path, *, name: str = "boss-node",
                  env: dict[str, str] | None = None, pods: int = 8, gpus: int = 0,
                  labels: dict[str, str] | None = None, taints: list[dict[str, str]] | None = None,
-                 fail_jobs: set[str] = frozenset(), after_run=None, instead=None, grace: float = 10.0):
+                 fail_jobs: set[str] = frozenset(), after_run=None, instead=None, grace: float = 10.0,
+                 preload: tuple[str, ...] = ()):
         self.api = api
         self.labels, self.taints = dict(labels or {}), list(taints or [])  # as --node-labels, --register-with-taints
         self.core, self.coord = client.CoreV1Api(api), client.CoordinationV1Api(api)
         self.workdir = Path(workdir)
         self.name, self.env, self.pod_slots, self.gpus = name, dict(env or {}), pods, gpus
         self.fail_jobs, self.after_run, self.instead, self.grace = set(fail_jobs), after_run, instead, grace
+        self.preload = tuple(preload)  # trainer modules the warm launcher imports once, as `boss run` does
         self.runs: collections.Counter[str] = collections.Counter()
         self.logs: dict[str, list[Path]] = collections.defaultdict(list)  # per Job, one log per pod
         self.launcher = None
@@ -123,7 +128,8 @@ class Kubelet:
         self.workdir.mkdir(parents=True, exist_ok=True)
         from boss_operator.workers import WarmLauncher
 
-        self.launcher = WarmLauncher(python=sys.executable, env={**os.environ, **self.env}, cwd=self.workdir)
+        self.launcher = WarmLauncher(self.preload, python=sys.executable, env={**os.environ, **self.env},
+                                     cwd=self.workdir)
         self._serve_api()
         self._register()
         for target in (self._sync_loop, self._lease_loop):
@@ -217,15 +223,20 @@ class Kubelet:
             self._stop.wait(0.2)
 
     def _sync(self) -> None:
-        pods = self.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={self.name}").items
-        for pod in pods:
-            uid = pod.metadata.uid
-            run = self.pods.get(uid)
-            if pod.metadata.deletion_timestamp is not None:
-                self._delete(pod, run)
-                continue
-            if run is None and pod.status.phase in (None, "Pending"):
-                self._start(pod)
+        # read as JSON; only a pod that needs something done becomes a client object (the client's
+        # model of each pod, five times a second, would cost more CPU than the trials on a busy node)
+        resp = self.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={self.name}",
+                                                     _preload_content=False)
+        for item in json.loads(resp.data)["items"]:
+            meta = item["metadata"]
+            run = self.pods.get(meta["uid"])
+            deleting = meta.get("deletionTimestamp") is not None
+            if deleting or (run is None and (item.get("status") or {}).get("phase") in (None, "Pending")):
+                pod = self.api.deserialize(json.dumps(item), "V1Pod", "application/json")
+                if deleting:
+                    self._delete(pod, run)
+                else:
+                    self._start(pod)
         for run in list(self.pods.values()):
             if run.proc is not None and run.exit_code is None and run.proc.poll() is not None:
                 run.exit_code = run.proc.returncode

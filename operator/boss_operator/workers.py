@@ -36,9 +36,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-# What every trial imports. torch._dynamo: torch.optim imports it at the first step (~2-3 s).
+# What every trial imports. torch._dynamo: torch.optim imports it at the first step (~2-3 s);
+# s3fs (with aiobotocore): a trial with object storage, 1-3 s of CPU; scikit-learn's: the digits
+# trainer's data, about as much (none of these imports starts a thread).
 DEFAULT_PRELOAD = ("numpy", "torch", "torch._dynamo", "safetensors.torch", "fsspec.implementations.local",
-                   "boss.trial", "boss.loop")
+                   "s3fs", "sklearn.datasets", "sklearn.model_selection", "boss.trial", "boss.loop")
 EXIT_LOST = 1  # a trial whose server died before reporting it: its exit status is unknown
 _PYTHONPATH = "_BOSS_WORKER_PYTHONPATH"  # the caller's $PYTHONPATH, kept out of the server's own start-up
 _PKG_PARENT = str(Path(__file__).resolve().parent.parent)

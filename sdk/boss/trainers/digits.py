@@ -12,8 +12,6 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -45,6 +43,9 @@ def digits_splits(split_seed: int = 0, train_fraction: float = 1.0, label_noise:
         raise ValueError(f"train_fraction must be in (0, 1], got {train_fraction}")
     if not 0 <= label_noise < 1:
         raise ValueError(f"label_noise must be in [0, 1), got {label_noise}")
+    from sklearn.datasets import load_digits  # here: scikit-learn's import costs a trial ~1 s of CPU
+    from sklearn.model_selection import train_test_split
+
     x, y = load_digits(return_X_y=True)
     x = (x / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)
     x_tr, x_rest, y_tr, y_rest = train_test_split(x, y, test_size=0.4, stratify=y, random_state=split_seed)
