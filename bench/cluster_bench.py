@@ -170,7 +170,9 @@ class Bench:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env.update({"KUBECONFIG": str(self.opconfig), "BOSS_PUSHGATEWAY": self.gateway, "BOSS_STORAGE_URI": "s3://boss/",
                     "BOSS_STORAGE_ENDPOINT": self.s3, "BOSS_STORAGE_SECRET": "boss-s3",
-                    "BOSS_METRICS_PORT": str(self.metrics_port), "PYTHONUNBUFFERED": "1", **self.operator_env})
+                    "BOSS_METRICS_PORT": str(self.metrics_port), "PYTHONUNBUFFERED": "1",
+                    "MALLOC_ARENA_MAX": "2",  # as the chart's Deployment sets it
+                    **self.operator_env})
         self.op = _start([sys.executable, "-m", "boss_operator", "--liveness", ""], self.work / f"operator-{self.starts}.log", env)
         self.ps = psutil.Process(self.op.pid)
         self.cpu_before = getattr(self, "cpu_before", 0.0)

@@ -467,6 +467,7 @@ CALLS = {
     "list_namespaced_job": ("batch", "jobs", "list"),
     "list_namespaced_pod": ("", "pods", "list"),  # a finished trial's termination message
     "create_namespaced_job": ("batch", "jobs", "create"),
+    "delete_namespaced_job": ("batch", "jobs", "delete"),  # succeeded trials beyond keepFinishedJobs
     "create_namespaced_event": ("", "events", "create"),
     # the study's history (boss_operator/history.py)
     "list_namespaced_config_map": ("", "configmaps", "list"),
@@ -482,7 +483,7 @@ KOPF_CLUSTER = {("apiextensions.k8s.io", "customresourcedefinitions", v) for v i
 # what the operator never does, so must not be able to: (verb, group, resource)
 MUST_NOT = [
     ("list", "", "secrets"), ("get", "", "secrets"), ("delete", "", "namespaces"), ("create", "", "namespaces"),
-    ("delete", "batch", "jobs"), ("update", "batch", "jobs"),  # finished Jobs go with their study
+    ("update", "batch", "jobs"),
     ("get", "", "pods"), ("watch", "", "pods"), ("get", "", "pods/log"), ("update", "", "pods/status"), ("create", "", "pods"), ("create", "", "pods/exec"),
     ("create", GROUP, PLURAL), ("delete", GROUP, PLURAL), ("update", GROUP, PLURAL), ("update", GROUP, f"{PLURAL}/status"),
     ("create", "apiextensions.k8s.io", "customresourcedefinitions"),
