@@ -106,8 +106,8 @@ class JobClock:
 
 
 class Bench:
-    def __init__(self, work: Path, operator_env: dict[str, str], pods: int):
-        self.work, self.operator_env, self.pods = work, operator_env, pods
+    def __init__(self, work: Path, operator_env: dict[str, str], pods: int, trial_nice: int = 0):
+        self.work, self.operator_env, self.pods, self.trial_nice = work, operator_env, pods, trial_nice
 
     def __enter__(self):
         from k8s_cluster import ControlPlane, ensure_binaries, free_port
@@ -149,6 +149,9 @@ class Bench:
         self.kubelet = Kubelet(config.new_client_from_config(str(node_config)), self.work / "node", name="bench-node",
                                env=env, pods=self.pods, preload=("instant_trainer",))
         self.kubelet.__enter__()
+        if self.trial_nice:  # trials forked from here inherit it: they get the CPU the rest leaves,
+            # as on a cluster, where they run on other nodes than the operator and the control plane
+            psutil.Process(self.kubelet.launcher.server_pid).nice(self.trial_nice)
         self.metrics_port = free_port()
         self.op = None
         self.starts = 0
@@ -253,8 +256,9 @@ class Bench:
         return counts
 
 
-def scenario_one(work: Path, trials: int, parallelism: int, env: dict[str, str], kill_at: float = 0.9) -> dict:
-    with Bench(work, env, pods=parallelism + 2) as b:
+def scenario_one(work: Path, trials: int, parallelism: int, env: dict[str, str], kill_at: float = 0.9,
+                 trial_nice: int = 0) -> dict:
+    with Bench(work, env, pods=parallelism + 2, trial_nice=trial_nice) as b:
         b.namespace("one")
         b.start_operator()
         b.submit("one", "big", trials, parallelism)
@@ -309,8 +313,9 @@ def scenario_one(work: Path, trials: int, parallelism: int, env: dict[str, str],
         return out
 
 
-def scenario_many(work: Path, studies: int, trials: int, parallelism: int, env: dict[str, str], pods: int) -> dict:
-    with Bench(work, env, pods=pods) as b:
+def scenario_many(work: Path, studies: int, trials: int, parallelism: int, env: dict[str, str], pods: int,
+                  trial_nice: int = 0) -> dict:
+    with Bench(work, env, pods=pods, trial_nice=trial_nice) as b:
         b.namespace("many")
         b.start_operator()
         for i in range(studies):
@@ -350,11 +355,14 @@ def main(args) -> int:
     results = []
     with tempfile.TemporaryDirectory(prefix="boss-bench-") as tmp:
         if "one" in args.scenarios:
-            results.append(scenario_one(Path(tmp) / "one", args.trials, args.parallelism, env))
+            results.append(scenario_one(Path(tmp) / "one", args.trials, args.parallelism, env,
+                                        trial_nice=args.trial_nice))
+            results[-1]["trial_nice"] = args.trial_nice
             print(json.dumps(results[-1], indent=1), file=sys.stderr, flush=True)
         if "many" in args.scenarios:
             results.append(scenario_many(Path(tmp) / "many", args.studies, args.study_trials, args.parallelism, env,
-                                         pods=args.pods))
+                                         pods=args.pods, trial_nice=args.trial_nice))
+            results[-1]["trial_nice"] = args.trial_nice
             print(json.dumps(results[-1], indent=1), file=sys.stderr, flush=True)
     label = args.label or "run"
     path = out_dir / f"overhead-cluster-{label}.json"

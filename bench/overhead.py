@@ -105,6 +105,9 @@ def main() -> int:
     p.add_argument("--study-trials", type=int, default=40, help="--cluster: trials of each of them")
     p.add_argument("--pods", type=int, default=16, help="--cluster: pods the stand-in node runs at once")
     p.add_argument("--label", help="--cluster: names the JSON in bench/out (e.g. before, after)")
+    p.add_argument("--trial-nice", type=int, default=0,
+                   help="--cluster: nice value of the trial processes (19: they use only the CPU the operator and "
+                   "the control plane leave, as on a cluster where they run on other nodes)")
     p.add_argument("--operator-env", action="append", default=[], help="--cluster: NAME=VALUE for the operator")
     p.add_argument("--replay", action="store_true", help="restart cost: full replay vs snapshot + tail")
     p.add_argument("--chunk", type=int, default=100, help="--replay: results between snapshots")

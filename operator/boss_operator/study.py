@@ -293,8 +293,9 @@ class StudyReconciler:
     def _clean_jobs(self, jobs: dict[str, dict[str, Any]], study: Study) -> None:
         """Delete the Jobs of succeeded trials beyond the newest `trainer.keepFinishedJobs`: a large
         study would otherwise keep a Job, a pod and a Pushgateway group per trial (etcd, the Job
-        controller, the safety poll's list and each metrics cross-check all grow with them). Called after the status recording their results is
-        written, so a crash never loses a result with its Job. Failed trials keep theirs."""
+        controller, the safety poll's list and each metrics cross-check all grow with them).
+        Called after the status recording their results is written, so a crash never loses a
+        result with its Job. Failed trials keep theirs."""
         assert self.engine is not None
         done = sorted((t for t in self.engine.succeeded if job_name(self.name, t.index) in jobs),
                       key=lambda t: t.told if t.told is not None else t.index)
