@@ -96,3 +96,20 @@ boss_trial_completed{job="boss-trial",study="s",trial="2",phase="boss"} 0
 """
     assert read_objective(text, "val_accuracy", {"study": "s", "trial": "1"}) == 0.5
     assert read_objective(text, "val_accuracy", {"study": "s", "trial": "2"}) is None
+
+
+def test_read_objective_finds_its_trial_among_many_groups_with_escaped_labels():
+    """A Pushgateway page holds every group: only this trial's lines count, label values are
+    matched as the text format escapes them, and a label that merely ends like ours is not ours."""
+    groups = "\n".join(
+        f'boss_trial_objective{{job="boss-trial",study="s",trial="{i}",metric="val_accuracy"}} {i / 100}\n'
+        f'boss_trial_completed{{job="boss-trial",study="s",trial="{i}"}} 1' for i in range(300))
+    odd = ('boss_trial_objective{job="boss-trial",study="a\\"b\\\\c",trial="7",metric="val_accuracy"} 0.25\n'
+           'boss_trial_completed{job="boss-trial",study="a\\"b\\\\c",trial="7"} 1\n'
+           'boss_trial_objective{job="boss-trial",xstudy="q",study="r",trial="9",metric="val_accuracy"} 0.9\n'
+           'boss_trial_completed{job="boss-trial",xstudy="q",study="r",trial="9"} 1\n')
+    text = "# TYPE boss_trial_objective gauge\n# TYPE boss_trial_completed gauge\n" + groups + "\n" + odd
+    assert read_objective(text, "val_accuracy", {"study": "s", "trial": "123"}) == 1.23
+    assert read_objective(text, "val_accuracy", {"study": 'a"b\\c', "trial": "7"}) == 0.25
+    assert read_objective(text, "val_accuracy", {"study": "q", "trial": "9"}) is None
+    assert read_objective(text, "val_accuracy", {"study": "s", "trial": "300"}) is None
