@@ -20,6 +20,7 @@ and the largest study object seen (bytes of its JSON).
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import os
 import signal
@@ -29,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -46,6 +48,10 @@ AUDIT_POLICY = {"apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages":
                 "rules": [{"level": "Metadata", "users": [OPERATOR_USER]}, {"level": "None"}]}
 LABEL_STUDY = "boss.automl.io/study"
 GROUP, VERSION, PLURAL = "boss.automl.io", "v1alpha1", "bossstudies"
+
+
+def warmup_of(trials: int) -> int:
+    return max(2, min(16, trials // 4))
 
 
 def _p(xs, q):
@@ -88,16 +94,21 @@ class JobClock:
 
     def turnarounds(self, exclude: tuple[float, float] | None = None) -> list[float]:
         """Per succeeded Job: seconds until the next Job of its study appeared (none: left out)."""
-        per_study: dict[tuple[str, str], list[float]] = {}
+        return [r["wait"] for r in self.pairs(exclude)]
+
+    def pairs(self, exclude: tuple[float, float] | None = None) -> list[dict]:
+        """Per succeeded Job followed by another of its study: the two Jobs, when, and the wait."""
+        per_study: dict[tuple[str, str], list[tuple[float, tuple[str, str]]]] = {}
         for key, t in self.created.items():
-            per_study.setdefault(self.study[key], []).append(t)
+            per_study.setdefault(self.study[key], []).append((t, key))
         out = []
         for key, done in self.succeeded.items():
             if exclude and exclude[0] <= done <= exclude[1]:
                 continue  # the operator was down: that wait is the restart's, reported apart
-            later = [t for t in per_study[self.study[key]] if t >= done]
+            later = [(t, k) for t, k in per_study[self.study[key]] if t >= done]
             if later:
-                out.append(min(later) - done)
+                t, nxt = min(later)
+                out.append({"job": key, "next": nxt, "done": done, "created": t, "wait": t - done})
         return out
 
     def stop(self):
@@ -230,7 +241,7 @@ class Bench:
     def submit(self, ns: str, name: str, trials: int, parallelism: int, seed: int = 0):
         doc = yaml.safe_load((ROOT / "examples" / "digits-study.yaml").read_text())
         doc["metadata"] = {"name": name, "namespace": ns}
-        doc["spec"]["budget"] = {"trials": trials, "warmupTrials": max(2, min(16, trials // 4)),
+        doc["spec"]["budget"] = {"trials": trials, "warmupTrials": warmup_of(trials),
                                  "parallelism": parallelism, "maxFailedTrials": max(2, trials // 50)}
         # few finished Jobs kept: the stand-in kubelet lists its node's pods 5 times a second (a
         # real one watches), and that list would otherwise hold 50 finished pods per study
@@ -254,6 +265,78 @@ class Bench:
                 f"/{ref['subresource']}" if ref.get("subresource") else "")
             counts[what] = counts.get(what, 0) + 1
         return counts
+
+
+def _stamp(text: str) -> float:
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def breakdown(audit: Path, pairs: list[dict], warmup: int) -> dict:
+    """Where each turnaround's time went, from the API server's audit log of the operator's
+    requests: Job succeeded (this process's watch) -> the operator lists its pods (it woke and
+    read the result) -> the study's status written (result told, next trial asked and recorded)
+    -> the next Job's create received -> that Job seen here. The wait of a study whose next
+    trial had to wait by design (the first BOSS trial starts when every warm-up trial is done) is
+    counted apart. Also the API server's own time per kind of request."""
+    pods: dict[tuple[str, str], float] = {}
+    patches: dict[tuple[str, str], list[float]] = {}
+    creates: dict[tuple[str, str], float] = {}
+    latency: dict[str, list[float]] = {}
+    for line in audit.read_text().splitlines():
+        ev = json.loads(line)
+        if ev.get("user", {}).get("username") != OPERATOR_USER or ev.get("stage") != "ResponseComplete":
+            continue
+        ref = ev.get("objectRef") or {}
+        got, done = _stamp(ev["requestReceivedTimestamp"]), _stamp(ev["stageTimestamp"])
+        what = f"{ev['verb']} {ref.get('resource', '?')}" + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+        latency.setdefault(what, []).append(done - got)
+        ns = ref.get("namespace", "")
+        uri = urllib.parse.unquote(ev.get("requestURI", ""))
+        if what == "list pods" and "job-name=" in uri:
+            job = uri.split("job-name=", 1)[1].split("&", 1)[0]
+            pods.setdefault((ns, job), got)
+        elif what == "patch bossstudies/status":
+            patches.setdefault((ns, ref.get("name", "")), []).append(got)
+        elif what == "create jobs" and ref.get("name"):
+            creates.setdefault((ns, ref["name"]), got)
+    rows = []
+    for r in pairs:
+        ns, job = r["job"]
+        study = job.rsplit("-t", 1)[0]
+        nxt_index = int(r["next"][1].rsplit("-t", 1)[1])
+        woke = pods.get((ns, job))
+        wrote = next((t for t in patches.get((ns, study), []) if woke is not None and t >= woke), None)
+        asked = creates.get(r["next"])
+        row = {"study": study, "job": job, "next": r["next"][1], "wait": r["wait"],
+               "by_design": nxt_index == warmup}
+        if woke is not None and wrote is not None and asked is not None and woke <= asked:
+            row.update(wake=woke - r["done"], think=wrote - woke, create=asked - wrote, seen=r["created"] - asked)
+        rows.append(row)
+    parts = {}
+    timed = [r for r in rows if "wake" in r and not r["by_design"]]
+    for part in ("wake", "think", "create", "seen"):
+        xs = [r[part] for r in timed]
+        parts[part] = {"median": statistics.median(xs) if xs else None, "p95": _p(xs, 95)}
+    operator_only = [r["wait"] for r in rows if not r["by_design"]]
+    return {
+        "turnaround_operator_median_s": statistics.median(operator_only) if operator_only else None,
+        "turnaround_operator_p95_s": _p(operator_only, 95),
+        "by_design": sum(r["by_design"] for r in rows), "by_design_waits": sorted(r["wait"] for r in rows if r["by_design"]),
+        "parts": parts, "timed": len(timed),
+        "api_latency": {k: {"n": len(v), "median": statistics.median(v), "p95": _p(v, 95)} for k, v in sorted(latency.items())},
+        "slowest": sorted((r for r in rows if not r["by_design"]), key=lambda r: -r["wait"])[:15],
+    }
+
+
+def print_breakdown(b: dict) -> None:
+    print(f"turnaround without the waits by design ({b['by_design']} first BOSS trials): median "
+          f"{b['turnaround_operator_median_s']:.2f} s, p95 {b['turnaround_operator_p95_s']:.2f} s", file=sys.stderr)
+    print("  parts (median / p95 s): " + ", ".join(f"{k} {v['median']:.3f}/{v['p95']:.3f}" for k, v in b["parts"].items()
+                                                    if v["median"] is not None), file=sys.stderr)
+    print("  API server per request (median / p95 s): " + ", ".join(
+        f"{k} {v['median']:.3f}/{v['p95']:.3f} ({v['n']})" for k, v in b["api_latency"].items()), file=sys.stderr)
+    for r in b["slowest"][:8]:
+        print(f"  slow: {r}", file=sys.stderr)
 
 
 def scenario_one(work: Path, trials: int, parallelism: int, env: dict[str, str], kill_at: float = 0.9,
@@ -297,7 +380,10 @@ def scenario_one(work: Path, trials: int, parallelism: int, env: dict[str, str],
         runs = dict(b.kubelet.runs)
         turn = b.clock.turnarounds()
         jobs = client.BatchV1Api(b.api).list_namespaced_job("one").items
+        parts = breakdown(b.audit, b.clock.pairs(), warmup=warmup_of(trials))
+        print_breakdown(parts)
         out = {
+            "breakdown": parts,
             "scenario": "one", "trials": trials, "parallelism": parallelism, "phase": status.get("phase"),
             "phase_message": next((c.get("message") for c in status.get("conditions") or [] if c["type"] == status.get("phase")), None),
             "trials_recorded": len(everything), "indices_ok": [t["index"] for t in everything] == list(range(len(everything))),
@@ -337,7 +423,10 @@ def scenario_many(work: Path, studies: int, trials: int, parallelism: int, env: 
         wall = time.time() - started
         requests = b.operator_requests()
         turn = b.clock.turnarounds()
+        parts = breakdown(b.audit, b.clock.pairs(), warmup=warmup_of(trials))
+        print_breakdown(parts)
         return {
+            "breakdown": parts,
             "scenario": "many", "studies": studies, "trials": trials, "parallelism": parallelism,
             "phases": {p: phases.count(p) for p in set(phases)}, "trials_done": done, "wall_s": round(wall, 1),
             "requests": requests, "requests_total": sum(requests.values()),
