@@ -87,7 +87,7 @@ async def trial_job_changed(type: str, body: kopf.Body, name: str, namespace: st
         return
     key = (namespace, labels.get(LABEL_STUDY, ""))
     if type == "DELETED":
-        watched.put_job(key, name, None)
+        watched.put_job(key, name, None, deleted_rv=body.get("metadata", {}).get("resourceVersion"))
         return
     before = watched.job(key, name)
     watched.put_job(key, name, dict(body))

@@ -26,6 +26,14 @@ def api_client() -> client.ApiClient:
     return client.ApiClient()
 
 
+class JobList(dict):
+    """A study's Jobs by name, and the list's resourceVersion (what a watch event is newer than)."""
+
+    def __init__(self, resource_version: str | None = None):
+        super().__init__()
+        self.resource_version = resource_version
+
+
 class Kube:
     def __init__(self, api: client.ApiClient | None = None):
         self.api = api or api_client()
@@ -45,9 +53,9 @@ class Kube:
         self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name,
                                                           {"status": status})
 
-    def list_jobs(self, namespace: str, study: str) -> dict[str, dict[str, Any]]:
+    def list_jobs(self, namespace: str, study: str) -> JobList:
         jobs = self.batch.list_namespaced_job(namespace, label_selector=f"{LABEL_STUDY}={study}")
-        out = {}
+        out = JobList(resource_version=jobs.metadata.resource_version if jobs.metadata else None)
         for j in jobs.items:
             d = self.api.sanitize_for_serialization(j)
             if d.get("metadata", {}).get("labels", {}).get(LABEL_STUDY) == study:

@@ -23,6 +23,7 @@ class Watched:
         self._studies: dict[Key, dict[str, Any]] = {}
         self._jobs: dict[Key, dict[str, dict[str, Any]]] = {}
         self._wakes: dict[Key, threading.Event] = {}
+        self._gone: dict[Key, dict[str, str | None]] = {}  # Jobs deleted since the last list: name -> rv
 
     def wake_event(self, key: Key) -> threading.Event:
         with self._lock:
@@ -36,7 +37,7 @@ class Watched:
             if body is None:
                 self._studies.pop(key, None)
                 self._jobs.pop(key, None)
-            else:
+            elif not _newer(_rv(self._studies.get(key)), _rv(body)):  # a GET older than an event: keep the event's
                 self._studies[key] = copy.deepcopy(dict(body))
 
     def study(self, key: Key) -> dict[str, Any] | None:
@@ -44,23 +45,41 @@ class Watched:
             body = self._studies.get(key)
             return copy.deepcopy(body) if body is not None else None
 
-    def put_job(self, key: Key, name: str, body: dict[str, Any] | None) -> None:
+    def put_job(self, key: Key, name: str, body: dict[str, Any] | None, deleted_rv: str | None = None) -> None:
+        """A Job as a watch event (or our own create) shows it; None: deleted (at `deleted_rv`,
+        None when this operator deleted it)."""
         with self._lock:
             jobs = self._jobs.setdefault(key, {})
             if body is None:
                 jobs.pop(name, None)
+                self._gone.setdefault(key, {})[name] = deleted_rv
             else:
-                old = jobs.get(name)
-                rv = (body.get("metadata") or {}).get("resourceVersion")
-                old_rv = (old or {}).get("metadata", {}).get("resourceVersion")
-                if old is not None and rv and old_rv and _newer(old_rv, rv):
+                if _newer(_rv(jobs.get(name)), _rv(body)):
                     return  # an older event arriving late: keep what we have
                 jobs[name] = copy.deepcopy(dict(body))
 
-    def replace_jobs(self, key: Key, jobs: dict[str, dict[str, Any]]) -> None:
-        """What a list of the API server said: the whole truth as of now."""
+    def replace_jobs(self, key: Key, jobs: dict[str, dict[str, Any]], list_rv: str | None = None) -> None:
+        """What a list of the API server said (as of `list_rv`, the list's resourceVersion), merged
+        with what the watch said meanwhile: a Job that finished, appeared or went away after the
+        list was taken stays as the watch saw it (else a finished trial, seen on the watch while
+        the list was on its way, would be forgotten until the next safety poll)."""
         with self._lock:
-            self._jobs[key] = copy.deepcopy(jobs)
+            cached, gone = self._jobs.get(key, {}), self._gone.get(key, {})
+            merged: dict[str, dict[str, Any]] = {}
+            for name, body in jobs.items():
+                old = cached.get(name)
+                if _newer(_rv(old), _rv(body)):
+                    merged[name] = old  # the watch saw a newer state
+                elif name in gone and (gone[name] is None or not _newer(_rv(body), gone[name])):
+                    continue  # deleted after the list was taken
+                else:
+                    merged[name] = copy.deepcopy(body)
+            for name, old in cached.items():
+                if name not in merged and (_rv(old) is None or _newer(_rv(old), list_rv)):
+                    merged[name] = old  # created after the list was taken (or by us, not seen yet)
+            self._jobs[key] = merged
+            # tombstones the list has caught up with are no longer needed
+            self._gone[key] = {n: r for n, r in gone.items() if n in jobs}  # gone from lists from now on
 
     def jobs(self, key: Key) -> dict[str, dict[str, Any]]:
         with self._lock:
@@ -76,11 +95,16 @@ class Watched:
             self._studies.pop(key, None)
             self._jobs.pop(key, None)
             self._wakes.pop(key, None)
+            self._gone.pop(key, None)
 
 
-def _newer(a: str, b: str) -> bool:
-    """Whether resourceVersion a is newer than b (etcd revisions; opaque strings otherwise)."""
+def _rv(body: dict[str, Any] | None) -> str | None:
+    return ((body or {}).get("metadata") or {}).get("resourceVersion")
+
+
+def _newer(a: str | None, b: str | None) -> bool:
+    """Whether resourceVersion a is newer than b (etcd revisions; unknown or opaque: not newer)."""
     try:
-        return int(a) > int(b)
-    except ValueError:
+        return int(a) > int(b)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
         return False
