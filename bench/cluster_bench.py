@@ -11,8 +11,10 @@ ServiceAccount, with instant trials (bench/instant_trainer.py). Two scenarios:
   many   S studies of T trials at once on one operator.
 
 Measured: API requests the operator makes per finished trial (the API server's audit log,
-filtered to the operator's ServiceAccount), turnaround from a trial Job's success to the next
-Job of its study (both seen on one watch of this process), the replay time after the restart
+filtered to the operator's ServiceAccount), turnaround from a trial Job's success (as the operator
+judges it: the Job controller's SuccessCriteriaMet, before the Complete that follows the pod's
+end) to the next Job of its study (both seen on one watch of this process; where the time went:
+`breakdown`), the replay time after the restart
 (the operator's boss_operator_replay_seconds), the operator's peak RSS and CPU seconds (psutil),
 and the largest study object seen (bytes of its JSON).
 """
@@ -23,6 +25,7 @@ import base64
 import datetime
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -42,6 +45,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from cluster_up import start as _start  # noqa: E402  (the processes `make cluster` starts, the same way)
 from cluster_up import wait_http  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "operator"))
+from boss_operator.jobs import job_outcome  # noqa: E402  (when the operator deems a Job finished)
 
 OPERATOR_USER = "system:serviceaccount:boss-system:boss-operator"
 AUDIT_POLICY = {"apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived", "ResponseStarted"],
@@ -67,7 +73,10 @@ class JobClock:
 
         self.batch, self.watch = client.BatchV1Api(api), watch.Watch()
         self.created: dict[tuple[str, str], float] = {}
-        self.succeeded: dict[tuple[str, str], float] = {}
+        self.succeeded: dict[tuple[str, str], float] = {}  # finished as the operator sees it (jobs.job_outcome)
+        self.complete: dict[tuple[str, str], float] = {}  # the Complete condition (after the pod is gone)
+        self.active: dict[tuple[str, str], float] = {}  # the Job controller made its pod
+        self.ready: dict[tuple[str, str], float] = {}  # the pod ran (ready)
         self.study: dict[tuple[str, str], str] = {}
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._stop = False
@@ -85,9 +94,16 @@ class JobClock:
                     key = (j.metadata.namespace, j.metadata.name)
                     self.study[key] = (j.metadata.namespace, j.metadata.labels.get(LABEL_STUDY))
                     self.created.setdefault(key, now)
-                    conds = (j.status.conditions or []) if j.status else []
-                    if any(c.type == "Complete" and c.status == "True" for c in conds):
+                    st = j.status
+                    conds = (st.conditions or []) if st else []
+                    if st and (st.active or st.succeeded or st.failed):
+                        self.active.setdefault(key, now)
+                    if st and (st.ready or st.succeeded):
+                        self.ready.setdefault(key, now)
+                    if job_outcome(self.batch.api_client.sanitize_for_serialization(j)) == "succeeded":
                         self.succeeded.setdefault(key, now)
+                    if any(c.type == "Complete" and c.status == "True" for c in conds):
+                        self.complete.setdefault(key, now)
             except Exception:
                 rv = None
                 time.sleep(0.5)
@@ -111,14 +127,29 @@ class JobClock:
                 out.append({"job": key, "next": nxt, "done": done, "created": t, "wait": t - done})
         return out
 
+    def timeline(self, study: tuple[str, str], since: float, until: float) -> list[str]:
+        """The study's Jobs that ran between two moments: when each was created, got its pod, ran,
+        finished and completed, in seconds from `since`."""
+        out = []
+        for key in sorted(k for k, s in self.study.items() if s == study):
+            if self.created[key] > until or self.succeeded.get(key, until) < since - 5:
+                continue
+            marks = [(f"{what} {t[key] - since:+.1f}") for what, t in (
+                ("created", self.created), ("pod", self.active), ("ran", self.ready), ("finished", self.succeeded),
+                ("complete", self.complete)) if key in t]
+            out.append(f"{key[1]}: " + ", ".join(marks))
+        return out
+
     def stop(self):
         self._stop = True
         self.watch.stop()
 
 
 class Bench:
-    def __init__(self, work: Path, operator_env: dict[str, str], pods: int, trial_nice: int = 0):
+    def __init__(self, work: Path, operator_env: dict[str, str], pods: int, trial_nice: int = 0,
+                 keep: Path | None = None):
         self.work, self.operator_env, self.pods, self.trial_nice = work, operator_env, pods, trial_nice
+        self.keep = keep  # where the operator's logs and the audit log are copied at the end
 
     def __enter__(self):
         from k8s_cluster import ControlPlane, ensure_binaries, free_port
@@ -172,6 +203,10 @@ class Bench:
     def __exit__(self, *exc):
         self.clock.stop()
         self.stop_operator()
+        if self.keep is not None:
+            self.keep.mkdir(parents=True, exist_ok=True)
+            for log in [*self.work.glob("operator-*.log"), self.audit]:
+                shutil.copy(log, self.keep / log.name)
         self.kubelet.__exit__(*exc)
         for p in self.procs:
             os.killpg(p.pid, signal.SIGTERM)
@@ -271,7 +306,7 @@ def _stamp(text: str) -> float:
     return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def breakdown(audit: Path, pairs: list[dict], warmup: int) -> dict:
+def breakdown(audit: Path, pairs: list[dict], warmup: int, clock: JobClock | None = None) -> dict:
     """Where each turnaround's time went, from the API server's audit log of the operator's
     requests: Job succeeded (this process's watch) -> the operator lists its pods (it woke and
     read the result) -> the study's status written (result told, next trial asked and recorded)
@@ -300,7 +335,7 @@ def breakdown(audit: Path, pairs: list[dict], warmup: int) -> dict:
         elif what == "create jobs" and ref.get("name"):
             creates.setdefault((ns, ref["name"]), got)
     rows = []
-    for r in pairs:
+    for r in sorted(pairs, key=lambda r: -r["wait"]):
         ns, job = r["job"]
         study = job.rsplit("-t", 1)[0]
         nxt_index = int(r["next"][1].rsplit("-t", 1)[1])
@@ -311,6 +346,8 @@ def breakdown(audit: Path, pairs: list[dict], warmup: int) -> dict:
                "by_design": nxt_index == warmup}
         if woke is not None and wrote is not None and asked is not None and woke <= asked:
             row.update(wake=woke - r["done"], think=wrote - woke, create=asked - wrote, seen=r["created"] - asked)
+        if clock is not None and len(rows) < 15 and not row["by_design"]:
+            row["timeline"] = clock.timeline(clock.study[r["job"]], r["done"], r["created"])
         rows.append(row)
     parts = {}
     timed = [r for r in rows if "wake" in r and not r["by_design"]]
@@ -336,12 +373,14 @@ def print_breakdown(b: dict) -> None:
     print("  API server per request (median / p95 s): " + ", ".join(
         f"{k} {v['median']:.3f}/{v['p95']:.3f} ({v['n']})" for k, v in b["api_latency"].items()), file=sys.stderr)
     for r in b["slowest"][:8]:
-        print(f"  slow: {r}", file=sys.stderr)
+        print(f"  slow: { {k: v for k, v in r.items() if k != 'timeline'} }", file=sys.stderr)
+        for line in r.get("timeline", []):
+            print(f"      {line}", file=sys.stderr)
 
 
 def scenario_one(work: Path, trials: int, parallelism: int, env: dict[str, str], kill_at: float = 0.9,
-                 trial_nice: int = 0) -> dict:
-    with Bench(work, env, pods=parallelism + 2, trial_nice=trial_nice) as b:
+                 trial_nice: int = 0, keep: Path | None = None) -> dict:
+    with Bench(work, env, pods=parallelism + 2, trial_nice=trial_nice, keep=keep) as b:
         b.namespace("one")
         b.start_operator()
         b.submit("one", "big", trials, parallelism)
@@ -380,7 +419,7 @@ def scenario_one(work: Path, trials: int, parallelism: int, env: dict[str, str],
         runs = dict(b.kubelet.runs)
         turn = b.clock.turnarounds()
         jobs = client.BatchV1Api(b.api).list_namespaced_job("one").items
-        parts = breakdown(b.audit, b.clock.pairs(), warmup=warmup_of(trials))
+        parts = breakdown(b.audit, b.clock.pairs(), warmup=warmup_of(trials), clock=b.clock)
         print_breakdown(parts)
         out = {
             "breakdown": parts,
@@ -400,8 +439,8 @@ def scenario_one(work: Path, trials: int, parallelism: int, env: dict[str, str],
 
 
 def scenario_many(work: Path, studies: int, trials: int, parallelism: int, env: dict[str, str], pods: int,
-                  trial_nice: int = 0) -> dict:
-    with Bench(work, env, pods=pods, trial_nice=trial_nice) as b:
+                  trial_nice: int = 0, keep: Path | None = None) -> dict:
+    with Bench(work, env, pods=pods, trial_nice=trial_nice, keep=keep) as b:
         b.namespace("many")
         b.start_operator()
         for i in range(studies):
@@ -423,7 +462,7 @@ def scenario_many(work: Path, studies: int, trials: int, parallelism: int, env: 
         wall = time.time() - started
         requests = b.operator_requests()
         turn = b.clock.turnarounds()
-        parts = breakdown(b.audit, b.clock.pairs(), warmup=warmup_of(trials))
+        parts = breakdown(b.audit, b.clock.pairs(), warmup=warmup_of(trials), clock=b.clock)
         print_breakdown(parts)
         return {
             "breakdown": parts,
@@ -442,15 +481,16 @@ def main(args) -> int:
     out_dir = ROOT / "bench" / "out"
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
+    label = args.label or "run"
     with tempfile.TemporaryDirectory(prefix="boss-bench-") as tmp:
         if "one" in args.scenarios:
             results.append(scenario_one(Path(tmp) / "one", args.trials, args.parallelism, env,
-                                        trial_nice=args.trial_nice))
+                                        trial_nice=args.trial_nice, keep=out_dir / f"{label}-one"))
             results[-1]["trial_nice"] = args.trial_nice
             print(json.dumps(results[-1], indent=1), file=sys.stderr, flush=True)
         if "many" in args.scenarios:
             results.append(scenario_many(Path(tmp) / "many", args.studies, args.study_trials, args.parallelism, env,
-                                         pods=args.pods, trial_nice=args.trial_nice))
+                                         pods=args.pods, trial_nice=args.trial_nice, keep=out_dir / f"{label}-many"))
             results[-1]["trial_nice"] = args.trial_nice
             print(json.dumps(results[-1], indent=1), file=sys.stderr, flush=True)
     label = args.label or "run"

@@ -234,3 +234,65 @@ def test_replay_detects_a_changed_history():
         Engine.replay(e.spec, records)
     with pytest.raises(ReplayError, match="indices"):
         Engine.replay(e.spec, records[1:])
+
+
+# ---- the next config computed ahead (Engine.ahead) ----------------------------------------------
+
+
+def run_with(engine: Engine, seed: int, settle: bool) -> list[dict]:
+    """drive(), the backend settling after each round of asks or never."""
+    rng, running = random.Random(seed), []
+    while not engine.finished:
+        while len(running) < engine.spec.budget.parallelism and (t := engine.ask()) is not None:
+            running.append(t)
+        if settle:
+            engine.settle()
+        finish(engine, running.pop(rng.randrange(len(running))), fail=rng.random() < 0.1)
+    return [t.to_dict() for t in engine.trials]
+
+
+def test_settling_changes_when_the_next_config_is_computed_not_what_it_is(monkeypatch):
+    spec = spec_of(**{"spec.seed": 4, "spec.budget": {"trials": 24, "warmupTrials": 6, "parallelism": 3,
+                                                       "maxFailedTrials": 20}})
+    settled, never = run_with(Engine(spec), 1, settle=True), run_with(Engine(spec), 1, settle=False)
+    assert settled == never  # a due config is computed before the next result either way
+    assert [t.to_dict() for t in Engine.replay(spec, settled).trials] == settled
+    # settled, the ask after a result fits no model and searches nothing: that was done before it
+    from boss_operator.optimizer import ResumableConfigSelector
+
+    e, rng, fills = Engine(spec), random.Random(1), []
+    real_fill = ResumableConfigSelector._fill
+    monkeypatch.setattr(ResumableConfigSelector, "_fill", lambda self: (fills.append(1), real_fill(self))[1])
+    running, after_result = [], 0
+    while not e.finished:
+        while len(running) < 3 and (t := e.ask()) is not None:
+            running.append(t)
+        e.settle()
+        before = len(fills)
+        finish(e, running.pop(rng.randrange(len(running))))
+        if len(running) < 3 and (t := e.ask()) is not None:
+            running.append(t)
+            after_result += 1
+            assert len(fills) == before, f"trial {t.index}: the ask after a result searched"
+    assert after_result > 10 and len(fills) >= 3  # the searches happened, all of them in settle()
+
+
+def test_one_trial_at_a_time_waits_for_its_result():
+    """With parallelism 1 nothing is computed ahead: the next config sees the result before it."""
+    spec = spec_of(**{"spec.seed": 2, "spec.budget": {"trials": 16, "warmupTrials": 4, "parallelism": 1}})
+    assert run_with(Engine(spec), 3, settle=True) == run_with(Engine(spec, ahead=False), 3, settle=True)
+
+
+def test_a_study_recorded_without_computing_ahead_replays_as_recorded():
+    from boss_operator.study import computes_ahead
+
+    spec = spec_of(**{"spec.seed": 6, "spec.budget": {"trials": 24, "warmupTrials": 6, "parallelism": 3,
+                                                       "maxFailedTrials": 20}})
+    old = run_with(Engine(spec, ahead=False), 2, settle=False)
+    assert [t.to_dict() for t in Engine.replay(spec, old, ahead=False).trials] == old
+    with pytest.raises(ReplayError, match="replays as"):
+        Engine.replay(spec, old)  # computed ahead, the searches see other results: other configs
+    # the operator knows which from the status: new studies compute ahead, older ones did not
+    assert computes_ahead({}) and computes_ahead({"trials": [], "history": {"trials": 0}})
+    assert not computes_ahead({"trials": old[:3]}) and not computes_ahead({"trials": [], "history": {"trials": 100}})
+    assert computes_ahead({"trials": old[:3], "engine": {"computeAhead": True}})

@@ -77,9 +77,16 @@ class Trial:
 class Engine:
     """Proposes trials for one study and keeps its observations (Λ, Λ') and checkpoints (Θ)."""
 
-    def __init__(self, spec: StudySpec, name: str = "study"):
+    def __init__(self, spec: StudySpec, name: str = "study", ahead: bool = True):
         self.spec = spec
         self.name = name
+        # compute each phase's next config as soon as it is due (right after an ask) instead of in
+        # the ask that takes it: a backend calls `settle` once the trials it asked for run, and
+        # the model fit and acquisition search every few trials leave the path from a finished
+        # trial to the next one. It changes which results that search sees (the ones before the
+        # ask that made it due), so it is part of a study's record: studies recorded without it
+        # replay without it (`Engine.replay(..., ahead=False)`).
+        self.ahead = ahead
         self.trials: list[Trial] = []
         self._smac: dict[str, HPO] = {}
         self._seeds: dict[str, int] = {}  # per phase: the seed of SMAC's trials
@@ -106,7 +113,18 @@ class Engine:
             trial.config = {**config, **{k: student[k] for k in self.architecture if k in student}}
         self._infos[index] = info
         self.trials.append(trial)
+        if self.ahead and self._asks_again(phase) and len(self.running) > 1:
+            # with one trial at a time its result is the next thing to happen: wait for it
+            self._smac[phase]._config_selector.owe()
         return trial
+
+    def settle(self) -> None:
+        """Compute now the next config that is due (see `ahead`): a backend calls it when the
+        trials it asked for have started, so that the ask after the next result is fast. Calling
+        it or not never changes a proposal: a due config is computed before the next tell or ask
+        anyway, from the same state."""
+        for smac in self._smac.values():
+            smac._config_selector.settle()
 
     def tell(
         self,
@@ -121,6 +139,7 @@ class Engine:
         """Record a trial's result. Telling a finished trial again changes nothing."""
         if not 0 <= index < len(self.trials):
             raise KeyError(f"trial {index} was never proposed")
+        self.settle()  # a config due before this result is computed without it
         t = self.trials[index]
         if t.done:
             return t
@@ -142,7 +161,7 @@ class Engine:
 
     @classmethod
     def replay(cls, spec: StudySpec, records: Iterable[Trial | dict[str, Any]], name: str = "study",
-               snapshots: Iterable[dict[str, Any]] = ()) -> Engine:
+               snapshots: Iterable[dict[str, Any]] = (), ahead: bool = True) -> Engine:
         """Rebuild an engine from recorded trials: same seed, same order, same proposals.
 
         With `snapshots` (Engine.snapshot(), newest first), the trials a usable one covers are put
@@ -158,7 +177,7 @@ class Engine:
             raise ReplayError("recorded result order has gaps")
         dicts: list[dict[str, Any]] | None = None
         for s in snapshots:
-            if not isinstance(s, dict) or s.get("version") != snap.VERSION:
+            if not isinstance(s, dict) or s.get("version") not in snap.READABLE:
                 continue
             p, k = s.get("proposed"), s.get("told")
             if not (isinstance(p, int) and isinstance(k, int) and 0 <= p <= len(recs) and 0 <= k <= len(results)):
@@ -169,15 +188,15 @@ class Engine:
             if snap.digest(dicts, p, k) != s.get("digest"):
                 continue
             try:
-                return cls._replay(spec, recs, results, name, s)
+                return cls._replay(spec, recs, results, name, s, ahead)
             except (ReplayError, ValueError, KeyError, TypeError) as e:
                 log.warning("%s: the snapshot after %d trials does not replay (%s); trying without it", name, p, e)
-        return cls._replay(spec, recs, results, name, None)
+        return cls._replay(spec, recs, results, name, None, ahead)
 
     @classmethod
     def _replay(cls, spec: StudySpec, recs: list[Trial], results: list[Trial], name: str,
-                snapshot: dict[str, Any] | None) -> Engine:
-        eng = cls(spec, name)
+                snapshot: dict[str, Any] | None, ahead: bool) -> Engine:
+        eng = cls(spec, name, ahead)
         pending = iter(results)
 
         def tell_next() -> None:
@@ -372,6 +391,14 @@ class Engine:
         return teacher.index, student.index
 
     # ---- internals ---------------------------------------------------------------------------
+
+    def _asks_again(self, phase: str) -> bool:
+        """Whether this phase's SMAC is asked again as planned (the warm-up's extra trials after
+        failures are not planned: their configs are computed when asked)."""
+        b = self.spec.budget
+        if phase == WARMUP:
+            return sum(t.phase == WARMUP for t in self.trials) < b.warmup_trials
+        return len(self.trials) < b.trials
 
     def _next_phase(self) -> str | None:
         b = self.spec.budget

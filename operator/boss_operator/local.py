@@ -99,7 +99,9 @@ class LocalRun:
                 f"{self.run_dir} holds a run of a different study ({diff} changed); "
                 "use another --run-dir, or --fresh to start this one over"
             )
-        return Engine.replay(self.study.spec, saved["trials"], self.study.name)
+        # a run recorded before configs were computed ahead (no "engine") replays as it was recorded
+        ahead = bool((saved.get("engine") or {}).get("computeAhead", not saved.get("trials")))
+        return Engine.replay(self.study.spec, saved["trials"], self.study.name, ahead=ahead)
 
     def save(self) -> None:
         """Write the state atomically: a crash leaves the old state or the new, never half."""
@@ -112,6 +114,7 @@ class LocalRun:
             "runner": None if self.interrupted or e.finished else {"pid": os.getpid(), "host": socket.gethostname()},
             "best": best.to_dict() if best else None,
             "trials": [t.to_dict() for t in e.trials],
+            "engine": {"computeAhead": e.ahead},
         }
         tmp = self.state_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=1))
@@ -145,6 +148,7 @@ class LocalRun:
                         break
                     self.save()  # the proposal is recorded before its process starts
                     running[t.index] = self._launch(t)
+                self.engine.settle()  # while the trials run, not after the next one ends
                 if not running:
                     break
                 for index, r in list(running.items()):

@@ -66,6 +66,10 @@ class ResumableConfigSelector(ConfigSelector):
         self._exhausted_after_batch = False
         self.yields = 0  # configs handed out so far
         self.sampled: list[int] = []  # which of them SMAC does not count as processed
+        # the next config, computed ahead (owe/settle) or not yet: a config, or what computing it raised
+        self._ready: Any = None
+        self._ready_error: Exception | None = None
+        self._owed = False
 
     @property
     def _processed_configs(self) -> _SeenConfigs:
@@ -80,9 +84,33 @@ class ResumableConfigSelector(ConfigSelector):
             yield self.next_config()
 
     def next_config(self) -> Any:
-        config = self._next()
+        self.settle()
+        if self._ready_error is not None:
+            error, self._ready_error = self._ready_error, None
+            raise error
+        if self._ready is not None:
+            config, self._ready = self._ready, None
+        else:
+            config = self._next()
         self.yields += 1
         return config
+
+    def owe(self) -> None:
+        """The next config is due now, as of this moment (the model fit on the results told so far),
+        though it may be computed later: by `settle`, at the latest before the next result or ask.
+        Its inputs cannot change before then, so when it is computed does not change what it is."""
+        self._owed = True
+
+    def settle(self) -> None:
+        """Compute the config that `owe` made due (a model fit and an acquisition search every
+        `retrain_after` configs: the slow part of an ask), and keep it for the next ask."""
+        if not self._owed:
+            return
+        self._owed = False
+        try:
+            self._ready = self._next()
+        except Exception as e:  # raised to the ask that takes it, as computing it then would
+            self._ready_error = e
 
     def _next(self) -> Any:
         if self._stage == "dead":

@@ -25,10 +25,13 @@ from typing import Any
 
 import numpy as np
 from ConfigSpace import Configuration
+from smac.main.exceptions import ConfigurationSpaceExhaustedException
 
-VERSION = 1
+VERSION = 2  # 2: the selector's config computed ahead (ready, readyError)
+READABLE = (1, 2)  # a version-1 snapshot is a version 2 with nothing computed ahead
 _MODULES = ("smac", "ConfigSpace", "boss_operator")
-_SKIP = {"_runhistory", "runhistory", "_processed_configs", "_initial_design_configs", "_batch"}
+_SKIP = {"_runhistory", "runhistory", "_processed_configs", "_initial_design_configs", "_batch", "_ready",
+         "_ready_error"}
 
 
 def _rngs(root: Any) -> dict[str, Any]:
@@ -84,14 +87,18 @@ def _set_rng_state(rng: Any, state: dict[str, Any]) -> None:
 
 
 def smac_state(smac: Any) -> dict[str, Any]:
-    """One phase's SMAC: its RNGs and its config selector's iteration state."""
+    """One phase's SMAC: its RNGs and its config selector's iteration state (with the next config
+    if it was computed ahead; one that is due is computed first, so a snapshot never owes one)."""
     sel = smac._config_selector
+    sel.settle()
     return {
         "rngs": {path: _rng_state(rng) for path, rng in _rngs(smac).items()},
         "selector": {
             "stage": sel._stage, "initPos": sel._init_pos, "yields": sel.yields, "sampled": list(sel.sampled),
             "batch": [vector_of(c) for c in sel._batch], "exhaustedAfterBatch": sel._exhausted_after_batch,
             "previousEntries": int(sel._previous_entries), "maxNewConfigTries": int(sel._max_new_config_tries),
+            "ready": None if sel._ready is None else vector_of(sel._ready),
+            "readyError": None if sel._ready_error is None else str(sel._ready_error),
         },
     }
 
@@ -116,8 +123,13 @@ def restore_smac(smac: Any, state: dict[str, Any], processed: list[Configuration
     sel._max_new_config_tries = s["maxNewConfigTries"]
     sampled = set(sel.sampled)
     batch = [config_of(cs, v) for v in s["batch"]]
-    sel._processed_configs = [c for i, c in enumerate(processed) if i not in sampled] + batch
+    ready = None if s.get("ready") is None else config_of(cs, s["ready"])
+    # handed out, then the one computed ahead (unless it is a random one SMAC does not count), then the batch
+    ahead = [ready] if ready is not None and sel.yields not in sampled else []
+    sel._processed_configs = [c for i, c in enumerate(processed) if i not in sampled] + ahead + batch
     sel._batch = batch
+    sel._ready, sel._owed = ready, False
+    sel._ready_error = None if s.get("readyError") is None else ConfigurationSpaceExhaustedException(s["readyError"])
     sel._previous_entries = s["previousEntries"]
     if sel._stage == "loop" and sel._previous_entries >= 0:
         X, Y, X_configurations = sel._collect_data()

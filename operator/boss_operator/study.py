@@ -56,6 +56,13 @@ def condition(type_: str, status: bool, reason: str, message: str) -> dict[str, 
             "message": message, "lastTransitionTime": _now()}
 
 
+def computes_ahead(status: dict[str, Any]) -> bool:
+    """Whether the study's engine computes configs ahead (Engine.ahead): new studies do; one
+    recorded by an operator from before that (no status.engine) replays as it was recorded."""
+    recorded = bool(status.get("trials")) or bool((status.get("history") or {}).get("trials"))
+    return bool((status.get("engine") or {}).get("computeAhead", not recorded))
+
+
 class StudyReconciler:
     def __init__(self, kube: Kube, config: OperatorConfig, namespace: str, name: str,
                  watched: Watched | None = None):
@@ -94,7 +101,8 @@ class StudyReconciler:
             try:
                 started = time.perf_counter()
                 records = history.load(obj)
-                self.engine = Engine.replay(study.spec, records, study.name, history.snapshots)
+                self.engine = Engine.replay(study.spec, records, study.name, history.snapshots,
+                                            ahead=computes_ahead(status))
                 opmetrics.REPLAY_SECONDS.observe(time.perf_counter() - started)
             except (ReplayError, HistoryError) as e:
                 self._fail(obj, "ReplayFailed", f"the recorded trials cannot be replayed: {e}")
@@ -127,6 +135,7 @@ class StudyReconciler:
         self._count_queued(jobs, study)
         phase = self._write_status(obj, study, suspended)
         self._clean_jobs(jobs, study)  # only now: the results of the Jobs it deletes are in the status
+        self.engine.settle()  # the next config, now that the new Jobs exist: not after the next result
         if phase != status.get("phase"):
             self._event(obj, "Normal", "PhaseChanged", f"{status.get('phase') or 'New'} -> {phase}")
         if phase in FINAL:
@@ -159,7 +168,8 @@ class StudyReconciler:
         if fresh or self.watched is None:
             jobs = self.kube.list_jobs(self.namespace, self.name)
             if self.watched is not None:
-                self.watched.replace_jobs(key, jobs)
+                self.watched.replace_jobs(key, jobs, getattr(jobs, "resource_version", None))
+                jobs = self.watched.jobs(key)  # with what the watch saw while the list was on its way
             return jobs
         return self.watched.jobs(key)
 
@@ -421,6 +431,7 @@ class StudyReconciler:
             "topK": [{"trial": t.index, "value": t.value, "phase": t.phase, "checkpoint": t.checkpoint}
                      for t in e.top_k()],
             "conditions": conditions,
+            "engine": {"computeAhead": e.ahead},
         }
         status.update(self._trials_status())
         earlier = {c["type"]: c for c in ((self._written or obj.get("status") or {}).get("conditions") or [])}
