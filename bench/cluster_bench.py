@@ -346,7 +346,7 @@ def breakdown(audit: Path, pairs: list[dict], warmup: int, clock: JobClock | Non
                "by_design": nxt_index == warmup}
         if woke is not None and wrote is not None and asked is not None and woke <= asked:
             row.update(wake=woke - r["done"], think=wrote - woke, create=asked - wrote, seen=r["created"] - asked)
-        if clock is not None and len(rows) < 15 and not row["by_design"]:
+        if clock is not None and sum("timeline" in x for x in rows) < 15 and not row["by_design"]:
             row["timeline"] = clock.timeline(clock.study[r["job"]], r["done"], r["created"])
         rows.append(row)
     parts = {}

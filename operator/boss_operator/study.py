@@ -77,11 +77,27 @@ class StudyReconciler:
         self._written: dict[str, Any] | None = None  # the status this process last wrote
         self._seen_ended: dict[int, float] = {}  # trial -> when this process saw its Job end
         self._queued = 0  # running trials whose Job is suspended (not admitted by Kueue yet)
+        self._events: list[tuple[dict[str, Any], str, str, str]] | None = None  # a step's, posted at its end
 
     # ---- one step ---------------------------------------------------------------------------
 
     def step(self) -> float | None:
-        """Reconcile once; returns seconds until the next step, or None when the study is over."""
+        """Reconcile once; returns seconds until the next step, or None when the study is over.
+
+        What is not needed to start the next trial comes after its Job exists: the step's Events,
+        then the engine's next config (Engine.settle)."""
+        self._events = []
+        try:
+            wait = self._step()
+        finally:
+            events, self._events = self._events or [], None
+            for event in events:
+                self._event(*event)
+        if wait is not None and self.engine is not None:
+            self.engine.settle()  # the next config, now that the new Jobs exist: not after the next result
+        return wait
+
+    def _step(self) -> float | None:
         fresh = self.engine is None or self.watched is None or \
             time.monotonic() - self._synced >= self.config.poll_seconds
         obj = self._read_study(fresh)
@@ -135,7 +151,6 @@ class StudyReconciler:
         self._count_queued(jobs, study)
         phase = self._write_status(obj, study, suspended)
         self._clean_jobs(jobs, study)  # only now: the results of the Jobs it deletes are in the status
-        self.engine.settle()  # the next config, now that the new Jobs exist: not after the next result
         if phase != status.get("phase"):
             self._event(obj, "Normal", "PhaseChanged", f"{status.get('phase') or 'New'} -> {phase}")
         if phase in FINAL:
@@ -464,6 +479,9 @@ class StudyReconciler:
         opmetrics.study_phase(obj["metadata"].get("uid", self.name), "Failed")
 
     def _event(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        if self._events is not None:  # in a step: posted when it is done
+            self._events.append((obj, type_, reason, message))
+            return
         try:
             self.kube.event(obj, type_, reason, message)
         except Exception as e:  # an Event is worth a try, never a failed step
