@@ -3,7 +3,7 @@ to the next one, and what it costs the search. Engine only, a made-up objective,
 
     python bench/compute_ahead.py [--seeds 10] [--trials 40] [--warmup 10] [--parallelism 1,2,8]
 
-Both modes run the same studies (same seeds, same completion order). Measured per mode:
+Writes bench/out/compute_ahead.png (best so far against results, both modes). Both modes run the same studies (same seeds, same completion order). Measured per mode:
   ask after a result  seconds of the `ask` that follows a `tell` (what a finished trial waits
                       for before its successor can be created), median / p95 / max;
   settle              seconds spent computing ahead, off that path (ahead mode only);
@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "sdk"), str(ROOT / "operator")]
+sys.path[:0] = [str(ROOT / "sdk"), str(ROOT / "operator"), str(ROOT / "bench")]
 
 from boss.spec import parse_study  # noqa: E402
 from boss_operator.engine import Engine  # noqa: E402
@@ -72,7 +72,7 @@ def run(seed: int, trials: int, warmup: int, parallelism: int, ahead: bool) -> d
         told = True
         best.append(max(x.value for x in engine.succeeded))
     return {"after_result": after_result, "settle": sum(settles), "best_half": best[len(best) // 2 - 1],
-            "best": best[-1]}
+            "best": best[-1], "curve": best}
 
 
 def p95(xs: list[float]) -> float:
@@ -98,7 +98,8 @@ def main() -> int:
             rows.append({"parallelism": par, "mode": "ahead" if ahead else "at the ask",
                          "median": statistics.median(waits), "p95": p95(waits), "max": max(waits),
                          "settle": statistics.mean(r["settle"] for r in runs),
-                         "half": [r["best_half"] for r in runs], "best": [r["best"] for r in runs]})
+                         "half": [r["best_half"] for r in runs], "best": [r["best"] for r in runs],
+                         "curve": [statistics.mean(c) for c in zip(*(r["curve"] for r in runs), strict=False)]})
     print(f"\n{args.seeds} seeds x {args.trials} trials ({args.warmup} warm-up), made-up objective (max 0)\n")
     print("| parallelism | next config computed | ask after a result median s | p95 s | max s | settle s/study "
           f"| best at {args.trials // 2} | best at {args.trials} |")
@@ -107,7 +108,24 @@ def main() -> int:
         print(f"| {r['parallelism']} | {r['mode']} | {r['median']:.3f} | {r['p95']:.3f} | {r['max']:.3f} | "
               f"{r['settle']:.1f} | {statistics.mean(r['half']):.3f} ± {statistics.stdev(r['half']):.3f} | "
               f"{statistics.mean(r['best']):.3f} ± {statistics.stdev(r['best']):.3f} |")
+    plot(rows, args)
     return 0
+
+
+def plot(rows: list[dict], args) -> None:
+    """Best objective so far against results told, mean over seeds, one panel per parallelism."""
+    from plotting import plt, save
+
+    pars = sorted({r["parallelism"] for r in rows})
+    fig, axes = plt.subplots(1, len(pars), figsize=(4.2 * len(pars), 3.4), squeeze=False)
+    for ax, par in zip(axes[0], pars, strict=True):
+        for r in (r for r in rows if r["parallelism"] == par):
+            ax.plot(range(1, len(r["curve"]) + 1), r["curve"], label=f"{r['mode']} (ask p95 {r['p95']:.2f} s)")
+        ax.set_title(f"parallelism {par}")
+        ax.set_xlabel("results told")
+        ax.set_ylabel(f"best so far, mean of {args.seeds} seeds")
+        ax.legend(fontsize=8)
+    save(fig, "compute_ahead.png")
 
 
 if __name__ == "__main__":
