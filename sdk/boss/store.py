@@ -83,12 +83,7 @@ class Store:
                                        "connect_timeout": 10, "read_timeout": 60})
             if self.endpoint:
                 opts["client_kwargs"] = {"endpoint_url": self.endpoint}
-        fs, path = fsspec.core.url_to_fs(uri, **opts)
-        if uri.startswith("s3://"):
-            # s3fs retries a dropped connection 5 times on its own (about 2 s), silently: an outage
-            # that short never reached our log, and a longer one cost 5 tries per attempt of ours
-            fs.retries = 1
-        return fs, path
+        return fsspec.core.url_to_fs(uri, **opts)
 
     def write(self, uri: str, data: bytes) -> None:
         """Write all of `data` or nothing: readers never see a half-written file."""
