@@ -35,6 +35,12 @@ SUCCEEDED = "succeeded"
 FAILED = "failed"
 
 
+def recorded_ahead(engine: dict[str, Any] | None, recorded: bool) -> bool:
+    """Engine.ahead of a study from its record: what its `engine` entry says; without one, a new
+    study computes ahead and one recorded before that existed replays as it was recorded."""
+    return bool((engine or {}).get("computeAhead", not recorded))
+
+
 class ReplayError(RuntimeError):
     """Recorded trials that the engine cannot reproduce (the spec or the code changed)."""
 

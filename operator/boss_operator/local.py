@@ -30,7 +30,7 @@ from boss.spec import SpecError, Study, first_difference, fixed_part
 from boss.store import CheckpointError, Store, to_uri
 from boss.trial import TrialSpec
 
-from .engine import FAILED, Engine, Trial
+from .engine import FAILED, Engine, Trial, recorded_ahead
 from .readback import read_back
 from .trials import make_trial_spec, result_extra
 from .workers import ColdLauncher, Launcher, TrialHandle, WarmLauncher
@@ -99,9 +99,8 @@ class LocalRun:
                 f"{self.run_dir} holds a run of a different study ({diff} changed); "
                 "use another --run-dir, or --fresh to start this one over"
             )
-        # a run recorded before configs were computed ahead (no "engine") replays as it was recorded
-        ahead = bool((saved.get("engine") or {}).get("computeAhead", not saved.get("trials")))
-        return Engine.replay(self.study.spec, saved["trials"], self.study.name, ahead=ahead)
+        return Engine.replay(self.study.spec, saved["trials"], self.study.name,
+                             ahead=recorded_ahead(saved.get("engine"), bool(saved.get("trials"))))
 
     def save(self) -> None:
         """Write the state atomically: a crash leaves the old state or the new, never half."""

@@ -34,7 +34,7 @@ from boss.trial import parse_result_message
 
 from . import opmetrics
 from .config import OperatorConfig
-from .engine import BOSS, FAILED, Engine, ReplayError, Trial
+from .engine import BOSS, FAILED, Engine, ReplayError, Trial, recorded_ahead
 from .history import History, HistoryError
 from .jobs import build_job, job_failure, job_name, job_outcome, queued_trials, termination_message
 from .kube import Kube
@@ -60,7 +60,7 @@ def computes_ahead(status: dict[str, Any]) -> bool:
     """Whether the study's engine computes configs ahead (Engine.ahead): new studies do; one
     recorded by an operator from before that (no status.engine) replays as it was recorded."""
     recorded = bool(status.get("trials")) or bool((status.get("history") or {}).get("trials"))
-    return bool((status.get("engine") or {}).get("computeAhead", not recorded))
+    return recorded_ahead(status.get("engine"), recorded)
 
 
 class StudyReconciler:
