@@ -104,13 +104,16 @@ def flaky_s3(monkeypatch):
         server.stop()
 
 
-def _forward_later(target: str, delay: float) -> tuple[str, threading.Event]:
-    """A loopback port that refuses connections for `delay` seconds, then forwards each one to
-    `target`: an S3 endpoint that is down and comes back with its data (moto keeps none across a
-    restart, and a restarted server answers before its bucket exists)."""
+def _unavailable_first(target: str, dropped: int) -> tuple[str, threading.Event]:
+    """A loopback port that answers its first `dropped` requests 503 Service Unavailable (what
+    S3 and its load balancers say in an outage), then forwards each connection to `target`: an
+    endpoint that is down for a while and comes back with its data. Counting requests, not
+    seconds, so that a retry hidden below Store shows as a missing log line whatever the load."""
     import socket
 
-    port = free_port()
+    srv = socket.create_server(("127.0.0.1", 0))
+    srv.settimeout(0.2)
+    port = srv.getsockname()[1]
     host, target_port = target.split("://", 1)[1].split(":")
     done = threading.Event()
 
@@ -127,14 +130,26 @@ def _forward_later(target: str, delay: float) -> tuple[str, threading.Event]:
                 except OSError:
                     pass
 
+    def unavailable(conn):
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head and (chunk := conn.recv(65536)):
+                head += chunk
+            body = b"<Error><Code>ServiceUnavailable</Code><Message>down for a test</Message></Error>"
+            conn.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/xml\r\n"
+                         b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
     def serve():
-        time.sleep(delay)
-        with socket.create_server(("127.0.0.1", port)) as srv:
-            srv.settimeout(0.2)
+        seen = 0
+        with srv:
             while not done.is_set():
                 try:
                     conn, _ = srv.accept()
                 except TimeoutError:
+                    continue
+                seen += 1
+                if seen <= dropped:
+                    threading.Thread(target=unavailable, args=(conn,), daemon=True).start()
                     continue
                 upstream = socket.create_connection((host, int(target_port)))
                 for a, b in ((conn, upstream), (upstream, conn)):
@@ -146,14 +161,17 @@ def _forward_later(target: str, delay: float) -> tuple[str, threading.Event]:
 
 def test_an_outage_is_retried_with_backoff(flaky_s3, capfd):
     url, server = flaky_s3
-    down_then_up, done = _forward_later(url, 1.5)  # refused for 1.5 s, then the server with its bucket
+    flaky, done = _unavailable_first(url, 3)  # three requests fail, then the server with its bucket answers
     try:
-        store = Store(down_then_up, attempts=8, backoff=0.25)
+        store = Store(flaky, attempts=8, backoff=0.25)
         started = time.time()
         store.write("s3://ckpt/a/result.json", b'{"ok": true}')
-        assert time.time() - started >= 1.0
+        assert time.time() - started >= 0.25 + 0.5 + 1.0  # our backoff, doubling
         assert store.read("s3://ckpt/a/result.json") == b'{"ok": true}'
-        assert "retrying in" in capfd.readouterr().err
+        err = capfd.readouterr().err
+        # one logged retry per failed request: no library retries silently underneath
+        assert [line.split("retrying in ")[1] for line in err.splitlines() if "retrying in" in line] == \
+            ["0.2s", "0.5s", "1.0s"], err
     finally:
         done.set()
 
