@@ -79,7 +79,11 @@ def setup(dist: Dist) -> torch.device:
 
 
 def teardown() -> None:
+    """Leave the process group together: a rank that destroys its gloo context while a peer's is
+    still connected can abort in gloo's pair teardown ("terminate called without an active
+    exception"), turning a finished trial into a SIGABRT."""
     if td.is_available() and td.is_initialized():
+        td.barrier()
         td.destroy_process_group()
 
 
