@@ -385,9 +385,16 @@ def fresh_sys_path(env: Mapping[str, str], cwd: str, base: Sequence[str]) -> lis
     return tail if env.get("PYTHONSAFEPATH") else [cwd, *tail]
 
 
+_SIGINT: Any = signal.default_int_handler  # what SIGINT does in a trial: as in `python -m boss.trial`
+
+
 def _serve(base: list[str], config: str) -> None:
     """The server's main loop: import, then fork a trial per request and report its exit."""
+    global _SIGINT
     cfg = json.loads(config)
+    # a fresh interpreter keeps SIGINT ignored when its parent ignores it (a background shell):
+    # remember which a cold trial would get, before the server ignores it for itself
+    _SIGINT = signal.SIG_IGN if signal.getsignal(signal.SIGINT) == signal.SIG_IGN else signal.default_int_handler
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = socket.socket(fileno=cfg["fd"])
     if _PYTHONPATH in os.environ:
@@ -558,7 +565,7 @@ def _child(msg: dict[str, Any], w: int, own: list[int], base: list[str], user: d
             for fd in own:
                 os.close(fd)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGINT, _SIGINT)
             os.chdir(msg["cwd"])
             log = os.open(msg["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
             null = os.open(os.devnull, os.O_RDONLY)
