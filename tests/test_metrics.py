@@ -73,14 +73,15 @@ def test_objective_read_back_through_a_prometheus_server(pushgateway, prometheus
     other = MetricsReporter("scraped", 3, "boss", pushgateway=pushgateway, namespace="ns-2")
     running = MetricsReporter("scraped", 4, "boss", pushgateway=pushgateway, namespace="ns-1")
     assert objective_from_prometheus(prometheus, "scraped", 3, "val_accuracy", namespace="ns-1") is None
-    done.final("val_accuracy", 0.875)
-    other.final("val_accuracy", 0.5)
+    # pushed in this order, so that the scrape that sees `done` has seen the other two as well
     running.epoch_end(1, {"val_accuracy": 0.99})
+    other.final("val_accuracy", 0.5)
+    done.final("val_accuracy", 0.875)
     got = wait_value(lambda: objective_from_prometheus(prometheus, "scraped", 3, "val_accuracy", namespace="ns-1"))
     assert got == 0.875
     assert objective_from_prometheus(prometheus, "scraped", 3, "val_accuracy", namespace="ns-2") == 0.5
     assert objective_from_prometheus(prometheus, "scraped", 3, "val_loss", namespace="ns-1") is None
-    # the scrape that saw trial 3 also saw trial 4's epoch (pushed before): not completed, no objective
+    # the scrape that saw trial 3 also saw trial 4's epoch: not completed, no objective
     assert objective_from_prometheus(prometheus, "scraped", 4, "val_accuracy", namespace="ns-1") is None
     with pytest.raises(OSError):
         objective_from_prometheus(f"http://127.0.0.1:{free_port()}", "scraped", 3, "val_accuracy", timeout=2)
