@@ -101,8 +101,8 @@ class StudyReconciler:
         fresh = self.engine is None or self.watched is None or \
             time.monotonic() - self._synced >= self.config.poll_seconds
         obj = self._read_study(fresh)
-        if obj is None:
-            return None
+        if obj is None or obj["metadata"].get("deletionTimestamp"):
+            return None  # gone, or going: no new trial; the garbage collector takes its Jobs
         status = obj.get("status") or {}
         if status.get("phase") in FINAL:
             opmetrics.study_phase(obj["metadata"].get("uid", self.name), status["phase"])
