@@ -33,11 +33,16 @@ services: ## install the test services from Debian where apt is usable: Promethe
 demo: install ## run the digits BOSS study on this machine and print the result
 	$(BOSS) run examples/digits-study.yaml --run-dir runs/digits-demo --fresh
 
+# Test files run in WORKERS processes (pytest-xdist, a file's tests together in one): the suite
+# waits on subprocesses and on a control plane as much as it computes, so two workers on two
+# cores take about 10 minutes instead of 14. Each worker starts its own services and cluster.
+WORKERS ?= 2
+
 test: install services cluster-bins ## the whole test suite, slow end-to-end studies included
-	$(PY) -m pytest -m "slow or not slow" --durations=15
+	$(PY) -m pytest -m "slow or not slow" -n $(WORKERS) --dist loadfile --durations=15
 
 test-fast: install cluster-bins ## the test suite without the slow end-to-end studies
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(WORKERS) --dist loadfile
 
 lint: install ## ruff over the code, tests and benchmarks
 	$(VENV)/bin/ruff check .

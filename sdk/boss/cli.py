@@ -195,9 +195,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                                        f"  {trial.extra.get('seconds', 0):.1f}s{src}", highlight=False)
             elif kind == "warn" and not args.quiet:
                 progress.console.print(f"[yellow]trial {trial.index:>3} warning:[/] {trial.extra['warning']}",
-                                       highlight=False)
-            elif kind == "fail":
-                progress.console.print(f"[red]trial {trial.index:>3} failed:[/] {trial.message}", highlight=False)
+                                       highlight=False, soft_wrap=True)
+            elif kind == "fail":  # one line however long: the log command in it must paste whole
+                progress.console.print(f"[red]trial {trial.index:>3} failed:[/] {trial.message}", highlight=False,
+                                       soft_wrap=True)
 
         try:
             local = LocalRun(study, run_dir, on_event=on_event)
@@ -257,7 +258,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             line += f", {counts['interrupted']} interrupted (run `boss run` again to continue)"
         console.print(line, highlight=False)
         if status.get("message"):
-            console.print(status["message"], highlight=False)
+            console.print(status["message"], highlight=False, soft_wrap=True)
         if best:
             console.print(f"best: trial #{best['index']} {spec.get('objective', {}).get('metric')}={best['value']:.4f}")
     elif what == "trials":
