@@ -109,7 +109,7 @@ def prometheus(pushgateway, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def k8s(tmp_path_factory):
-    """One real Kubernetes control plane for the whole run (tests/k8s_cluster.py): etcd, the API
+    """One real Kubernetes control plane per pytest worker (tests/k8s_cluster.py): etcd, the API
     server, the controller manager and the scheduler built from Kubernetes' own modules."""
     from k8s_cluster import ControlPlane, ensure_binaries
 

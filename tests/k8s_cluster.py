@@ -75,7 +75,13 @@ def ensure_binaries(build: bool = True) -> Path:
     CalledProcessError when the build fails."""
     bins = bin_dir()
     if build and shutil.which("go"):
-        subprocess.run(["bash", str(BUILD_SCRIPT)], check=True)
+        import fcntl
+
+        bins.parent.mkdir(parents=True, exist_ok=True)
+        # pytest workers start together: one builds, the others then find its stamp
+        with open(bins.parent / ".build.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            subprocess.run(["bash", str(BUILD_SCRIPT)], check=True)
     if not binaries_present(bins):
         raise FileNotFoundError(
             f"no Kubernetes binaries in {bins}; build them with `make cluster-bins` (needs Go 1.26+ "
