@@ -284,4 +284,15 @@ if __name__ == "__main__":
     # __main__.TrialError, a different class from the boss.trial.TrialError the loop raises
     from boss.trial import main as _main
 
-    sys.exit(_main())
+    code = _main()
+    if int(os.environ.get("WORLD_SIZE") or 1) > 1:
+        # one of N processes: leave without interpreter finalization, where gloo's worker threads
+        # may still hold tensors and abort a finished trial's process (SIGABRT, "terminate called
+        # without an active exception"; pytorch/pytorch#179291)
+        import logging
+
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
