@@ -79,9 +79,9 @@ def setup(dist: Dist) -> torch.device:
 
 
 def teardown() -> None:
-    """Leave the process group together: a rank that destroys its gloo context while a peer's is
-    still connected can abort in gloo's pair teardown ("terminate called without an active
-    exception"), turning a finished trial into a SIGABRT."""
+    """Leave the process group together (a barrier first), so that no rank destroys its context
+    while a peer still talks to it. The SIGABRT seen after finished two-process trials came from
+    interpreter finalization, which boss.trial now skips for such ranks; this alone did not stop it."""
     if td.is_available() and td.is_initialized():
         td.barrier()
         td.destroy_process_group()

@@ -76,19 +76,18 @@ class Store:
                 delay *= 2
 
     def _fs(self, uri: str) -> tuple[Any, str]:
-        opts: dict[str, Any] = {}
-        if uri.startswith("s3://"):
-            # one retry policy, ours (logged, configurable), not botocore's and s3fs's stacked under it
-            # (botocore's "max_attempts" counts retries after the first try; "total_max_attempts" all tries)
-            opts.update(config_kwargs={"retries": {"total_max_attempts": 1, "mode": "standard"},
-                                       "connect_timeout": 10, "read_timeout": 60})
-            if self.endpoint:
-                opts["client_kwargs"] = {"endpoint_url": self.endpoint}
+        if not uri.startswith("s3://"):
+            return fsspec.core.url_to_fs(uri)
+        # one retry policy, ours (logged, configurable), not botocore's and s3fs's stacked under it
+        # (botocore's "max_attempts" counts retries after the first try; "total_max_attempts" all tries)
+        opts: dict[str, Any] = {"config_kwargs": {"retries": {"total_max_attempts": 1, "mode": "standard"},
+                                                  "connect_timeout": 10, "read_timeout": 60}}
+        if self.endpoint:
+            opts["client_kwargs"] = {"endpoint_url": self.endpoint}
         fs, path = fsspec.core.url_to_fs(uri, **opts)
-        if uri.startswith("s3://"):
-            fs.retries = 1  # s3fs would otherwise retry a dropped connection 5 times, silently
-            # (aiohttp still resends an idempotent request once on a connection that closes under
-            # it, as RFC 9112 allows for a stale keep-alive connection: immediate, not a policy)
+        fs.retries = 1  # s3fs would otherwise retry a dropped connection 5 times, silently
+        # (aiohttp still resends an idempotent request once on a connection that closes under
+        # it, as RFC 9112 allows for a stale keep-alive connection: immediate, not a policy)
         return fs, path
 
     def write(self, uri: str, data: bytes) -> None:
