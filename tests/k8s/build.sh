@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the real Kubernetes control plane used by the tests, from Go modules:
 #   boss-k8s  one multi-call binary: etcd (embedded), kube-apiserver, kube-controller-manager,
-#             kube-scheduler, kubectl (k8s.io/kubernetes v1.37.2, see go.mod)
+#             kube-scheduler, kubelet, kube-proxy, kubectl (k8s.io/kubernetes v1.37.2, see go.mod)
 #   helm      the real Helm CLI (helm.sh/helm/v3, see helm/go.mod)
 # into .cache/k8s/bin/ at the repository root (or $BOSS_K8S_BIN), with symlinks named after
 # each component so the folder can go on PATH. Cached: a stamp holds a hash of this script,
@@ -17,7 +17,7 @@ STAMP="$BIN/.stamp"
 K8S_VERSION=v1.37.2          # must match k8s.io/kubernetes in go.mod
 HELM_VERSION=v3.22.0         # must match helm.sh/helm/v3 in helm/go.mod
 BUILD_DATE=2026-01-01T00:00:00Z  # fixed: reproducible binaries
-LINKS=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl)
+LINKS=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
 
 command -v go >/dev/null 2>&1 || { [ -x /usr/local/go/bin/go ] && export PATH="/usr/local/go/bin:$PATH"; }
 command -v go >/dev/null 2>&1 || { echo "build.sh: needs the Go toolchain (go 1.26+) on PATH" >&2; exit 1; }
@@ -57,7 +57,7 @@ major=${K8S_VERSION#v}; minor=${major#*.}; minor=${minor%%.*}; major=${major%%.*
 K8S_LDFLAGS="-s -w $(kv gitVersion "$K8S_VERSION") $(kv gitMajor "$major") $(kv gitMinor "$minor") \
 $(kv gitTreeState clean) $(kv buildDate "$BUILD_DATE")"
 
-echo "building boss-k8s (k8s.io/kubernetes $K8S_VERSION: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl) ..."
+echo "building boss-k8s (k8s.io/kubernetes $K8S_VERSION: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy, kubectl) ..."
 t=$(date +%s)
 (cd "$HERE" && go build -trimpath -ldflags "$K8S_LDFLAGS" -o "$BIN/boss-k8s.tmp" .)
 mv -f "$BIN/boss-k8s.tmp" "$BIN/boss-k8s"

@@ -1,6 +1,6 @@
 // Command boss-k8s is a multi-call binary holding a real Kubernetes control plane for
-// BOSS's tests: embedded etcd, kube-apiserver, kube-controller-manager, kube-scheduler and
-// kubectl, all from k8s.io/kubernetes as Go modules. Each component runs in its own
+// BOSS's tests: embedded etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+// kubelet, kube-proxy and kubectl, all from k8s.io/kubernetes as Go modules. Each component runs in its own
 // process; the first argument (or the name the binary was invoked as, through a symlink)
 // picks it:
 //
@@ -8,6 +8,8 @@
 //	boss-k8s kube-apiserver [flags]
 //	boss-k8s kube-controller-manager [flags]
 //	boss-k8s kube-scheduler [flags]
+//	boss-k8s kubelet [flags]       (a real node, with containerd: tests/node.py)
+//	boss-k8s kube-proxy [flags]    (iptables mode: Service IPs route from pods)
 //	boss-k8s kubectl [args]        (or a symlink named kubectl)
 //	boss-k8s version
 package main
@@ -32,6 +34,8 @@ var components = map[string]func() int{
 	"kube-apiserver":          runAPIServer,
 	"kube-controller-manager": runControllerManager,
 	"kube-scheduler":          runScheduler,
+	"kubelet":                 runKubelet,
+	"kube-proxy":              runProxy,
 	"kubectl":                 runKubectl,
 	"version": func() int {
 		fmt.Println(version.Get().GitVersion)
