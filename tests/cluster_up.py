@@ -1,9 +1,10 @@
 """`make cluster`: a whole BOSS cluster on this machine, in the foreground, with no Docker.
 
 Starts the real control plane (tests/k8s_cluster.py), installs the chart with the real helm
-CLI, runs the stand-in kubelet as a Node (trial pods become local processes), moto's S3 server
-as the checkpoint store, Debian's Pushgateway for metrics, and the operator as the chart's
-ServiceAccount. Then prints the `export` lines, so that in another shell
+CLI, runs a real node (tests/node.py: the kubelet, containerd, runc, a CNI bridge) that pulls
+the project's images (built with buildah by `make images`) from a real registry on loopback,
+moto's S3 server as the checkpoint store, Debian's Pushgateway for metrics, and the operator as
+the chart's ServiceAccount. Then prints the `export` lines, so that in another shell
 
     kubectl apply -f examples/digits-study.yaml
     kubectl get boss -w
@@ -55,6 +56,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", help="logs, certificates, kubeconfigs (default: a new temp folder)")
     ap.add_argument("--gpus", type=int, default=0, help="nvidia.com/gpu the node advertises (none run here)")
+    ap.add_argument("--no-build", action="store_true", help="use the binaries and images already built")
     args = ap.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="boss-cluster-")).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -62,8 +64,14 @@ def main() -> int:
     if gateway_exe is None:
         print("make cluster: needs prometheus-pushgateway (Debian's; `make services` installs it)", file=sys.stderr)
         return 1
+    from node import HostNet, Node, missing
+
+    why = missing()
+    if why:
+        print(f"make cluster: {why}", file=sys.stderr)
+        return 1
     try:
-        ensure_binaries()
+        ensure_binaries(build=not args.no_build)
     except (FileNotFoundError, subprocess.CalledProcessError) as e:
         print(f"make cluster: {e}", file=sys.stderr)
         return 1
@@ -71,14 +79,17 @@ def main() -> int:
     procs: list[subprocess.Popen] = []
     started = time.time()
     try:
-        with ControlPlane(work / "k8s") as cp:
-            from kubelet import Kubelet
+        from registry import Registry, ensure_images
+
+        with Registry() as registry, HostNet(0) as net, ControlPlane(work / "k8s") as cp:
+            images = ensure_images(registry.host)
             from kubernetes import client, config
 
             s3_port, gw_port = free_port(), free_port()
-            s3, gateway = f"http://127.0.0.1:{s3_port}", f"http://127.0.0.1:{gw_port}"
-            procs.append(start([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)], work / "s3.log"))
-            procs.append(start([gateway_exe, f"--web.listen-address=127.0.0.1:{gw_port}", "--persistence.file="],
+            # where pods reach them: the host's address on the pod network's route (tests/node.py)
+            s3, gateway = f"http://{net.address}:{s3_port}", f"http://{net.address}:{gw_port}"
+            procs.append(start([str(BIN / "moto_server"), "-H", net.address, "-p", str(s3_port)], work / "s3.log"))
+            procs.append(start([gateway_exe, f"--web.listen-address={net.address}:{gw_port}", "--persistence.file="],
                                 work / "pushgateway.log"))
             wait_http(s3 + "/moto-api/", "the S3 server")
             wait_http(gateway + "/-/ready", "the Pushgateway")
@@ -91,6 +102,9 @@ def main() -> int:
             helm = [str(cp.bin_dir / "helm"), "--kubeconfig", str(cp.kubeconfig)]
             subprocess.run(helm + ["install", "boss-operator", str(ROOT / "charts" / "boss-operator"),
                                    "-n", "boss-system", "--create-namespace",
+                                   "--set", f"image.repository={images['operator'].rsplit(':', 1)[0]}",
+                                   "--set", f"image.tag={images['operator'].rsplit(':', 1)[1]}",
+                                   "--set", f"trainer.image={images['trainer']}",
                                    "--set", f"storage.uri=s3://boss/,storage.endpoint={s3},storage.secretName={SECRET}",
                                    "--set", f"pushgateway.url={gateway}"],
                            check=True, capture_output=True, text=True)
@@ -100,24 +114,24 @@ def main() -> int:
                 "metadata": {"name": SECRET},
                 "data": {k: base64.b64encode(v.encode()).decode() for k, v in creds.items()}})
 
-            node = "boss-node"
-            node_config = cp.client_kubeconfig(f"system:node:{node}", ("system:nodes",), work / "node.kubeconfig")
             operator_config = cp.serviceaccount_kubeconfig("boss-system", "boss-operator", work / "operator.kubeconfig",
                                                            expiration_seconds=86400)
             # no storage credentials: the operator never touches the studies' storage (docs/security.md)
             env = {**os.environ, "KUBECONFIG": str(operator_config), "BOSS_STORAGE_URI": "s3://boss/",
                    "BOSS_STORAGE_ENDPOINT": s3, "BOSS_STORAGE_SECRET": SECRET, "BOSS_PUSHGATEWAY": gateway,
+                   "BOSS_TRAINER_IMAGE": images["trainer"],
                    "BOSS_METRICS_PORT": str(free_port()), "PYTHONUNBUFFERED": "1"}
             procs.append(start([sys.executable, "-m", "boss_operator", "--liveness", ""], work / "operator.log", env))
-            with Kubelet(config.new_client_from_config(str(node_config)), work / "node", name=node, gpus=args.gpus):
+            with Node(cp, work / "node", registry=registry.host, pause_image=images["pause"], name="boss-node",
+                      gpus=args.gpus, slot="cluster"):
                 print(f"BOSS cluster ready in {time.time() - started:.0f} s: Kubernetes {cp.server}, "
-                      f"S3 {s3}, Pushgateway {gateway}")
-                print(f"logs: {work}/operator.log, {work}/node/pods/*/, {work}/k8s/*.log")
+                      f"a node running {images['trainer']}, S3 {s3}, Pushgateway {gateway}")
+                print(f"logs: {work}/operator.log, {work}/node/*.log, {work}/k8s/*.log")
                 print("in another shell:")
                 print(f"  export KUBECONFIG={cp.kubeconfig}")
                 print(f"  export PATH={cp.bin_dir}:$PATH    # kubectl and helm")
                 print("  kubectl apply -f examples/digits-study.yaml && kubectl get boss -w")
-                print("Ctrl-C stops everything.", flush=True)
+                print("Ctrl-C stops everything and leaves the host as it was.", flush=True)
                 while True:
                     time.sleep(1)
                     cp.check()

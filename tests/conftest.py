@@ -53,12 +53,32 @@ def serving(cmd: list[str], url: str, ready_path: str):
         proc.wait(10)
 
 
+def worker_number() -> int:
+    """0 without pytest-xdist, N+1 for worker gwN: picks per-worker addresses and caches."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    return int(worker[2:]) + 1 if worker.startswith("gw") else 0
+
+
 @pytest.fixture(scope="session")
-def s3_server():
+def host_address():
+    """Where servers listen that pods must reach: a dummy interface's address of this worker's
+    own (tests/node.py HostNet) where a real node can run, else loopback. The host reaches it as
+    any local address."""
+    from node import HostNet, missing
+
+    if missing():
+        yield "127.0.0.1"
+        return
+    with HostNet(worker_number()) as net:
+        yield net.address
+
+
+@pytest.fixture(scope="session")
+def s3_server(host_address):
     """moto in server mode: a real HTTP S3 endpoint that boto3/s3fs talk to as to any other."""
     port = free_port()
-    with serving([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                 f"http://127.0.0.1:{port}", "/moto-api/") as url:
+    with serving([str(BIN / "moto_server"), "-H", host_address, "-p", str(port)],
+                 f"http://{host_address}:{port}", "/moto-api/") as url:
         yield url
 
 
@@ -76,7 +96,7 @@ def s3_bucket(s3_server, monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def pushgateway():
+def pushgateway(host_address):
     """Debian's prometheus-pushgateway on a free loopback port (skipped where not installed)."""
     exe = shutil.which("prometheus-pushgateway")
     if exe is None:
@@ -84,8 +104,8 @@ def pushgateway():
     port = free_port()
     # Debian's build persists to /var/lib/prometheus/pushgateway.data by default: every test
     # session would start with the groups of the sessions before it. Memory only.
-    with serving([exe, f"--web.listen-address=127.0.0.1:{port}", "--persistence.file="],
-                 f"http://127.0.0.1:{port}", "/-/ready") as url:
+    with serving([exe, f"--web.listen-address={host_address}:{port}", "--persistence.file="],
+                 f"http://{host_address}:{port}", "/-/ready") as url:
         yield url
 
 
@@ -119,6 +139,34 @@ def k8s(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def images(tmp_path_factory):
+    """The project's images (trainer, operator, pause), built with buildah by `make images` and
+    pushed to a real registry (Debian's docker-registry on loopback) that this worker runs:
+    {"trainer": "127.0.0.1:PORT/boss-trainer:dev", ...}."""
+    from node import missing
+    from registry import Registry, ensure_images
+
+    why = missing()
+    if why:
+        pytest.skip(why)
+    with Registry() as reg:
+        yield ensure_images(reg.host)
+
+
+@pytest.fixture(scope="session")
+def node(k8s, host_address, images, tmp_path_factory):
+    """A real node for this worker's control plane: the kubelet, containerd, runc and a CNI
+    bridge (tests/node.py), pulling the images from the registry. Session-wide: a node starts in
+    seconds, but its first pull of the trainer image takes longer."""
+    from node import Node
+
+    n = worker_number()
+    with Node(k8s, tmp_path_factory.mktemp("node"), registry=images["trainer"].split("/")[0],
+              pause_image=images["pause"], name=f"node-{n}", number=n * 4, slot=f"w{n}-a") as nd:
+        yield nd
+
+
+@pytest.fixture(scope="session")
 def admin(k8s):
     """A kubernetes ApiClient as the cluster admin (system:masters), for the tests' own checks."""
     from kubernetes import config
@@ -130,14 +178,23 @@ RELEASE, RELEASE_NS = "boss-operator", "boss-system"
 
 
 @pytest.fixture(scope="session")
-def installed_chart(k8s, admin):
+def installed_chart(request, k8s, admin):
     """The chart installed once with the real helm CLI: the CRD, the operator's ServiceAccount and
-    its ClusterRole. The operator under test then runs as that ServiceAccount, so a missing RBAC
-    rule fails a test with 403. (No controller here runs Deployments, so the chart's own operator
-    pod never starts.)"""
+    its ClusterRole, the images from this worker's registry (where a real node can run). The
+    operator under test then runs as that ServiceAccount, so a missing RBAC rule fails a test with
+    403. (No controller here runs Deployments, so the chart's own operator pod never starts.)"""
+    from node import missing
+
+    operator, trainer = "boss-operator:not-built", "boss-trainer:not-built"  # the chart requires both
+    if missing() is None:
+        images = request.getfixturevalue("images")
+        operator, trainer = images["operator"], images["trainer"]
+    repository, tag = operator.rsplit(":", 1)
     helm = [str(k8s.bin_dir / "helm"), "--kubeconfig", str(k8s.kubeconfig)]
     subprocess.run(helm + ["install", RELEASE, str(ROOT / "charts" / "boss-operator"), "-n", RELEASE_NS,
-                           "--create-namespace", "--wait=false"], check=True, capture_output=True, text=True)
+                           "--create-namespace", "--wait=false", "--set", f"image.repository={repository}",
+                           "--set", f"image.tag={tag}", "--set", f"trainer.image={trainer}"],
+                   check=True, capture_output=True, text=True)
     k8s.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/bossstudies.boss.automl.io")
     return {"namespace": RELEASE_NS, "serviceAccount": RELEASE, "helm": helm}  # the chart names both after the release
 

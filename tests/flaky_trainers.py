@@ -1,5 +1,6 @@
 """Trainers that fail on purpose, for the failure and preemption tests."""
 
+import json
 import os
 import time
 from pathlib import Path
@@ -18,6 +19,16 @@ class FailsOnAdamW(DigitsTrainer):
     def configure_model(self):
         if self.config.get("optimizer") == "adamw":
             raise RuntimeError("no adamw today")
+        return super().configure_model()
+
+
+class CrashesOnTrial(DigitsTrainer):
+    """args.crash_trial: that trial's process dies at once, leaving only its log (every attempt)."""
+
+    def configure_model(self):
+        if json.loads(os.environ["BOSS_TRIAL"])["index"] == int(self.args["crash_trial"]):
+            print("crashed on purpose", flush=True)
+            os._exit(1)
         return super().configure_model()
 
 
@@ -61,3 +72,15 @@ class Slow(DigitsTrainer):
 
     def train_dataloader(self):
         return _SlowLoader(super().train_dataloader(), float(self.args.get("epoch_seconds", 1.0)))
+
+
+class HogsMemory(DigitsTrainer):
+    """args.hog_trial, args.hog_mb: that trial fills that much memory before training (over a
+    memory limit: the kernel's OOM killer ends it)."""
+
+    def configure_model(self):
+        if json.loads(os.environ["BOSS_TRIAL"])["index"] == int(self.args["hog_trial"]):
+            hog = []
+            for _ in range(int(self.args["hog_mb"]) // 64):
+                hog.append(torch.ones(64 * 2**20 // 4))  # touched: resident, not just reserved
+        return super().configure_model()

@@ -321,7 +321,9 @@ class ControlPlane:
         self._clients = {}
         for name, cn, orgs in (("admin", "admin", ("system:masters",)),
                                ("controller-manager", "system:kube-controller-manager", ()),
-                               ("scheduler", "system:kube-scheduler", ())):
+                               ("scheduler", "system:kube-scheduler", ()),
+                               # the API server's identity to kubelets (logs, exec, port-forward)
+                               ("apiserver-kubelet-client", "kube-apiserver-kubelet-client", ("system:masters",))):
             key, cert = ca.issue(cn, orgs)
             self._clients[name] = (_pem_cert(cert), _pem_key(key))
             _write(self.pki / f"{name}.crt", _pem_cert(cert), 0o644)
@@ -329,6 +331,8 @@ class ControlPlane:
 
     def _write_kubeconfigs(self) -> None:
         for name, (cert, key) in self._clients.items():
+            if name == "apiserver-kubelet-client":
+                continue
             path = self.kubeconfig if name == "admin" else self.workdir / f"{name}.kubeconfig"
             write_kubeconfig(path, self.server, self._ca_pem, name, cert_pem=cert, key_pem=key)
 
@@ -370,6 +374,10 @@ class ControlPlane:
                 # request timeout (60s) for open watches: restart_apiserver() takes seconds.
                 "--shutdown-send-retry-after=true",
                 "--profiling=false",
+                # to a node's kubelet API (kubectl logs, exec) with a client certificate
+                f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+                f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+                "--kubelet-preferred-address-types=InternalIP",
             ),
             "kube-controller-manager": self._argv(
                 "kube-controller-manager", v,
@@ -409,11 +417,12 @@ class ControlPlane:
             ctx.load_cert_chain(str(self.pki / f"{client}.crt"), str(self.pki / f"{client}.key"))
         return ctx
 
-    def request(self, method: str, path: str, body: dict | None = None, timeout: float = 10) -> tuple[int, dict | str]:
+    def request(self, method: str, path: str, body: dict | list | None = None, timeout: float = 10,
+                content_type: str = "application/json") -> tuple[int, dict | str]:
         """One request to the API server as the admin: (status, parsed JSON or text)."""
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.server + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json", "Accept": "application/json"})
+                                     headers={"Content-Type": content_type, "Accept": "application/json"})
         if self._admin_ssl is None:
             self._admin_ssl = self._ssl()
         try:
@@ -539,6 +548,15 @@ class ControlPlane:
         key, cert = self._ca.issue(user, groups)
         return write_kubeconfig(Path(path), self.server, self._ca_pem, user, cert_pem=_pem_cert(cert),
                                 key_pem=_pem_key(key))
+
+    def serving_certificate(self, cn: str, folder: str | os.PathLike, *, ips: tuple[str, ...] = (),
+                            dns: tuple[str, ...] = ()) -> tuple[Path, Path]:
+        """A serving certificate and key signed by the cluster CA (a kubelet's, which the API
+        server verifies): (cert path, key path) in `folder`."""
+        key, cert = self._ca.issue(cn, server=True, ips=ips, dns=dns or (cn,))
+        folder = Path(folder)
+        return (_write(folder / f"{cn}-serving.crt", _pem_cert(cert), 0o644),
+                _write(folder / f"{cn}-serving.key", _pem_key(key)))
 
     def serviceaccount_kubeconfig(self, namespace: str, name: str, path: str | os.PathLike,
                                   expiration_seconds: int = 3600) -> Path:

@@ -36,16 +36,18 @@ from conftest import tiny_doc, write_study
 from kubernetes import client
 from test_operator import (
     K8S_VERSION,
-    TESTS_ON_PATH,
+    TEST_TRAINERS_PATH,
     boss_cli,
     cluster,  # noqa: F401  (the fixture, by its name)
     events_of,
     get,
     jobs_of,
     pods_of,
+    pods_run,
     study_doc,
     until,
     wait_phase,
+    with_test_trainers,
 )
 
 GPU_LABEL = {"gpu.example.com/class": "a100"}
@@ -229,30 +231,42 @@ def _gpu_pool_objects(c, dataset_dir) -> None:
 
 
 @pytest.mark.slow
-def test_a_study_with_a_pod_template_runs_on_a_tainted_gpu_pool(cluster, tmp_path):  # noqa: F811
+def test_a_study_with_a_pod_template_runs_on_a_tainted_gpu_pool(cluster, tmp_path, request):  # noqa: F811
+    """Two real nodes, each its own kubelet, containerd, bridge and cgroup root: the one that
+    advertises nvidia.com/gpu (and carries the GPU pool's label and taint) gets every trial; the
+    checkpoints pass between trials only through object storage."""
     c = cluster
+    if c.real is None:
+        pytest.skip("no real node here")
     dataset = tmp_path / "dataset"
     dataset.mkdir()
     (dataset / "name.txt").write_text("digits\n")
     _gpu_pool_objects(c, dataset)
-    doc = study_doc(c, "gpu", **{
+    # what IRSA or GKE's metadata server give a pod, as a file the pod's identity brings: a credentials
+    # file on a volume of the pod template, named by AWS_SHARED_CREDENTIALS_FILE (no storage Secret env)
+    client.CoreV1Api(c.api).create_namespaced_secret(c.ns, {"metadata": {"name": "pod-identity"}, "stringData": {
+        "credentials": "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n"}})
+    template = copy.deepcopy(TEMPLATE)
+    template["spec"]["volumes"].append({"name": "identity", "secret": {"secretName": "pod-identity"}})
+    (ctr,) = template["spec"]["containers"]
+    ctr["volumeMounts"].append({"name": "identity", "mountPath": "/var/run/identity", "readOnly": True})
+    ctr["env"].append({"name": "AWS_SHARED_CREDENTIALS_FILE", "value": "/var/run/identity/credentials"})
+    doc = with_test_trainers(c, study_doc(c, "gpu", **{
         "spec.budget": {"trials": 3, "warmupTrials": 2, "parallelism": 2, "maxFailedTrials": 0},
         "spec.storage": {"uri": f"s3://{c.bucket}/boss", "endpoint": c.s3},  # no secretRef: the pod's identity
         "spec.trainer.plugin": "gpu_trainers:ReadsItsDataset",
         "spec.trainer.resources": {"limits": {"nvidia.com/gpu": 1}},
-        "spec.trainer.podTemplate": TEMPLATE, "spec.trainer.shmSize": "512Mi"})
-    # the node's ambient credentials stand in for what IRSA or the GKE metadata server give a pod
-    ambient = {**TESTS_ON_PATH, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+        "spec.trainer.shmSize": "512Mi"}), template=template)
     c.op.start()
-    with c.node(env=TESTS_ON_PATH), c.node(env=ambient, gpus=2, labels=GPU_LABEL, taints=[GPU_TAINT]) as gpu:
+    with c.second_node(gpus=2, labels=GPU_LABEL, taints=[GPU_TAINT]) as gpu:
         c.apply(doc)
         study = wait_phase(c, "gpu", ("Succeeded", "Failed"))
     status = study["status"]
     assert status["phase"] == "Succeeded" and status["trialsFailed"] == 0, (status.get("conditions"), status["trials"])
-    assert gpu.refused == [] and len(gpu.runs) == 3
     for job in jobs_of(c, "gpu"):
         (pod,) = pods_of(c, job.metadata.name)
         spec, ctr = pod.spec, pod.spec.containers[0]
+        assert pod.status.phase == "Succeeded" and pods_run(c, job.metadata.name) == 1
         assert spec.node_name == gpu.name  # the scheduler's choice: the labelled node, whose taint it tolerates
         assert spec.node_selector == GPU_LABEL
         assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in [
@@ -260,13 +274,14 @@ def test_a_study_with_a_pod_template_runs_on_a_tainted_gpu_pool(cluster, tmp_pat
         assert (spec.priority_class_name, spec.priority) == ("boss-trials", 1000)
         assert spec.service_account_name == "trainer" and spec.automount_service_account_token is False
         volumes = {v.name: v for v in spec.volumes}
-        assert set(volumes) == {"scratch", "dshm", "data"}  # no projected API token
+        assert set(volumes) == {"scratch", "dshm", "data", "identity", "test-trainers"}  # no projected API token
         assert volumes["data"].persistent_volume_claim.claim_name == "dataset"
         assert (volumes["dshm"].empty_dir.medium, volumes["dshm"].empty_dir.size_limit) == ("Memory", "512Mi")
         mounts = {m.mount_path: m for m in ctr.volume_mounts}
-        assert set(mounts) == {"/tmp", "/dev/shm", "/data"} and mounts["/data"].read_only
+        assert set(mounts) == {"/tmp", "/dev/shm", "/data", "/var/run/identity", TEST_TRAINERS_PATH}
+        assert mounts["/data"].read_only
         assert [e.name for e in ctr.env] == ["BOSS_TRIAL", "HOME", "TMPDIR", "BOSS_TERMINATION_MESSAGE", "DATASET_DIR",
-                                                "SHM_DIR"]
+                                             "SHM_DIR", "AWS_SHARED_CREDENTIALS_FILE", "PYTHONPATH"]
         assert not any(e.value_from for e in ctr.env)  # no storage Secret: the pod's identity reaches storage
         assert ctr.env_from[0].config_map_ref.name == "trial-settings"
         assert pod.metadata.labels["team"] == "vision"

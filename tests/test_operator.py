@@ -14,6 +14,8 @@ and serves its log through the kubelet API.
 from __future__ import annotations
 
 import base64
+import contextlib
+import copy
 import itertools
 import json
 import os
@@ -38,6 +40,7 @@ from boss_operator.readback import forget_pushgateway_group
 from conftest import EXAMPLES, ROOT, free_port, tiny_doc
 from kubelet import Kubelet
 from kubernetes import client, config
+from node import missing as node_missing
 from prometheus_client.parser import text_string_to_metric_families
 
 SECRET_VALUE = "s3cr3t-value-never-logged"
@@ -97,11 +100,29 @@ class Cluster:
     tmp: Path
     _nodes = itertools.count()
 
-    def node(self, **kw) -> Kubelet:
-        """A stand-in kubelet as a new Node (system:node:<name>), removed when the block ends."""
+    real: object = None  # the worker's real node (tests/node.py), where one can run
+
+    def node(self, **standin):
+        """The worker's real node: pods run as containers of the trainer image. With stand-in
+        options (fail_jobs, instead, after_run, env, gpus) a stand-in kubelet instead, with the
+        real node cordoned meanwhile, until those tests move to the real node too."""
+        if not standin or set(standin) <= {"pods"}:
+            if self.real is None:
+                pytest.skip("no real node here (tests/node.py: needs root, containerd, runc, CNI plugins)")
+            return contextlib.nullcontext(self.real)
         name = f"node-{self.ns}-{next(self._nodes)}"[:60]
         kubeconfig = self.k8s.client_kubeconfig(f"system:node:{name}", ("system:nodes",), self.tmp / f"{name}.kubeconfig")
-        return _Node(self, Kubelet(config.new_client_from_config(str(kubeconfig)), self.tmp / name, name=name, **kw))
+        return _Node(self, Kubelet(config.new_client_from_config(str(kubeconfig)), self.tmp / name, name=name, **standin))
+
+    def second_node(self, **kw):
+        """A second real node beside the worker's own (its own kubelet, containerd, bridge, cgroup
+        root and containerd cache slot), removed when the block ends; `kw` as tests/node.py's Node."""
+        from conftest import worker_number
+        from node import Node
+
+        n = worker_number()
+        return Node(self.k8s, self.tmp / "node-b", registry=self.real.registry, pause_image=self.real.pause_image,
+                    name=f"node-{n}-b", number=n * 4 + 1, slot=f"w{n}-b", **kw)
 
     def apply(self, doc: dict, ns: str | None = None) -> None:
         """A study goes in as a user's does: `kubectl apply -f`."""
@@ -115,10 +136,14 @@ class _Node:
         self.cluster, self.kubelet = cluster, kubelet
 
     def __enter__(self) -> Kubelet:
+        if self.cluster.real is not None:
+            self.cluster.k8s.kubectl("cordon", self.cluster.real.name)
         return self.kubelet.__enter__()
 
     def __exit__(self, *exc) -> None:
         self.kubelet.__exit__(*exc)
+        if self.cluster.real is not None:
+            self.cluster.k8s.kubectl("uncordon", self.cluster.real.name)
         try:
             client.CoreV1Api(self.cluster.api).delete_node(self.kubelet.name)
         except client.ApiException:
@@ -132,13 +157,19 @@ def operator_kubeconfig(k8s, chart, path: Path) -> Path:
 
 
 @pytest.fixture()
-def cluster(k8s, admin, installed_chart, namespace, tmp_path, s3_server, s3_bucket, pushgateway):
+def cluster(request, k8s, admin, installed_chart, namespace, tmp_path, s3_server, s3_bucket, pushgateway):
     create_storage_secret(admin, namespace)
-    # what the chart sets: the cluster's Pushgateway and storage endpoint; no storage credentials
-    # (the operator never touches storage: trials get the Secret by reference)
+    # what the chart sets: the cluster's Pushgateway and storage endpoint, the trainer image; no
+    # storage credentials (the operator never touches storage: trials get the Secret by reference)
     env = {"BOSS_PUSHGATEWAY": pushgateway, "BOSS_STORAGE_ENDPOINT": s3_server}
+    real, env["BOSS_TRAINER_IMAGE"] = None, "boss-trainer:stand-in"  # the stand-in kubelet runs no image
+    if node_missing() is None:
+        real = request.getfixturevalue("node")
+        env["BOSS_TRAINER_IMAGE"] = request.getfixturevalue("images")["trainer"]
     op = Operator(operator_kubeconfig(k8s, installed_chart, tmp_path / "operator.kubeconfig"), tmp_path, env)
-    yield Cluster(k8s, admin, op, s3_server, s3_bucket, pushgateway, namespace, tmp_path)
+    c = Cluster(k8s, admin, op, s3_server, s3_bucket, pushgateway, namespace, tmp_path)
+    c.real = real
+    yield c
     op.stop()
 
 
@@ -199,6 +230,40 @@ def pods_of(c: Cluster, job: str):
     return client.CoreV1Api(c.api).list_namespaced_pod(c.ns, label_selector=f"job-name={job}").items
 
 
+def pods_run(c: Cluster, job: str, ns=None) -> int:
+    """How many pods the Job controller created for a Job (its SuccessfulCreate Events): a retry
+    or a replaced evicted pod is one more."""
+    return sum(e.count or 1 for e in events_of(c, job, ns) if e.reason == "SuccessfulCreate")
+
+
+TEST_TRAINERS = "boss-test-trainers"
+TEST_TRAINERS_PATH = "/opt/boss-tests"
+
+
+def with_test_trainers(c: Cluster, doc: dict, template: dict | None = None) -> dict:
+    """The tests' trainer modules (tests/*_trainers.py) in a ConfigMap, mounted into the study's
+    trial pods and put on PYTHONPATH: how a user runs a trainer of their own with the stock trainer
+    image, without building one. `template`: a pod template to add them to."""
+    data = {p.name: p.read_text() for p in (ROOT / "tests").glob("*_trainers.py")}
+    with contextlib.suppress(client.ApiException):  # one per namespace
+        client.CoreV1Api(c.api).create_namespaced_config_map(doc["metadata"]["namespace"], {
+            "metadata": {"name": TEST_TRAINERS}, "data": data})
+    template = copy.deepcopy(template or {"spec": {}})
+    template["spec"].setdefault("volumes", []).append({"name": "test-trainers", "configMap": {"name": TEST_TRAINERS}})
+    containers = template["spec"].setdefault("containers", [{"name": "trial"}])
+    containers[0].setdefault("env", []).append({"name": "PYTHONPATH", "value": TEST_TRAINERS_PATH})
+    containers[0].setdefault("volumeMounts", []).append(
+        {"name": "test-trainers", "mountPath": TEST_TRAINERS_PATH, "readOnly": True})
+    doc["spec"]["trainer"]["podTemplate"] = template
+    return doc
+
+
+def pod_log(c: Cluster, pod: str, ns=None) -> str:
+    """A pod's log through the API server and the node's kubelet ('' while it has none)."""
+    r = c.k8s.kubectl("logs", "-n", ns or c.ns, pod, check=False)
+    return r.stdout if r.returncode == 0 else ""
+
+
 def pushgateway_trials(c: Cluster) -> set[tuple[str, str]]:
     """(study, trial) of every group of this test's namespace on the Pushgateway."""
     text = urllib.request.urlopen(c.gateway + "/metrics", timeout=10).read().decode()
@@ -249,22 +314,22 @@ def test_the_api_server_validates_prunes_and_prints_studies(k8s, installed_chart
 def test_a_study_runs_as_jobs_end_to_end(cluster):
     c = cluster
     c.op.start()
-    with c.node() as kubelet:
+    with c.node() as node:
         c.apply(study_doc(c, "digits"))
         study = wait_phase(c, "digits", FINAL_PHASES)
-        # `boss logs STUDY TRIAL` (and kubectl logs): the API server asks the node's kubelet API
+        # `boss logs STUDY TRIAL` and kubectl logs: the API server asks the node's kubelet, which
+        # reads the container's log that containerd wrote
+        logs = {}
         for trial in (0, 4):
             r = boss_cli(c, "logs", "digits", trial, "-n", c.ns)
             assert r.returncode == 0, r.stderr
-            assert r.stdout == kubelet.logs[f"digits-t{trial:04d}"][0].read_text() and f"trial {trial}" in r.stdout
+            logs[trial] = c.k8s.kubectl("logs", "-n", c.ns, f"job/digits-t{trial:04d}").stdout
+            assert r.stdout == logs[trial] and f"trial {trial}" in r.stdout
         r = boss_cli(c, "logs", "digits", 7, "-n", c.ns)
         assert r.returncode == 2 and "no pod for trial 7" in r.stderr and "Traceback" not in r.stderr
         for what in ("status", "trials", "best"):
             r = boss_cli(c, what, "digits", "-n", c.ns)
             assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
-    # once the node is gone, its logs are too: one line, not a traceback
-    r = boss_cli(c, "logs", "digits", 0, "-n", c.ns)
-    assert r.returncode == 1 and "the Kubernetes API refused: 404" in r.stderr and "Traceback" not in r.stderr
     status = study["status"]
     assert status["phase"] == "Succeeded", status.get("conditions")
     assert status["trialsCompleted"] == 5 and status["trialsFailed"] == 0 and len(status["trials"]) == 5
@@ -281,13 +346,12 @@ def test_a_study_runs_as_jobs_end_to_end(cluster):
 
     jobs = jobs_of(c, "digits")
     assert [j.metadata.name for j in jobs] == [f"digits-t{i:04d}" for i in range(5)]
-    assert all(n == 1 for n in kubelet.runs.values()) and len(kubelet.runs) == 5
-    assert kubelet.refused == []
     uid = study["metadata"]["uid"]
+    trainer_image = c.op.env["BOSS_TRAINER_IMAGE"]
     for i, j in enumerate(jobs):
         assert j.metadata.labels[LABEL_TRIAL] == str(i)
         assert j.metadata.labels[LABEL_PHASE] == ("warmup" if i < 3 else "boss")
-        assert j.status.succeeded == 1  # counted by the real Job controller
+        assert j.status.succeeded == 1 and not j.status.failed  # counted by the real Job controller: ran once
         ref = j.metadata.owner_references[0]
         assert (ref.kind, ref.name, ref.uid, ref.controller) == ("BossStudy", "digits", uid, True)
         c0 = j.spec.template.spec.containers[0]
@@ -299,6 +363,10 @@ def test_a_study_runs_as_jobs_end_to_end(cluster):
         assert (c0.termination_message_path, c0.termination_message_policy) == (TERMINATION_LOG, "FallbackToLogsOnError")
         pods = pods_of(c, j.metadata.name)
         assert [p.status.phase for p in pods] == ["Succeeded"]  # admitted under restricted
+        # a container of the trainer image, pulled from the registry by the real node's containerd
+        cs = pods[0].status.container_statuses[0]
+        assert pods[0].spec.node_name == node.name and cs.image == trainer_image
+        assert cs.image_id.startswith(trainer_image.rsplit(":", 1)[0] + "@sha256:")
         said = parse_result_message(pods[0].status.container_statuses[0].state.terminated.message)
         t = status["trials"][i]
         assert (said["study"], said["trial"], said["value"], said["sha256"]) == ("digits", i, t["value"], t["checksum"])
@@ -306,7 +374,7 @@ def test_a_study_runs_as_jobs_end_to_end(cluster):
     reasons = [e.reason for e in events_of(c, "digits")]
     assert reasons.count("TrialSucceeded") == 5 and "StudySucceeded" in reasons and "PhaseChanged" in reasons
     assert SECRET_VALUE not in c.op.log()
-    assert all(SECRET_VALUE not in p.read_text(errors="replace") for logs in kubelet.logs.values() for p in logs)
+    assert all(SECRET_VALUE not in text for text in logs.values())
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{c.op.metrics_port}/metrics").read().decode()
     assert "boss_operator_trials_started_total 5.0" in metrics
     assert 'boss_operator_trials_finished_total{result="succeeded"} 5.0' in metrics
@@ -347,9 +415,11 @@ def test_invalid_spec_fails_with_a_condition_and_an_event(cluster):
 @pytest.mark.slow
 def test_failed_jobs_are_counted_and_the_study_goes_on(cluster):
     c = cluster
-    c.apply(study_doc(c, "flaky", **{"spec.trainer.keepFinishedJobs": 1}))
+    c.apply(with_test_trainers(c, study_doc(c, "flaky", **{"spec.trainer.keepFinishedJobs": 1,
+                                                           "spec.trainer.plugin": "flaky_trainers:CrashesOnTrial",
+                                                           "spec.trainer.args": {"train_fraction": 0.3, "crash_trial": 1}})))
     c.op.start()
-    with c.node(fail_jobs={"flaky-t0001"}) as kubelet:
+    with c.node():
         status = wait_phase(c, "flaky", FINAL_PHASES)["status"]
         # the succeeded trials' Jobs, all but the last to finish, are deleted with their pods once
         # their results are recorded; the failed trial's Job stays for its log
@@ -368,7 +438,7 @@ def test_failed_jobs_are_counted_and_the_study_goes_on(cluster):
     t1 = status["trials"][1]
     assert t1["state"] == "failed" and "BackoffLimitExceeded" in t1["message"]
     assert "crashed on purpose" in t1["message"]  # FallbackToLogsOnError: the tail of the pod's log
-    assert kubelet.runs["flaky-t0001"] == 2  # backoffLimit 1: the real Job controller tried once more
+    assert pods_run(c, "flaky-t0001") == 2  # backoffLimit 1: the real Job controller tried once more
     assert all(t1["index"] not in (t.get("teacher"), t.get("student")) for t in status["trials"])
     assert "TrialFailed" in [e.reason for e in events_of(c, "flaky")]
 
@@ -414,7 +484,7 @@ def test_ten_operator_kills_change_nothing(cluster):
     c = cluster
     budget = {"trials": 5, "warmupTrials": 3, "parallelism": 1}
     c.op.start()
-    with c.node() as kubelet:
+    with c.node():
         c.apply(study_doc(c, "calm", **{"spec.budget": budget}))
         calm = wait_phase(c, "calm", FINAL_PHASES)["status"]
         c.apply(study_doc(c, "stormy", **{"spec.budget": budget}))
@@ -429,7 +499,7 @@ def test_ten_operator_kills_change_nothing(cluster):
     assert trial_history(stormy) == trial_history(calm)
     names = [f"stormy-t{i:04d}" for i in range(5)]
     assert [j.metadata.name for j in jobs_of(c, "stormy")] == names
-    assert [kubelet.runs[n] for n in names] == [1] * 5
+    assert [pods_run(c, n) for n in names] == [1] * 5
 
 
 @pytest.mark.slow
@@ -441,14 +511,14 @@ def test_the_api_server_restarts_under_a_running_study(cluster):
                                      "spec.trainer.args": {"train_fraction": 0.3, "epoch_seconds": 1.0},
                                      "spec.budget": {"trials": 4, "warmupTrials": 2, "parallelism": 2}})
     c.op.start()
-    with c.node(env=TESTS_ON_PATH) as kubelet:
-        c.apply(doc)
+    with c.node():
+        c.apply(with_test_trainers(c, doc))
         until("a finished trial", lambda: (get(c, "restart").get("status") or {}).get("trialsCompleted"), 180)
         seconds = c.k8s.restart_apiserver()
         status = wait_phase(c, "restart", FINAL_PHASES)["status"]
     assert seconds < 60
     assert status["phase"] == "Succeeded" and len(status["trials"]) == 4, status.get("conditions")
-    assert all(n == 1 for n in kubelet.runs.values()) and len(kubelet.runs) == 4
+    assert [pods_run(c, f"restart-t{i:04d}") for i in range(4)] == [1] * 4
     assert c.op.proc.poll() is None
 
 
@@ -584,23 +654,26 @@ def test_an_evicted_trial_resumes_without_using_up_retries_and_a_hopeless_one_fa
     fails the Job with its first pod."""
     c = cluster
     one = {"spec.budget": {"trials": 2, "warmupTrials": 2, "parallelism": 1, "maxFailedTrials": 2}}
-    c.apply(study_doc(c, "spot", **one, **{
+    c.apply(with_test_trainers(c, study_doc(c, "spot", **one, **{
         "spec.trainer.plugin": "flaky_trainers:Slow", "spec.trainer.epochs": 3,
-        "spec.trainer.args": {"train_fraction": 0.3, "epoch_seconds": 1.5}}))
+        "spec.trainer.args": {"train_fraction": 0.3, "epoch_seconds": 1.5}})))
     c.apply(study_doc(c, "hopeless", **one, **{"spec.trainer.plugin": "no_such_module:Trainer"}))
     c.op.start()
-    with c.node(env=TESTS_ON_PATH) as kubelet:
+    with c.node():
         first = until("spot's first trial to finish an epoch", lambda: [
-            p for p in pods_of(c, "spot-t0000") if kubelet.logs.get("spot-t0000")
-            and "epoch 1/3" in kubelet.logs["spot-t0000"][-1].read_text(errors="replace")], 180)[0]
+            p for p in pods_of(c, "spot-t0000") if "epoch 1/3" in pod_log(c, p.metadata.name)], 180)[0]
+        # the kubelet stops the container with SIGTERM and the pod's grace period
         client.CoreV1Api(c.api).create_namespaced_pod_eviction(first.metadata.name, c.ns, {
             "apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": first.metadata.name, "namespace": c.ns}})
+        second = until("the replacement pod's log", lambda: [
+            text for p in pods_of(c, "spot-t0000") if p.metadata.name != first.metadata.name
+            and "resuming after epoch" in (text := pod_log(c, p.metadata.name))], 180)[0]
         spot = wait_phase(c, "spot", FINAL_PHASES)["status"]
         hopeless = wait_phase(c, "hopeless", FINAL_PHASES)["status"]
     assert spot["phase"] == "Succeeded" and [t["state"] for t in spot["trials"]] == ["succeeded"] * 2
-    assert kubelet.runs["spot-t0000"] == 2 and kubelet.runs["spot-t0001"] == 1
-    assert "resuming after epoch 1 of 3" in kubelet.logs["spot-t0000"][1].read_text()
+    assert pods_run(c, "spot-t0000") == 2 and pods_run(c, "spot-t0001") == 1
+    assert "resuming after epoch 1 of 3" in second
     job = client.BatchV1Api(c.api).read_namespaced_job("spot-t0000", c.ns)
     assert not job.status.failed  # the eviction was not counted against backoffLimit
-    assert hopeless["phase"] == "Failed" and [kubelet.runs[f"hopeless-t{i:04d}"] for i in range(2)] == [1, 1]
+    assert hopeless["phase"] == "Failed" and [pods_run(c, f"hopeless-t{i:04d}") for i in range(2)] == [1, 1]
     assert all("PodFailurePolicy" in t["message"] for t in hopeless["trials"])

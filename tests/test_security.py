@@ -50,11 +50,11 @@ from test_operator import (
     SECRET_VALUE,
     Cluster,
     Operator,
+    cluster,  # noqa: F401  (the fixture: the operator configured as the chart would)
     create_storage_secret,
     custom,
     events_of,
     jobs_of,
-    operator_kubeconfig,
     study_doc,
     until,
     wait_phase,
@@ -214,17 +214,6 @@ def assert_no_storage_credentials(op: Operator) -> None:
 
 
 @pytest.fixture()
-def cluster(k8s, admin, installed_chart, namespace, tmp_path, s3_server, s3_bucket, pushgateway):
-    """The operator as the chart's ServiceAccount, configured like the chart: the cluster's
-    Pushgateway and storage endpoint, no allow-list, no storage credentials."""
-    create_storage_secret(admin, namespace)
-    env = {"BOSS_PUSHGATEWAY": pushgateway, "BOSS_STORAGE_ENDPOINT": s3_server}
-    op = Operator(operator_kubeconfig(k8s, installed_chart, tmp_path / "operator.kubeconfig"), tmp_path, env)
-    yield Cluster(k8s, admin, op, s3_server, s3_bucket, pushgateway, namespace, tmp_path)
-    op.stop()
-
-
-@pytest.fixture()
 def namespace_b(admin, namespace):
     """A second tenant's namespace (Pod Security restricted), with its own storage Secret."""
     other = f"{namespace}-b"[:63]
@@ -244,7 +233,7 @@ def failed_condition(c: Cluster, name: str, ns: str | None = None) -> dict:
 # ---- 1. study-chosen URLs: refused, never contacted -------------------------------------------------
 
 
-def test_a_hostile_study_is_refused_and_gets_no_request_from_the_operator(cluster):
+def test_a_hostile_study_is_refused_and_gets_no_request_from_the_operator(cluster):  # noqa: F811
     c = cluster
     with Recorder() as listener:
         urllib.request.urlopen(listener.url + "/probe", timeout=5).read()  # the listener works, and
@@ -325,7 +314,7 @@ class Forger(DigitsTrainer):
 
 
 @pytest.mark.slow
-def test_a_forged_objective_from_another_namespace_changes_nothing(cluster, namespace_b):
+def test_a_forged_objective_from_another_namespace_changes_nothing(cluster, namespace_b):  # noqa: F811
     c = cluster
     forged, trials = 0.999, 3
     plugins = c.tmp / "plugins"
@@ -386,7 +375,7 @@ def objects(bucket: str, endpoint: str, prefix: str) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_a_study_cannot_make_the_operator_touch_another_namespaces_storage(cluster, namespace_b):
+def test_a_study_cannot_make_the_operator_touch_another_namespaces_storage(cluster, namespace_b):  # noqa: F811
     """Every S3 request of both tenants goes through a recording proxy (the endpoint the admin
     allows): the trials make many, the operator none."""
     c = cluster

@@ -47,7 +47,7 @@ def _allows(url: str, own: tuple[str | None, ...], allowed: tuple[str, ...]) -> 
 
 @dataclass(frozen=True)
 class OperatorConfig:
-    trainer_image: str = "ghcr.io/boss-automl/boss-trainer:0.1.0"
+    trainer_image: str | None = None  # for studies that name none (the chart's trainer.image): no public default
     pushgateway: str | None = None  # used when a study names none; the operator cross-checks objectives here
     prometheus: str | None = None  # read objectives from this server (it scrapes the Pushgateway)
     storage_uri: str | None = None  # for the trials: the operator never reads or writes storage
@@ -64,7 +64,7 @@ class OperatorConfig:
     def from_env(cls, env: dict[str, str] | None = None) -> OperatorConfig:
         e = os.environ if env is None else env
         return cls(
-            trainer_image=e.get("BOSS_TRAINER_IMAGE", cls.trainer_image),
+            trainer_image=e.get("BOSS_TRAINER_IMAGE") or None,
             pushgateway=e.get("BOSS_PUSHGATEWAY") or None,
             prometheus=e.get("BOSS_PROMETHEUS") or None,
             storage_uri=e.get("BOSS_STORAGE_URI") or None,

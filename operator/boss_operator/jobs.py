@@ -154,12 +154,12 @@ def job_failure(job: dict[str, Any]) -> str:
     return "Job failed"
 
 
-def termination_message(job: dict[str, Any], pods: list[dict[str, Any]], succeeded: bool = True) -> str | None:
-    """The termination message of the Job's last pod that succeeded (or, `succeeded=False`, that
-    failed), from the trial container's status; None if there is none. Only pods the Job controls
-    count (its uid in their ownerReferences), whatever their labels say."""
+def _last_ended(job: dict[str, Any], pods: list[dict[str, Any]], succeeded: bool) -> tuple[dict, dict] | None:
+    """(the trial container's `terminated` state, its pod) of the Job's last pod that succeeded
+    (or failed); only pods the Job controls count (its uid in their ownerReferences), whatever
+    their labels say."""
     uid = (job.get("metadata") or {}).get("uid")
-    found: tuple[str, str | None] | None = None
+    found: tuple[str, dict, dict] | None = None
     for pod in pods:
         refs = (pod.get("metadata") or {}).get("ownerReferences") or []
         if not uid or not any(r.get("uid") == uid and r.get("controller") for r in refs):
@@ -170,5 +170,26 @@ def termination_message(job: dict[str, Any], pods: list[dict[str, Any]], succeed
                 continue
             when = str(ended.get("finishedAt") or "")
             if found is None or when >= found[0]:
-                found = (when, ended.get("message"))
-    return found[1] if found else None
+                found = (when, ended, pod)
+    return found[1:] if found else None
+
+
+def termination_message(job: dict[str, Any], pods: list[dict[str, Any]], succeeded: bool = True) -> str | None:
+    """The termination message of the Job's last pod that succeeded (or, `succeeded=False`, that
+    failed), from the trial container's status; None if there is none."""
+    found = _last_ended(job, pods, succeeded)
+    return found[0].get("message") if found else None
+
+
+def oom_killed(job: dict[str, Any], pods: list[dict[str, Any]]) -> str | None:
+    """What to tell the user when the Job's last failed pod was killed for memory (the kernel's
+    OOM killer, reason OOMKilled), naming the container's limit; None otherwise."""
+    found = _last_ended(job, pods, succeeded=False)
+    if not found or found[0].get("reason") != "OOMKilled":
+        return None
+    limit = next((((c.get("resources") or {}).get("limits") or {}).get("memory")
+                  for c in (found[1].get("spec") or {}).get("containers") or [] if c.get("name") == CONTAINER), None)
+    if limit:
+        return (f"OOMKilled: the trial went over its memory limit of {limit} (raise spec.trainer.resources."
+                "limits.memory, or use less: a smaller batch size, fewer DataLoader workers)")
+    return "OOMKilled: the node ran out of memory (the trial has no memory limit; set spec.trainer.resources)"

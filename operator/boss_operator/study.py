@@ -36,7 +36,7 @@ from . import opmetrics
 from .config import OperatorConfig
 from .engine import BOSS, FAILED, Engine, ReplayError, Trial, recorded_ahead
 from .history import History, HistoryError
-from .jobs import build_job, job_failure, job_name, job_outcome, queued_trials, termination_message
+from .jobs import build_job, job_failure, job_name, job_outcome, oom_killed, queued_trials, termination_message
 from .kube import Kube
 from .readback import forget_pushgateway_group, metrics_objective
 from .trials import make_trial_spec, result_extra
@@ -230,6 +230,9 @@ class StudyReconciler:
                    if url is not None and not allowed(url)]
         if refused:
             return "; ".join(refused)
+        if not (s.trainer.image or self.config.trainer_image):
+            return ("spec.trainer.image: required (no default trainer image is set: the chart's trainer.image, "
+                    "which `make deploy REGISTRY=...` sets)")
         if not (s.metrics.pushgateway or self.config.pushgateway):
             return "spec.metrics.pushgateway: required on a cluster (or set the operator's default)"
         uri = s.storage.uri or self.config.storage_uri
@@ -338,7 +341,7 @@ class StudyReconciler:
 
     def _pod_message(self, job: dict[str, Any], succeeded: bool) -> str | None:
         """The termination message of the Job's last succeeded (failed) pod; for a failed one its
-        last line, shortened."""
+        last line, shortened, or that it went over its memory limit."""
         try:
             pods = self.kube.list_pods(self.namespace, job["metadata"]["name"])
         except Exception as e:  # a failure's message is worth a try, never a failed step
@@ -347,8 +350,11 @@ class StudyReconciler:
             log.warning("%s: cannot list the pods of %s: %s", self.name, job["metadata"]["name"], e)
             return None
         message = termination_message(job, pods, succeeded)
-        if succeeded or not message:
+        if succeeded:
             return message
+        oom = oom_killed(job, pods)
+        if oom or not message:
+            return oom
         lines = [line.strip() for line in message.splitlines() if line.strip()]
         last = lines[-1] if lines else ""
         return last if len(last) <= 300 else last[:297] + "..."

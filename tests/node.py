@@ -1,0 +1,481 @@
+"""A real Kubernetes node for the tests and for `make cluster`: Kubernetes' own kubelet (a
+component of the multi-call binary tests/k8s builds), Debian's containerd and runc, the CNI
+reference plugins (bridge, host-local, loopback), pods pulled from a real registry.
+
+    with HostNet(index=0) as net, Node(cp, workdir, registry="127.0.0.1:5000",
+                                       pause_image="127.0.0.1:5000/boss-pause:3.10") as node:
+        ...   # the Node is Ready; pods the scheduler binds to it run as containers
+
+Each node has its own containerd (socket, state, runc root), its own bridge and pod subnet, its
+own cgroup root and kubelet root dir; two nodes can run side by side. Pods reach the host only
+at `HostNet.address` (a dummy interface this module makes: the S3 server, the Pushgateway and
+the API server listen there) and at the Service CIDR (kube-proxy, when started): the pod network
+has no default route and no masquerading, so a pod can reach nothing off this machine.
+
+Everything the node changes on the host is undone when the block ends: its pods are deleted
+through the API so the kubelet tears them down (unmounting their volumes, releasing their IPs),
+then the kubelet and containerd stop; leftover mounts under its folders are unmounted, its
+iptables chains and rules, its bridge and its cgroups removed, the sysctls the kubelet sets
+restored. containerd's content store and unpacked images live in a cache outside the
+repository (`BOSS_CACHE`, default ~/.cache/boss), one per slot, so that a second run does not
+pull the trainer image again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import ipaddress
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from k8s_cluster import SERVICE_CIDR, ControlPlane, ControlPlaneError, _Component, _tail, free_port
+
+CNI_BIN = Path("/usr/lib/cni")  # Debian's containernetworking-plugins
+SERVICES_NET = ipaddress.ip_network("10.87.0.0/16")  # HostNet addresses: 10.87.<index>.1
+PODS_NET = ipaddress.ip_network("10.88.0.0/16")  # node subnets: 10.88.<n>.0/24
+SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops")  # what a kubelet sets
+CGROUP = Path("/sys/fs/cgroup")
+# paths a kubelet and containerd 1.6 write whatever their flags say (device-plugin socket, shim
+# sockets, pinned network namespaces, libcni's cache): removed by the last node to stop, unless
+# the machine had them before the first one started
+HOST_PATHS = ("/var/lib/kubelet", "/var/lib/cni/results", "/run/containerd", "/run/netns")
+NEEDS = ("containerd", "runc", "iptables", "ip")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("BOSS_CACHE") or Path.home() / ".cache" / "boss")
+
+
+def missing() -> str | None:
+    """Why a real node cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "a real node needs root (containerd, runc, network and cgroup set-up)"
+    lacking = [n for n in NEEDS if shutil.which(n) is None]
+    if not (CNI_BIN / "bridge").exists():
+        lacking.append(f"CNI plugins in {CNI_BIN}")
+    if lacking:
+        return f"a real node needs {', '.join(lacking)} (apt-get install containerd runc containernetworking-plugins)"
+    return None
+
+
+class NodeError(ControlPlaneError):
+    """The node did not start or did not stop cleanly (the message says where its logs are)."""
+
+
+def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
+    r = subprocess.run(argv, capture_output=True, text=True)
+    if check and r.returncode:
+        raise NodeError(f"{' '.join(argv)}: exit {r.returncode}: {r.stderr.strip()}")
+    return r
+
+
+class HostNet:
+    """The address pods reach the host at: an interface `bosssvc<index>` of its own with
+    10.87.<index>.1 (a bridge with no ports: this kernel has no `dummy` module).
+
+    Servers that pods must reach (S3, the Pushgateway, the API server for an in-cluster operator)
+    listen on it; the host reaches it too (a local address). Removed when the block ends."""
+
+    def __init__(self, index: int = 0):
+        self.index = index
+        self.device = f"bosssvc{index}"
+        self.address = str(SERVICES_NET.network_address + (index << 8) + 1)
+
+    def __enter__(self) -> HostNet:
+        _run("ip", "link", "del", self.device, check=False)  # a killed run's leftover
+        _run("ip", "link", "add", self.device, "type", "bridge")
+        _run("ip", "addr", "add", f"{self.address}/32", "dev", self.device)
+        _run("ip", "link", "set", self.device, "up")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _run("ip", "link", "del", self.device, check=False)
+
+
+class Node:
+    """One kubelet + containerd registered with `cp` as Node `name`.
+
+    `number` picks its pod subnet (10.88.<number>.0/24), bridge and ports' names; `slot` names its
+    containerd cache (one containerd at a time per slot: a slot in use falls back to a fresh root);
+    `gpus` is the `nvidia.com/gpu` count put in the Node's status as an extended resource (there
+    is no GPU here: pods that ask for one are scheduled and admitted, not given a device);
+    `labels` and `taints` as the kubelet's --node-labels and registerWithTaints."""
+
+    def __init__(self, cp: ControlPlane, workdir: str | os.PathLike, *, registry: str,
+                 pause_image: str, name: str = "boss-node", number: int = 0, slot: str | None = None,
+                 gpus: int = 0, labels: dict[str, str] | None = None, taints: list[dict] | None = None,
+                 max_pods: int = 16, verbosity: int = 1, start_timeout: float = 120):
+        self.cp, self.name, self.number = cp, name, number
+        self.workdir = Path(workdir).resolve()
+        self.registry, self.pause_image = registry, pause_image
+        self.slot = slot or f"node{number}"
+        self.gpus, self.labels, self.taints = gpus, dict(labels or {}), list(taints or [])
+        self.max_pods, self.verbosity, self.start_timeout = max_pods, verbosity, start_timeout
+        subnet = list(PODS_NET.subnets(new_prefix=24))[number]
+        self.subnet = subnet
+        self.address = str(subnet.network_address + 1)  # the bridge's own address, the node's InternalIP
+        self.bridge = f"bossbr{number}"
+        self.cgroup_root = f"/boss-{name}"
+        # containerd's socket path must stay under 108 bytes: a short folder of its own in /run
+        self.run_dir = Path(tempfile.mkdtemp(prefix=f"boss-{number}-", dir="/run"))
+        self.socket = self.run_dir / "containerd.sock"
+        self.components: dict[str, _Component] = {}
+        self._lock = None
+        self._sysctls: dict[str, str] = {}
+        self._iptables_before: dict[str, set[str]] = {}
+        self.start_seconds: float | None = None
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+    def __enter__(self) -> Node:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> Node:
+        why = missing()
+        if why:
+            raise NodeError(why)
+        t0 = time.monotonic()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._sysctls = {k: Path("/proc/sys", k).read_text().strip() for k in SYSCTLS}
+        _note_host_paths()
+        self._iptables_before = {t: set(_iptables_rules(t)) for t in ("filter", "nat", "mangle")}
+        self._make_bridge()
+        self._make_cgroups()
+        self._start_containerd()
+        self._start_kubelet()
+        self._wait_ready(t0 + self.start_timeout)
+        if self.gpus:
+            self.advertise("nvidia.com/gpu", self.gpus)
+        self.start_seconds = time.monotonic() - t0
+        return self
+
+    def stop(self) -> None:
+        """Delete this node's pods through the API (the kubelet tears them down), stop the kubelet
+        and containerd, and undo what they changed on the host."""
+        kubelet = self.components.get("kubelet")
+        if kubelet is not None and kubelet.alive():
+            self._drain()
+        for name in ("kube-proxy", "kubelet", "containerd"):
+            c = self.components.get(name)
+            if c is not None:
+                c.stop(20)
+        self._kill_shims()
+        self._unmount_all()
+        self._remove_cgroups()
+        self._restore_iptables()
+        _run("ip", "link", "del", self.bridge, check=False)
+        for k, v in self._sysctls.items():
+            with contextlib.suppress(OSError):
+                Path("/proc/sys", k).write_text(v)
+        # host-local's IP leases and the kubelet's plugin folders live in the node's folders
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        _remove_host_paths()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+        with contextlib.suppress(Exception):
+            self.cp.request("DELETE", f"/api/v1/nodes/{self.name}")
+
+    # ---- the parts ----------------------------------------------------------------------------
+    def _make_bridge(self) -> None:
+        _run("ip", "link", "del", self.bridge, check=False)
+        _run("ip", "link", "add", self.bridge, "type", "bridge")
+        _run("ip", "addr", "add", f"{self.address}/{self.subnet.prefixlen}", "dev", self.bridge)
+        _run("ip", "link", "set", self.bridge, "up")
+        cni = self.workdir / "cni"
+        cni.mkdir(exist_ok=True)
+        gateway = self.address
+        conf = {
+            "cniVersion": "1.0.0", "name": f"boss-{self.name}",
+            "plugins": [
+                {"type": "bridge", "bridge": self.bridge, "isGateway": True, "ipMasq": False,
+                 "hairpinMode": True,
+                 "ipam": {"type": "host-local", "dataDir": str(self.run_dir / "ipam"),
+                          "ranges": [[{"subnet": str(self.subnet), "gateway": gateway}]],
+                          # no default route: the host's services and the Service CIDR only
+                          "routes": [{"dst": str(SERVICES_NET), "gw": gateway},
+                                     {"dst": SERVICE_CIDR, "gw": gateway}]}},
+                {"type": "portmap", "capabilities": {"portMappings": True}},
+            ],
+        }
+        (cni / "10-boss.conflist").write_text(json.dumps(conf, indent=1))
+
+    def _cgroup_dirs(self) -> list[Path]:
+        return [CGROUP / h / self.cgroup_root.lstrip("/") for h in _v1_hierarchies()]
+
+    def _make_cgroups(self) -> None:
+        self._remove_cgroups()
+        for d in self._cgroup_dirs():
+            d.mkdir(exist_ok=True)
+            if d.parent.name == "cpuset" or d.parent == CGROUP / "cpuset":
+                for f in ("cpuset.cpus", "cpuset.mems"):
+                    (d / f).write_text((d.parent / f).read_text())
+
+    def _remove_cgroups(self) -> None:
+        for d in self._cgroup_dirs():
+            if d.exists():
+                for sub in sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+                    with contextlib.suppress(OSError):
+                        sub.rmdir()
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+
+    def _containerd_root(self) -> Path:
+        """The slot's cached root, locked for as long as this containerd runs; a fresh one under
+        the node's folder when another containerd holds the slot."""
+        root = cache_dir() / "containerd" / self.slot
+        root.mkdir(parents=True, exist_ok=True)
+        lock = open(root.parent / f"{self.slot}.lock", "w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            return self.workdir / "containerd-root"
+        self._lock = lock
+        return root
+
+    def _start_containerd(self) -> None:
+        registry_dir = self.workdir / "certs.d" / self.registry
+        registry_dir.mkdir(parents=True, exist_ok=True)
+        (registry_dir / "hosts.toml").write_text(
+            f'server = "http://{self.registry}"\n\n[host."http://{self.registry}"]\n'
+            '  capabilities = ["pull", "resolve"]\n')
+        root = self._containerd_root()
+        state = self.run_dir / "state"
+        config = f"""version = 2
+root = "{root}"
+state = "{state}"
+[grpc]
+  address = "{self.socket}"
+[ttrpc]
+  address = "{self.socket}.ttrpc"
+[debug]
+  level = "info"
+[metrics]
+  address = ""
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{self.pause_image}"
+  restrict_oom_score_adj = true
+  enable_selinux = false
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    discard_unpacked_layers = false
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        Root = "{self.run_dir / 'runc'}"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{CNI_BIN}"
+    conf_dir = "{self.workdir / 'cni'}"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{self.workdir / 'certs.d'}"
+"""
+        path = self.workdir / "containerd.toml"
+        path.write_text(config)
+        c = self.components["containerd"] = _Component(
+            "containerd", ["containerd", "--config", str(path)], self.workdir / "containerd.log")
+        c.start()
+        deadline = time.monotonic() + 30
+        while not self.socket.exists():
+            c.check()
+            if time.monotonic() > deadline:
+                raise NodeError(f"containerd did not listen on {self.socket}:\n{_tail(c.log)}")
+            time.sleep(0.1)
+
+    def _start_kubelet(self) -> None:
+        w = self.workdir
+        kubeconfig = self.cp.client_kubeconfig(f"system:node:{self.name}", ("system:nodes",), w / "kubelet.kubeconfig")
+        cert, key = self.cp.serving_certificate(self.name, w / "pki", ips=(self.address,))
+        self.port, healthz = free_port(), free_port()
+        config = {
+            "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
+            "failCgroupV1": False, "cgroupDriver": "cgroupfs", "cgroupRoot": self.cgroup_root,
+            "oomScoreAdj": 0, "address": self.address, "port": self.port, "readOnlyPort": 0,
+            "healthzBindAddress": "127.0.0.1", "healthzPort": healthz,
+            "tlsCertFile": str(cert), "tlsPrivateKeyFile": str(key),
+            "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True},
+                               "x509": {"clientCAFile": str(self.cp.ca_file)}},
+            "authorization": {"mode": "Webhook"},
+            "containerRuntimeEndpoint": f"unix://{self.socket}",
+            "podLogsDir": str(w / "pod-logs"), "maxPods": self.max_pods,
+            "registerWithTaints": self.taints,
+            "resolvConf": "", "clusterDomain": "cluster.local",
+            # this machine's disk is shared with everything else: never evict or collect images for it
+            "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%",
+                             "nodefs.inodesFree": "1%"},
+            "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
+            "serializeImagePulls": False, "shutdownGracePeriod": "0s",
+            "volumePluginDir": str(w / "volume-plugins"),
+            "syncFrequency": "10s", "fileCheckFrequency": "10s", "nodeStatusUpdateFrequency": "5s",
+            "runtimeRequestTimeout": "5m",
+        }
+        (w / "kubelet.yaml").write_text(json.dumps(config, indent=1))
+        labels = {"kubernetes.io/hostname": self.name, **self.labels}
+        argv = [str(self.cp.binary), "kubelet", f"--v={self.verbosity}", f"--config={w / 'kubelet.yaml'}",
+                f"--kubeconfig={kubeconfig}", f"--root-dir={w / 'kubelet'}", f"--cert-dir={w / 'pki'}",
+                f"--hostname-override={self.name}", f"--node-ip={self.address}",
+                "--node-labels=" + ",".join(f"{k}={v}" for k, v in labels.items())]
+        c = self.components["kubelet"] = _Component("kubelet", argv, w / "kubelet.log")
+        c.start()
+
+    def _wait_ready(self, deadline: float) -> None:
+        while True:
+            for c in self.components.values():
+                c.check()
+            status, node = self.cp.request("GET", f"/api/v1/nodes/{self.name}")
+            if status == 200:
+                ready = [c for c in node.get("status", {}).get("conditions", []) if c["type"] == "Ready"]
+                taints = [t["key"] for t in node.get("spec", {}).get("taints", [])]
+                if ready and ready[0]["status"] == "True" and "node.kubernetes.io/not-ready" not in taints:
+                    return
+            if time.monotonic() > deadline:
+                raise NodeError(f"node {self.name} not Ready in {self.start_timeout:.0f}s; kubelet log "
+                                f"{self.components['kubelet'].log}:\n{_tail(self.components['kubelet'].log, 25)}")
+            time.sleep(0.2)
+
+    def advertise(self, resource: str, count: int) -> None:
+        """An extended resource in the Node's status (capacity and allocatable), as a cluster
+        admin or a device plugin would: the scheduler and the kubelet's admission count it."""
+        patch = [{"op": "add", "path": f"/status/capacity/{resource.replace('/', '~1')}", "value": str(count)}]
+        status, body = self.cp.request("PATCH", f"/api/v1/nodes/{self.name}/status", patch,
+                                       content_type="application/json-patch+json")
+        if status != 200:
+            raise NodeError(f"node {self.name}: could not advertise {resource} ({status}): {body}")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            _, node = self.cp.request("GET", f"/api/v1/nodes/{self.name}")
+            if node.get("status", {}).get("allocatable", {}).get(resource) == str(count):
+                return
+            time.sleep(0.2)
+        raise NodeError(f"node {self.name}: {resource} did not reach allocatable")
+
+    # ---- tear-down ----------------------------------------------------------------------------
+    def _drain(self, timeout: float = 60) -> None:
+        """Delete every pod bound to this node, with a zero grace period, and wait until the kubelet
+        has torn them down (so it unmounts their volumes and releases their IPs)."""
+        sel = f"spec.nodeName={self.name}"
+        status, pods = self.cp.request("GET", f"/api/v1/pods?fieldSelector={sel}")
+        for p in pods.get("items", []) if status == 200 else []:
+            md = p["metadata"]
+            self.cp.request("DELETE", f"/api/v1/namespaces/{md['namespace']}/pods/{md['name']}",
+                            {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not list((self.workdir / "kubelet" / "pods").glob("*")) and not _sandboxes(self.socket):
+                return
+            time.sleep(0.3)
+
+    def _kill_shims(self) -> None:
+        """containerd-shim processes of this node's containerd that outlived it (a killed run)."""
+        for pid in _pids_with_arg(str(self.socket)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+
+    def _unmount_all(self) -> None:
+        prefixes = (str(self.workdir) + "/", str(self.run_dir) + "/", str(cache_dir() / "containerd") + "/")
+        for _ in range(3):
+            mounts = [m for m in _mounts() if m.startswith(prefixes)]
+            if not mounts:
+                return
+            for m in sorted(mounts, key=len, reverse=True):
+                _run("umount", "-l", m, check=False)
+
+    def _restore_iptables(self) -> None:
+        """Remove the rules and chains the kubelet, kube-proxy and the CNI plugins added."""
+        for table, before in self._iptables_before.items():
+            now = _iptables_rules(table)
+            for rule in reversed(now):
+                if rule.startswith("-A ") and rule not in before:
+                    _run("iptables", "-t", table, *("-D " + rule[3:]).split(), check=False)
+            for rule in now:
+                if rule.startswith("-N ") and rule not in before:
+                    chain = rule.split()[1]
+                    _run("iptables", "-t", table, "-F", chain, check=False)
+            for rule in now:
+                if rule.startswith("-N ") and rule not in before:
+                    _run("iptables", "-t", table, "-X", rule.split()[1], check=False)
+
+    # ---- helpers for tests ----------------------------------------------------------------------
+    def crictl_ps(self) -> list[dict]:
+        """This node's containers as containerd sees them (`ctr`, namespace k8s.io)."""
+        r = _run("ctr", "--address", str(self.socket), "-n", "k8s.io", "containers", "ls", "-q", check=False)
+        return [{"id": line} for line in r.stdout.split()]
+
+
+def _other_nodes() -> bool:
+    """Whether another node's containerd runs on this machine (it may share HOST_PATHS)."""
+    return bool(_pids_with_arg("containerd.toml"))
+
+
+def _note_host_paths() -> None:
+    """The first node to start records which HOST_PATHS the machine already had."""
+    record = cache_dir() / "host-paths.json"
+    if not _other_nodes() or not record.exists():
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({p: os.path.exists(p) for p in HOST_PATHS}))
+
+
+def _remove_host_paths() -> None:
+    """The last node to stop removes the HOST_PATHS the machine did not have."""
+    record = cache_dir() / "host-paths.json"
+    if _other_nodes() or not record.exists():
+        return
+    for path, existed in json.loads(record.read_text()).items():
+        if not existed:
+            shutil.rmtree(path, ignore_errors=True)
+    record.unlink(missing_ok=True)
+
+
+def _v1_hierarchies() -> list[str]:
+    out = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        parts = line.split()
+        sep = parts.index("-")
+        if parts[sep + 1] == "cgroup":
+            mount = Path(parts[4])
+            if mount.parent == CGROUP:
+                out.append(mount.name)
+    return sorted(set(out))
+
+
+def _mounts() -> list[str]:
+    return [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+
+
+def _iptables_rules(table: str) -> list[str]:
+    r = _run("iptables", "-t", table, "-S", check=False)
+    return r.stdout.splitlines() if r.returncode == 0 else []
+
+
+def _sandboxes(socket: Path) -> list[str]:
+    if not socket.exists():
+        return []
+    r = _run("ctr", "--address", str(socket), "-n", "k8s.io", "tasks", "ls", "-q", check=False)
+    return r.stdout.split() if r.returncode == 0 else []
+
+
+def _pids_with_arg(arg: str) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            with contextlib.suppress(OSError):
+                if arg in (d / "cmdline").read_bytes().decode(errors="replace"):
+                    out.append(int(d.name))
+    return [p for p in out if p != os.getpid()]

@@ -1,0 +1,78 @@
+"""What only a real node shows: trials as containers of the trainer image, pulled from a real
+registry and run by Kubernetes' own kubelet with containerd and runc (tests/node.py).
+
+Each test runs a small study through the operator (as in tests/test_operator.py) on the
+worker's real node, in a namespace that enforces Pod Security `restricted`.
+"""
+
+from __future__ import annotations
+
+import pytest
+from kubernetes import client
+from test_operator import (
+    FINAL_PHASES,
+    cluster,  # noqa: F401  (the fixture, by its name)
+    pods_of,
+    pods_run,
+    study_doc,
+    wait_phase,
+    with_test_trainers,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def test_trials_run_confined_as_the_restricted_profile_says(cluster):  # noqa: F811
+    """uid 1000, no capabilities, no new privileges, seccomp RuntimeDefault, a read-only root
+    filesystem: checked from inside the container by the trial itself."""
+    c = cluster
+    c.op.start()
+    with c.node():
+        c.apply(with_test_trainers(c, study_doc(c, "confined", **{
+            "spec.budget": {"trials": 1, "warmupTrials": 1, "parallelism": 1, "maxFailedTrials": 0},
+            "spec.trainer.plugin": "node_trainers:Confined"})))
+        status = wait_phase(c, "confined", FINAL_PHASES)["status"]
+        log = c.k8s.kubectl("logs", "-n", c.ns, "job/confined-t0000").stdout
+    assert status["phase"] == "Succeeded", [t.get("message") for t in status.get("trials", [])]
+    assert "confined: uid 1000" in log
+
+
+def test_a_trial_over_its_memory_limit_is_oomkilled_and_the_study_goes_on(cluster):  # noqa: F811
+    """The kernel's OOM killer ends the container at its cgroup's limit; the trial's message says
+    so and names the limit; the Job counts the failure (backoffLimit), it is not taken for a
+    preemption; the other trial succeeds and the study goes on."""
+    c = cluster
+    c.op.start()
+    with c.node():
+        c.apply(with_test_trainers(c, study_doc(c, "hog", **{
+            "spec.budget": {"trials": 2, "warmupTrials": 2, "parallelism": 2, "maxFailedTrials": 1},
+            "spec.trainer.plugin": "flaky_trainers:HogsMemory",
+            "spec.trainer.args": {"train_fraction": 0.3, "hog_trial": 0, "hog_mb": 1536},
+            "spec.trainer.resources": {"limits": {"memory": "768Mi"}}})))
+        status = wait_phase(c, "hog", FINAL_PHASES)["status"]
+    assert status["phase"] == "Succeeded" and status["trialsFailed"] == 1, status.get("conditions")
+    hog, fine = status["trials"]
+    assert fine["state"] == "succeeded"
+    assert hog["state"] == "failed" and "OOMKilled" in hog["message"] and "768Mi" in hog["message"], hog["message"]
+    job = client.BatchV1Api(c.api).read_namespaced_job("hog-t0000", c.ns)
+    assert job.status.failed == 2 and pods_run(c, "hog-t0000") == 2  # counted against backoffLimit 1, not ignored
+    for pod in pods_of(c, "hog-t0000"):
+        ended = pod.status.container_statuses[0].state.terminated
+        assert (ended.reason, ended.exit_code) == ("OOMKilled", 137)
+        assert not [x for x in pod.status.conditions or [] if x.type == "DisruptionTarget"]
+
+
+def test_dataloader_workers_pass_batches_through_the_shm_volume(cluster):  # noqa: F811
+    """A DataLoader with worker processes in a trial: /dev/shm is the pod's memory-backed
+    emptyDir of spec.trainer.shmSize, not the runtime's 64 MiB default."""
+    c = cluster
+    c.op.start()
+    with c.node():
+        c.apply(with_test_trainers(c, study_doc(c, "workers", **{
+            "spec.budget": {"trials": 1, "warmupTrials": 1, "parallelism": 1, "maxFailedTrials": 0},
+            "spec.trainer.plugin": "node_trainers:WorkerLoader", "spec.trainer.shmSize": "256Mi",
+            "spec.trainer.args": {"train_fraction": 0.3, "workers": 2}})))
+        status = wait_phase(c, "workers", FINAL_PHASES)["status"]
+        log = c.k8s.kubectl("logs", "-n", c.ns, "job/workers-t0000").stdout
+    assert status["phase"] == "Succeeded", [t.get("message") for t in status.get("trials", [])]
+    assert "DataLoader workers: 2; /dev/shm: 256 MiB" in log
