@@ -6,7 +6,7 @@ BOSS   := $(VENV)/bin/boss
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast services lint chart-lint crds operator bench bench-peers image deploy clean
+.PHONY: help install demo test test-fast services lint chart-lint crds operator bench bench-peers images push deploy need-registry need-helm clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -50,17 +50,29 @@ lint: install ## ruff over the code, tests and benchmarks
 chart-lint: install ## render the chart with Helm (default and every option) and validate it against Kubernetes' schemas
 	$(PY) -m pytest tests/test_chart.py tests/test_crd.py -q
 
-IMAGE_REGISTRY ?= ghcr.io/boss-automl
-IMAGE_TAG ?= 0.1.0
-image: ## build the trainer and operator images (needs a Docker engine)
-	@docker info >/dev/null 2>&1 || { echo "make image: no Docker engine here; build on a machine with one"; exit 1; }
-	docker build -f trainer-image/Dockerfile -t $(IMAGE_REGISTRY)/boss-trainer:$(IMAGE_TAG) .
-	docker build -f operator/Dockerfile -t $(IMAGE_REGISTRY)/boss-operator:$(IMAGE_TAG) .
-
+# Images without a Docker engine: buildah (Debian's 1.28), on a Debian bookworm base that
+# mmdebstrap makes, all of it cached by content under $${BOSS_CACHE:-~/.cache/boss} (images/build.py says how).
+# With Docker instead: docker build -f trainer-image/Dockerfile -t boss-trainer .  (likewise operator/)
+IMAGES   ?= trainer operator
+REGISTRY ?=
+HELM     ?= $(shell command -v helm 2>/dev/null || echo .cache/k8s/bin/helm)
 NAMESPACE ?= boss-system
-deploy: ## helm upgrade --install the operator into the current kubectl context (HELM_ARGS for --set ...)
-	@command -v helm >/dev/null 2>&1 || { echo "make deploy: needs the helm CLI (https://helm.sh/docs/intro/install/)"; exit 1; }
-	helm upgrade --install boss charts/boss-operator --namespace $(NAMESPACE) --create-namespace $(HELM_ARGS)
+
+images: ## build the trainer and operator images with buildah (no Docker engine); prints sizes and build times
+	$(PYTHON) images/build.py build $(IMAGES)
+
+need-registry:
+	@test -n "$(REGISTRY)" || { echo "make $(MAKECMDGOALS): name the registry: REGISTRY=host[:port][/path]"; exit 2; }
+need-helm:
+	@test -x "$(HELM)" || { echo "make deploy: needs helm on PATH (or .cache/k8s/bin/helm: make cluster-bins)"; exit 2; }
+
+push: need-registry images ## push both images to REGISTRY=host[:port][/path] (plain HTTP only for 127.0.0.1/localhost)
+	$(PYTHON) images/build.py push $(REGISTRY) $(IMAGES)
+
+deploy: need-registry need-helm images ## build, push to REGISTRY, helm upgrade --install the chart with those images (HELM_ARGS: more --set)
+	@set -e; sets=$$($(PYTHON) images/build.py push $(REGISTRY) trainer operator --helm-set); \
+	echo "$(HELM) upgrade --install boss charts/boss-operator --namespace $(NAMESPACE) --create-namespace $$sets $(HELM_ARGS)"; \
+	eval "$(HELM) upgrade --install boss charts/boss-operator --namespace $(NAMESPACE) --create-namespace $$sets $(HELM_ARGS)"
 
 bench: install bench-peers ## benchmarks: BOSS vs the peers, distillation step cost, engine overhead (tables + bench/out/*.png)
 	$(PY) bench/search_quality.py

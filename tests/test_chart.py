@@ -50,6 +50,22 @@ class HelmFailed(Exception):
     pass
 
 
+# The chart has no default images (no public registry holds them; `make deploy REGISTRY=...` builds
+# and pushes them): every render and install here names these, unless a test leaves them out.
+IMAGES = {"image": {"repository": "registry.example/boss-operator", "tag": "0.1.0"},
+          "trainer": {"image": "registry.example/boss-trainer:0.1.0"}}
+
+
+def with_images(values: dict | None) -> dict:
+    """values, with IMAGES under them (values win, key by key)."""
+    def merge(base: dict, over: dict) -> dict:
+        out = dict(base)
+        for k, v in over.items():
+            out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        return out
+    return merge(IMAGES, values or {})
+
+
 @pytest.fixture(scope="session")
 def helm_bin() -> str:
     from k8s_cluster import ensure_binaries
@@ -61,9 +77,10 @@ def helm_bin() -> str:
 def helm(helm_bin):
     """`helm template` of the chart with these values (client-side): the rendered objects."""
 
-    def template(values: dict | None = None) -> list[dict]:
+    def template(values: dict | None = None, images: bool = True) -> list[dict]:
+        values = with_images(values) if images else values or {}
         out = subprocess.run([helm_bin, "template", RELEASE, str(CHART), "-n", RELEASE_NS, "--kube-version", K8S,
-                              "-f", "-"], input=json.dumps(values or {}), capture_output=True, text=True, timeout=60)
+                              "-f", "-"], input=json.dumps(values), capture_output=True, text=True, timeout=60)
         if out.returncode != 0:
             raise HelmFailed(out.stderr.strip())
         return [d for d in yaml.safe_load_all(out.stdout) if d]
@@ -105,7 +122,8 @@ def test_default_values(helm):
     assert "--liveness=http://0.0.0.0:8080/healthz" in c["args"]
     assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
     env = {e["name"]: e.get("value") for e in c["env"]}
-    assert env["BOSS_TRAINER_IMAGE"] == "ghcr.io/boss-automl/boss-trainer:0.1.0"
+    assert c["image"] == "registry.example/boss-operator:0.1.0"
+    assert env["BOSS_TRAINER_IMAGE"] == "registry.example/boss-trainer:0.1.0"
     assert env["BOSS_ALLOWED_METRICS_URLS"] == env["BOSS_ALLOWED_STORAGE_ENDPOINTS"] == ""  # nothing a study names
     assert pod["serviceAccountName"] == kinds["ServiceAccount"][0]["metadata"]["name"] == FULL
     np = kinds["NetworkPolicy"][0]["spec"]
@@ -215,9 +233,24 @@ def test_bad_values_fail_at_install(helm, values, message):
     assert "values don't meet the specifications of the schema(s)" in str(e.value)
 
 
+def test_images_have_no_default(helm):
+    """No public registry holds the images: without them the chart refuses, in one line that says
+    what to set, before anything is rendered."""
+    with pytest.raises(HelmFailed) as e:
+        helm(images=False)
+    first = str(e.value).splitlines()[0]  # (`helm template` adds a hint about --debug below it)
+    assert first.endswith("): set image.repository (the operator image; `make deploy REGISTRY=...` builds and pushes it)")
+    with pytest.raises(HelmFailed, match=re.escape("set image.tag (")):
+        helm({"image": {"repository": "registry.example/boss-operator"}}, images=False)
+    with pytest.raises(HelmFailed, match=re.escape("set trainer.image (the trainer image for studies that name none")):
+        helm({"image": IMAGES["image"]}, images=False)
+    _, c = operator_container(helm({"image": {"tag": "dev@sha256:" + "0" * 64}}))
+    assert c["image"] == "registry.example/boss-operator:dev@sha256:" + "0" * 64  # as `make deploy` pins it
+
+
 def test_helm_lint_strict(helm_bin):
     for values in ({}, EVERY_PART, {"watchNamespace": "team-a"}):
-        out = subprocess.run([helm_bin, "lint", "--strict", str(CHART), "-f", "-"], input=json.dumps(values),
+        out = subprocess.run([helm_bin, "lint", "--strict", str(CHART), "-f", "-"], input=json.dumps(with_images(values)),
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 0 and "0 chart(s) failed" in out.stdout, out.stdout + out.stderr
 
@@ -251,8 +284,9 @@ class Release:
             raise HelmFailed(out.stderr.strip())
         return out
 
-    def install(self, values: dict | None = None) -> subprocess.CompletedProcess:
-        return self.helm("install", self.name, str(CHART), "--wait=false", "-f", "-", input=json.dumps(values or {}))
+    def install(self, values: dict | None = None, images: bool = True) -> subprocess.CompletedProcess:
+        values = with_images(values) if images else values or {}
+        return self.helm("install", self.name, str(CHART), "--wait=false", "-f", "-", input=json.dumps(values))
 
     def status(self) -> str:
         return json.loads(self.helm("status", self.name, "-o", "json").stdout)["info"]["status"]
@@ -429,11 +463,11 @@ def test_install_every_optional_part(k8s, release):
     release.uninstall_removes_everything(manifest)
 
 
-def refused_whole(k8s, release, values: dict, message: str) -> None:
+def refused_whole(k8s, release, values: dict, message: str, images: bool = True) -> None:
     """Helm checks the values, and maps every kind to the server's API, before it creates
     anything: no release record, not even a failed one, and no object."""
     with pytest.raises(HelmFailed, match=re.escape(message)):
-        release.install(values)
+        release.install(values, images=images)
     assert release.helm("list", "-a", "-q").stdout.strip() == ""
     assert k8s.kubectl("get", "serviceaccount", release.full, "-n", release.namespace, "--ignore-not-found",
                        "-o", "name").stdout == ""
@@ -443,6 +477,10 @@ def refused_whole(k8s, release, values: dict, message: str) -> None:
 # part of a namespace's name)
 def test_install_of_bad_values_is_refused_whole(k8s, release):
     refused_whole(k8s, release, {"replicas": 3}, "additional properties 'replicas' not allowed")
+
+
+def test_install_without_images_is_refused_whole(k8s, release):
+    refused_whole(k8s, release, {}, "set image.repository (the operator image;", images=False)
 
 
 def test_install_of_a_servicemonitor_without_its_crd_is_refused_whole(k8s, release):
