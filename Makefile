@@ -20,10 +20,13 @@ $(STAMP): requirements.txt requirements-dev.txt sdk/pyproject.toml operator/pypr
 
 install: $(STAMP) ## create .venv and install the SDK, the operator and the test tools
 
-services: ## install the test services from Debian where apt is usable: Prometheus, its Pushgateway, Chromium
-	@missing=""; command -v prometheus-pushgateway >/dev/null 2>&1 || missing="$$missing prometheus-pushgateway"; \
-	command -v prometheus >/dev/null 2>&1 || missing="$$missing prometheus"; \
-	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+# command -> the Debian package that has it: the test services, and a real node with its images
+SERVICES := prometheus-pushgateway:prometheus-pushgateway prometheus:prometheus chromium:chromium \
+	containerd:containerd runc:runc /usr/lib/cni/bridge:containernetworking-plugins iptables:iptables \
+	buildah:buildah mmdebstrap:mmdebstrap docker-registry:docker-registry
+services: ## install from Debian (root + apt): Prometheus, its Pushgateway, Chromium; containerd, runc, CNI plugins, buildah, mmdebstrap, docker-registry for a real node
+	@missing=""; for s in $(SERVICES); do c=$${s%%:*}; p=$${s#*:}; \
+	  command -v $$c >/dev/null 2>&1 || [ -x "$$c" ] || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing) >/dev/null \
@@ -38,10 +41,10 @@ demo: install ## run the digits BOSS study on this machine and print the result
 # cores take about 10 minutes instead of 14. Each worker starts its own services and cluster.
 WORKERS ?= 2
 
-test: install services cluster-bins ## the whole test suite, slow end-to-end studies included
+test: install services cluster-bins images ## the whole test suite, slow end-to-end studies included
 	$(PY) -m pytest -m "slow or not slow" -n $(WORKERS) --dist loadfile --durations=15
 
-test-fast: install cluster-bins ## the test suite without the slow end-to-end studies
+test-fast: install services cluster-bins images ## the test suite without the slow end-to-end studies
 	$(PY) -m pytest -n $(WORKERS) --dist loadfile
 
 lint: install ## ruff over the code, tests and benchmarks
@@ -58,7 +61,7 @@ REGISTRY ?=
 HELM     ?= $(shell command -v helm 2>/dev/null || echo .cache/k8s/bin/helm)
 NAMESPACE ?= boss-system
 
-images: ## build the trainer and operator images with buildah (no Docker engine); prints sizes and build times
+images: services ## build the trainer and operator images with buildah (no Docker engine); prints sizes and build times
 	$(PYTHON) images/build.py build $(IMAGES)
 
 need-registry:
@@ -97,8 +100,8 @@ clean: ## remove run folders and caches (keeps .venv)
 
 # real control plane (tests/k8s)
 .PHONY: cluster-bins cluster
-cluster-bins: ## build etcd, kube-apiserver, -controller-manager, -scheduler, kubectl, helm from Go modules (.cache/k8s/bin)
+cluster-bins: ## build etcd, kube-apiserver, -controller-manager, -scheduler, kubelet, kube-proxy, kubectl, helm from Go modules (.cache/k8s/bin)
 	bash tests/k8s/build.sh
 
-cluster: install services cluster-bins ## a local Kubernetes (real control plane, stand-in node), S3, Pushgateway and the operator, in the foreground
+cluster: install services cluster-bins images ## a local Kubernetes (real control plane, a real node pulling the images from a registry), S3, Pushgateway and the operator, in the foreground
 	$(PY) tests/cluster_up.py

@@ -1,9 +1,11 @@
 """The operator's own cost on the real control plane (bench/overhead.py --cluster).
 
 Starts what tests/cluster_up.py starts (Kubernetes' own API server, controller manager and
-scheduler; the chart installed with helm; moto's S3 server; Debian's Pushgateway; the
-stand-in kubelet running pods as local warm-forked processes) and the operator as the chart's
-ServiceAccount, with instant trials (bench/instant_trainer.py). Two scenarios:
+scheduler; the chart installed with helm; moto's S3 server; Debian's Pushgateway; a real node,
+tests/node.py: the kubelet, containerd and runc running each trial as a container of the trainer
+image pulled from a registry on loopback) and the operator as the chart's ServiceAccount, with
+instant trials (bench/instant_trainer.py, in a ConfigMap on the trials' PYTHONPATH). Two
+scenarios:
 
   one    one study of N trials; the operator is SIGKILLed when 90% of them are done and started
          again (its replay is timed), and the study must finish with every trial run once and
@@ -146,31 +148,38 @@ class JobClock:
 
 
 class Bench:
-    def __init__(self, work: Path, operator_env: dict[str, str], pods: int, trial_nice: int = 0,
+    def __init__(self, work: Path, operator_env: dict[str, str], pods: int, trial_cpu: str | None = None,
                  keep: Path | None = None):
-        self.work, self.operator_env, self.pods, self.trial_nice = work, operator_env, pods, trial_nice
+        # trial_cpu: each trial container's CPU limit (its cgroup's quota), so trials get no more
+        # than that of the CPU the operator and the control plane share with them
+        self.work, self.operator_env, self.pods, self.trial_cpu = work, operator_env, pods, trial_cpu
         self.keep = keep  # where the operator's logs and the audit log are copied at the end
 
     def __enter__(self):
         from k8s_cluster import ControlPlane, ensure_binaries, free_port
-        from kubelet import Kubelet
         from kubernetes import client, config
+        from node import HostNet, Node
+        from registry import Registry, ensure_images
 
         ensure_binaries(build=False)
         self.work.mkdir(parents=True, exist_ok=True)
+        self.registry = Registry().__enter__()
+        self.images = ensure_images(self.registry.host)
+        self.net = HostNet(0).__enter__()
         policy = self.work / "audit-policy.yaml"
         policy.write_text(yaml.safe_dump(AUDIT_POLICY))
         self.audit = self.work / "audit.log"
-        self.cp = ControlPlane(self.work / "k8s", extra_args={"kube-apiserver": [
+        self.cp = ControlPlane(self.work / "k8s", address=self.net.address, extra_args={"kube-apiserver": [
             f"--audit-policy-file={policy}", f"--audit-log-path={self.audit}", "--audit-log-format=json",
             "--audit-log-maxsize=0", "--audit-log-mode=batch", "--audit-log-batch-max-wait=1s"]})
         self.cp.__enter__()
         self.procs = []
         s3_port, gw_port = free_port(), free_port()
-        self.s3, self.gateway = f"http://127.0.0.1:{s3_port}", f"http://127.0.0.1:{gw_port}"
+        host = self.net.address  # where the trial pods reach them
+        self.s3, self.gateway = f"http://{host}:{s3_port}", f"http://{host}:{gw_port}"
         bin_ = Path(sys.executable).parent
-        self.procs.append(_start([str(bin_ / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)], self.work / "s3.log"))
-        self.procs.append(_start(["prometheus-pushgateway", f"--web.listen-address=127.0.0.1:{gw_port}",
+        self.procs.append(_start([str(bin_ / "moto_server"), "-H", host, "-p", str(s3_port)], self.work / "s3.log"))
+        self.procs.append(_start(["prometheus-pushgateway", f"--web.listen-address={host}:{gw_port}",
                                   "--persistence.file="], self.work / "pushgateway.log"))
         wait_http(self.s3 + "/moto-api/", "the S3 server")
         wait_http(self.gateway + "/-/ready", "the Pushgateway")
@@ -179,21 +188,18 @@ class Bench:
         boto3.client("s3", endpoint_url=self.s3, aws_access_key_id="local", aws_secret_access_key="local",
                      region_name="us-east-1").create_bucket(Bucket="boss")
         helm = [str(self.cp.bin_dir / "helm"), "--kubeconfig", str(self.cp.kubeconfig)]
+        repository, tag = self.images["operator"].rsplit(":", 1)
         subprocess.run(helm + ["install", "boss-operator", str(ROOT / "charts" / "boss-operator"), "-n", "boss-system",
-                               "--create-namespace", "--wait=false"], check=True, capture_output=True, text=True)
+                               "--create-namespace", "--wait=false", "--set", f"image.repository={repository}",
+                               "--set", f"image.tag={tag}", "--set", f"trainer.image={self.images['trainer']}"],
+                       check=True, capture_output=True, text=True)
         self.cp.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/bossstudies.boss.automl.io")
         self.api = config.new_client_from_config(str(self.cp.kubeconfig))
         self.core, self.custom = client.CoreV1Api(self.api), client.CustomObjectsApi(self.api)
         self.opconfig = self.cp.serviceaccount_kubeconfig("boss-system", "boss-operator", self.work / "operator.kubeconfig",
                                                           expiration_seconds=86400)
-        node_config = self.cp.client_kubeconfig("system:node:bench-node", ("system:nodes",), self.work / "node.kubeconfig")
-        env = {"PYTHONPATH": os.pathsep.join([str(ROOT / "bench"), os.environ.get("PYTHONPATH", "")])}
-        self.kubelet = Kubelet(config.new_client_from_config(str(node_config)), self.work / "node", name="bench-node",
-                               env=env, pods=self.pods, preload=("instant_trainer",))
-        self.kubelet.__enter__()
-        if self.trial_nice:  # trials forked from here inherit it: they get the CPU the rest leaves,
-            # as on a cluster, where they run on other nodes than the operator and the control plane
-            psutil.Process(self.kubelet.launcher.server_pid).nice(self.trial_nice)
+        self.node = Node(self.cp, self.work / "node", registry=self.registry.host, pause_image=self.images["pause"],
+                         name="bench-node", slot="bench", max_pods=self.pods).__enter__()
         self.metrics_port = free_port()
         self.op = None
         self.starts = 0
@@ -207,10 +213,12 @@ class Bench:
             self.keep.mkdir(parents=True, exist_ok=True)
             for log in [*self.work.glob("operator-*.log"), self.audit]:
                 shutil.copy(log, self.keep / log.name)
-        self.kubelet.__exit__(*exc)
+        self.node.__exit__(*exc)
         for p in self.procs:
             os.killpg(p.pid, signal.SIGTERM)
         self.cp.__exit__(*exc)
+        self.net.__exit__(*exc)
+        self.registry.__exit__(*exc)
 
     # ---- the operator --------------------------------------------------------------------------
 
@@ -219,6 +227,7 @@ class Bench:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env.update({"KUBECONFIG": str(self.opconfig), "BOSS_PUSHGATEWAY": self.gateway, "BOSS_STORAGE_URI": "s3://boss/",
                     "BOSS_STORAGE_ENDPOINT": self.s3, "BOSS_STORAGE_SECRET": "boss-s3",
+                    "BOSS_TRAINER_IMAGE": self.images["trainer"],
                     "BOSS_METRICS_PORT": str(self.metrics_port), "PYTHONUNBUFFERED": "1",
                     "MALLOC_ARENA_MAX": "2",  # as the chart's Deployment sets it
                     **self.operator_env})
@@ -272,18 +281,33 @@ class Bench:
         self.core.create_namespace({"metadata": {"name": name}})
         self.core.create_namespaced_secret(name, {"metadata": {"name": "boss-s3"}, "data": {
             k: base64.b64encode(b"local").decode() for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}})
+        # the instant trainer reaches the trials as a user's own module would without an image of its own
+        self.core.create_namespaced_config_map(name, {"metadata": {"name": "bench-trainers"}, "data": {
+            "instant_trainer.py": (ROOT / "bench" / "instant_trainer.py").read_text()}})
 
     def submit(self, ns: str, name: str, trials: int, parallelism: int, seed: int = 0):
         doc = yaml.safe_load((ROOT / "examples" / "digits-study.yaml").read_text())
         doc["metadata"] = {"name": name, "namespace": ns}
         doc["spec"]["budget"] = {"trials": trials, "warmupTrials": warmup_of(trials),
                                  "parallelism": parallelism, "maxFailedTrials": max(2, trials // 50)}
-        # few finished Jobs kept: the stand-in kubelet lists its node's pods 5 times a second (a
-        # real one watches), and that list would otherwise hold 50 finished pods per study
+        # few finished Jobs kept: a finished pod still takes a slot of the node's maxPods until it is deleted
         doc["spec"]["trainer"] = {"plugin": "instant_trainer:InstantTrainer", "epochs": 1, "args": {},
-                                  "keepFinishedJobs": 4}
+                                  "keepFinishedJobs": 4, "podTemplate": {"spec": {
+                                      "volumes": [{"name": "bench", "configMap": {"name": "bench-trainers"}}],
+                                      "containers": [{"name": "trial", "env": [{"name": "PYTHONPATH", "value": "/opt/bench"}],
+                                                      "volumeMounts": [{"name": "bench", "mountPath": "/opt/bench"}]}]}}}
+        if self.trial_cpu:
+            doc["spec"]["trainer"]["resources"] = {"limits": {"cpu": self.trial_cpu}}
         doc["spec"]["seed"] = seed
         self.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, doc)
+
+    def pods_created(self, ns: str) -> dict[str, int]:
+        """Pods the Job controller created per Job (its SuccessfulCreate Events)."""
+        runs: dict[str, int] = {}
+        for e in self.core.list_namespaced_event(ns, field_selector="reason=SuccessfulCreate").items:
+            if e.involved_object.kind == "Job":
+                runs[e.involved_object.name] = runs.get(e.involved_object.name, 0) + (e.count or 1)
+        return runs
 
     def study(self, ns: str, name: str) -> dict:
         return self.custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
@@ -379,8 +403,8 @@ def print_breakdown(b: dict) -> None:
 
 
 def scenario_one(work: Path, trials: int, parallelism: int, env: dict[str, str], kill_at: float = 0.9,
-                 trial_nice: int = 0, keep: Path | None = None) -> dict:
-    with Bench(work, env, pods=parallelism + 2, trial_nice=trial_nice, keep=keep) as b:
+                 trial_cpu: str | None = None, keep: Path | None = None) -> dict:
+    with Bench(work, env, pods=parallelism + 6, trial_cpu=trial_cpu, keep=keep) as b:
         b.namespace("one")
         b.start_operator()
         b.submit("one", "big", trials, parallelism)
@@ -416,7 +440,7 @@ def scenario_one(work: Path, trials: int, parallelism: int, env: dict[str, str],
         # the previous version kept every trial in the status and had no trials_of
         everything = bc.trials_of(obj) if hasattr(bc, "trials_of") else status.get("trials") or []
         requests = b.operator_requests()
-        runs = dict(b.kubelet.runs)
+        runs = b.pods_created("one")
         turn = b.clock.turnarounds()
         jobs = client.BatchV1Api(b.api).list_namespaced_job("one").items
         parts = breakdown(b.audit, b.clock.pairs(), warmup=warmup_of(trials), clock=b.clock)
@@ -439,8 +463,8 @@ def scenario_one(work: Path, trials: int, parallelism: int, env: dict[str, str],
 
 
 def scenario_many(work: Path, studies: int, trials: int, parallelism: int, env: dict[str, str], pods: int,
-                  trial_nice: int = 0, keep: Path | None = None) -> dict:
-    with Bench(work, env, pods=pods, trial_nice=trial_nice, keep=keep) as b:
+                  trial_cpu: str | None = None, keep: Path | None = None) -> dict:
+    with Bench(work, env, pods=pods, trial_cpu=trial_cpu, keep=keep) as b:
         b.namespace("many")
         b.start_operator()
         for i in range(studies):
@@ -485,13 +509,13 @@ def main(args) -> int:
     with tempfile.TemporaryDirectory(prefix="boss-bench-") as tmp:
         if "one" in args.scenarios:
             results.append(scenario_one(Path(tmp) / "one", args.trials, args.parallelism, env,
-                                        trial_nice=args.trial_nice, keep=out_dir / f"{label}-one"))
-            results[-1]["trial_nice"] = args.trial_nice
+                                        trial_cpu=args.trial_cpu, keep=out_dir / f"{label}-one"))
+            results[-1]["trial_cpu"] = args.trial_cpu
             print(json.dumps(results[-1], indent=1), file=sys.stderr, flush=True)
         if "many" in args.scenarios:
             results.append(scenario_many(Path(tmp) / "many", args.studies, args.study_trials, args.parallelism, env,
-                                         pods=args.pods, trial_nice=args.trial_nice, keep=out_dir / f"{label}-many"))
-            results[-1]["trial_nice"] = args.trial_nice
+                                         pods=args.pods, trial_cpu=args.trial_cpu, keep=out_dir / f"{label}-many"))
+            results[-1]["trial_cpu"] = args.trial_cpu
             print(json.dumps(results[-1], indent=1), file=sys.stderr, flush=True)
     label = args.label or "run"
     path = out_dir / f"overhead-cluster-{label}.json"

@@ -103,11 +103,11 @@ def main() -> int:
     p.add_argument("--trials", type=int, default=5000, help="--cluster: trials of the one big study")
     p.add_argument("--studies", type=int, default=50, help="--cluster: studies at once")
     p.add_argument("--study-trials", type=int, default=40, help="--cluster: trials of each of them")
-    p.add_argument("--pods", type=int, default=16, help="--cluster: pods the stand-in node runs at once")
+    p.add_argument("--pods", type=int, default=16, help="--cluster: the real node's maxPods")
     p.add_argument("--label", help="--cluster: names the JSON in bench/out (e.g. before, after)")
-    p.add_argument("--trial-nice", type=int, default=0,
-                   help="--cluster: nice value of the trial processes (19: they use only the CPU the operator and "
-                   "the control plane leave, as on a cluster where they run on other nodes)")
+    p.add_argument("--trial-cpu", default=None,
+                   help="--cluster: each trial container's CPU limit (e.g. 250m), so trials leave CPU to the operator "
+                   "and the control plane, as on a cluster where they run on other nodes")
     p.add_argument("--operator-env", action="append", default=[], help="--cluster: NAME=VALUE for the operator")
     p.add_argument("--replay", action="store_true", help="restart cost: full replay vs snapshot + tail")
     p.add_argument("--chunk", type=int, default=100, help="--replay: results between snapshots")

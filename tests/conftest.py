@@ -128,13 +128,14 @@ def prometheus(pushgateway, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def k8s(tmp_path_factory):
+def k8s(tmp_path_factory, host_address):
     """One real Kubernetes control plane per pytest worker (tests/k8s_cluster.py): etcd, the API
-    server, the controller manager and the scheduler built from Kubernetes' own modules."""
+    server, the controller manager and the scheduler built from Kubernetes' own modules. The API
+    server listens at the host address pods reach."""
     from k8s_cluster import ControlPlane, ensure_binaries
 
     ensure_binaries()  # `make test` built them already; a no-op when the stamp matches
-    with ControlPlane(tmp_path_factory.mktemp("k8s")) as cp:
+    with ControlPlane(tmp_path_factory.mktemp("k8s"), address=host_address) as cp:
         yield cp
 
 

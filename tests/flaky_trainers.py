@@ -84,3 +84,59 @@ class HogsMemory(DigitsTrainer):
             for _ in range(int(self.args["hog_mb"]) // 64):
                 hog.append(torch.ones(64 * 2**20 // 4))  # touched: resident, not just reserved
         return super().configure_model()
+
+
+def _trial() -> dict:
+    return json.loads(os.environ["BOSS_TRIAL"])
+
+
+class LosesItsSeries(DigitsTrainer):
+    """As its process exits, after the SDK pushed its metrics and wrote its result, this trial's
+    Pushgateway group is deleted: what a Pushgateway restarted without persistence shows."""
+
+    def configure_model(self):
+        import atexit
+
+        from boss.metrics import JOB, grouping_key
+        from prometheus_client import delete_from_gateway
+
+        t = _trial()
+        atexit.register(delete_from_gateway, t["pushgateway"], job=JOB,
+                        grouping_key=grouping_key(t["study"], t["index"], t["namespace"]), timeout=10)
+        return super().configure_model()
+
+
+class WaitsForAForger(DigitsTrainer):
+    """As its process exits, waits (up to args.wait_seconds) until the Pushgateway holds
+    args.forged for this trial's objective: whenever the operator looks, it sees the forgery."""
+
+    def configure_model(self):
+        import atexit
+
+        atexit.register(self._wait_for_forgery)
+        return super().configure_model()
+
+    def _wait_for_forgery(self):
+        import urllib.request
+
+        t = _trial()
+        want = f'study="{t["study"]}",trial="{t["index"]}"'
+        deadline = time.time() + float(self.args.get("wait_seconds", 60))
+        while time.time() < deadline:
+            text = urllib.request.urlopen(t["pushgateway"] + "/metrics", timeout=5).read().decode()
+            if any(want in line and line.rstrip().endswith(" " + str(self.args["forged"]))
+                   for line in text.splitlines() if line.startswith("boss_trial_objective")):
+                return
+            time.sleep(0.1)
+
+
+class ClaimsACheckpoint(DigitsTrainer):
+    """Trial args.claim_trial trains nothing: it writes args.claim (a result naming another
+    study's checkpoint) as its termination message and exits 0, as hostile trial code could."""
+
+    def configure_model(self):
+        if _trial()["index"] == int(self.args["claim_trial"]):
+            with open(os.environ["BOSS_TERMINATION_MESSAGE"], "w") as f:
+                f.write(json.dumps(self.args["claim"]))
+            os._exit(0)
+        return super().configure_model()

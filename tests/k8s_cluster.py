@@ -258,8 +258,13 @@ class ControlPlane:
     """
 
     def __init__(self, workdir: str | os.PathLike, *, bins: str | os.PathLike | None = None,
-                 start_timeout: float = 120, verbosity: int = 0, extra_args: dict[str, list[str]] | None = None):
+                 start_timeout: float = 120, verbosity: int = 0, extra_args: dict[str, list[str]] | None = None,
+                 address: str = "127.0.0.1"):
         self.workdir = Path(workdir).resolve()
+        # where the API server listens and what it advertises: loopback, or an address of the
+        # test's own that pods reach (tests/node.py HostNet), so the `kubernetes` Service has it
+        # as its endpoint and an operator in a pod reaches the API server through kube-proxy
+        self.address = address
         self.bin_dir = Path(bins) if bins else bin_dir()
         self.binary = self.bin_dir / "boss-k8s"
         self.start_timeout = start_timeout
@@ -298,7 +303,7 @@ class ControlPlane:
             "kube-apiserver", server=True,
             dns=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
                  "kubernetes.default.svc.cluster.local"),
-            ips=("127.0.0.1", str(next(ipaddress.ip_network(SERVICE_CIDR).hosts()))))
+            ips=tuple(dict.fromkeys(("127.0.0.1", self.address, str(next(ipaddress.ip_network(SERVICE_CIDR).hosts()))))))
         _write(self.pki / "serving" / "apiserver.crt", _pem_cert(cert) + self._ca_pem, 0o644)
         _write(self.pki / "serving" / "apiserver.key", _pem_key(key))
         # The service-account token signing key (one RSA key: public for the API server, private
@@ -350,10 +355,10 @@ class ControlPlane:
             "kube-apiserver": self._argv(
                 "kube-apiserver", v,
                 f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
-                # 1.37 refuses a loopback address for the `kubernetes` Service's endpoints; with no
-                # pods running for real, nothing needs them.
-                "--endpoint-reconciler-type=none",
+                f"--bind-address={self.address}", f"--advertise-address={self.address}",
+                # 1.37 refuses a loopback address for the `kubernetes` Service's endpoints: only an
+                # address pods can reach is published
+                "--endpoint-reconciler-type=" + ("none" if self.address == "127.0.0.1" else "lease"),
                 f"--secure-port={p['kube-apiserver']}",
                 f"--cert-dir={pki / 'serving'}",
                 f"--client-ca-file={self.ca_file}",
@@ -465,7 +470,7 @@ class ControlPlane:
         self._make_pki()
         for n in ("etcd", "etcd-peer", "kube-apiserver", "kube-controller-manager", "kube-scheduler"):
             self.ports[n] = free_port()
-        self.server = f"https://127.0.0.1:{self.ports['kube-apiserver']}"
+        self.server = f"https://{self.address}:{self.ports['kube-apiserver']}"
         self._write_kubeconfigs()
         self._define()
 

@@ -110,13 +110,14 @@ class Node:
     def __init__(self, cp: ControlPlane, workdir: str | os.PathLike, *, registry: str,
                  pause_image: str, name: str = "boss-node", number: int = 0, slot: str | None = None,
                  gpus: int = 0, labels: dict[str, str] | None = None, taints: list[dict] | None = None,
-                 max_pods: int = 16, verbosity: int = 1, start_timeout: float = 120):
+                 max_pods: int = 16, verbosity: int = 1, start_timeout: float = 120, proxy: bool = False):
         self.cp, self.name, self.number = cp, name, number
         self.workdir = Path(workdir).resolve()
         self.registry, self.pause_image = registry, pause_image
         self.slot = slot or f"node{number}"
         self.gpus, self.labels, self.taints = gpus, dict(labels or {}), list(taints or [])
         self.max_pods, self.verbosity, self.start_timeout = max_pods, verbosity, start_timeout
+        self.proxy = proxy  # kube-proxy (iptables): Service IPs route from pods, e.g. the `kubernetes` Service
         subnet = list(PODS_NET.subnets(new_prefix=24))[number]
         self.subnet = subnet
         self.address = str(subnet.network_address + 1)  # the bridge's own address, the node's InternalIP
@@ -126,6 +127,7 @@ class Node:
         self.run_dir = Path(tempfile.mkdtemp(prefix=f"boss-{number}-", dir="/run"))
         self.socket = self.run_dir / "containerd.sock"
         self.components: dict[str, _Component] = {}
+        self.root: Path | None = None  # containerd's root, once chosen
         self._lock = None
         self._sysctls: dict[str, str] = {}
         self._iptables_before: dict[str, set[str]] = {}
@@ -156,6 +158,8 @@ class Node:
         self._make_cgroups()
         self._start_containerd()
         self._start_kubelet()
+        if self.proxy:
+            self._start_proxy()
         self._wait_ready(t0 + self.start_timeout)
         if self.gpus:
             self.advertise("nvidia.com/gpu", self.gpus)
@@ -253,7 +257,7 @@ class Node:
         (registry_dir / "hosts.toml").write_text(
             f'server = "http://{self.registry}"\n\n[host."http://{self.registry}"]\n'
             '  capabilities = ["pull", "resolve"]\n')
-        root = self._containerd_root()
+        root = self.root = self._containerd_root()
         state = self.run_dir / "state"
         config = f"""version = 2
 root = "{root}"
@@ -275,7 +279,8 @@ state = "{state}"
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
-    discard_unpacked_layers = false
+    # the layers are kept unpacked only: a second copy of the 5 GB trainer image is not needed
+    discard_unpacked_layers = true
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
@@ -292,12 +297,15 @@ state = "{state}"
         c = self.components["containerd"] = _Component(
             "containerd", ["containerd", "--config", str(path)], self.workdir / "containerd.log")
         c.start()
+        # the CRI plugin answers "server is not initialized yet" until it has started its streaming
+        # server: a kubelet started before then exits
         deadline = time.monotonic() + 30
-        while not self.socket.exists():
+        while "Start streaming server" not in c.log.read_text(errors="replace"):
             c.check()
             if time.monotonic() > deadline:
-                raise NodeError(f"containerd did not listen on {self.socket}:\n{_tail(c.log)}")
+                raise NodeError(f"containerd's CRI plugin did not start ({self.socket}):\n{_tail(c.log)}")
             time.sleep(0.1)
+        time.sleep(0.2)
 
     def _start_kubelet(self) -> None:
         w = self.workdir
@@ -320,6 +328,7 @@ state = "{state}"
             # this machine's disk is shared with everything else: never evict or collect images for it
             "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%",
                              "nodefs.inodesFree": "1%"},
+            "evictionPressureTransitionPeriod": "10s",
             "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
             "serializeImagePulls": False, "shutdownGracePeriod": "0s",
             "volumePluginDir": str(w / "volume-plugins"),
@@ -333,6 +342,27 @@ state = "{state}"
                 f"--hostname-override={self.name}", f"--node-ip={self.address}",
                 "--node-labels=" + ",".join(f"{k}={v}" for k, v in labels.items())]
         c = self.components["kubelet"] = _Component("kubelet", argv, w / "kubelet.log")
+        c.start()
+
+    def _start_proxy(self) -> None:
+        """kube-proxy in iptables mode, as system:kube-proxy (RBAC's default system:node-proxier).
+        No cluster CIDR: nothing is masqueraded; a pod's packet to a Service IP is DNATed to the
+        endpoint (the API server at the host's address) and answered through conntrack. No
+        conntrack tuning: it leaves the host's conntrack sysctls alone."""
+        w = self.workdir
+        kubeconfig = self.cp.client_kubeconfig("system:kube-proxy", (), w / "kube-proxy.kubeconfig")
+        config = {
+            "apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
+            "clientConnection": {"kubeconfig": str(kubeconfig)}, "mode": "iptables",
+            "hostnameOverride": self.name, "bindAddress": self.address,
+            "healthzBindAddress": f"127.0.0.1:{free_port()}", "metricsBindAddress": f"127.0.0.1:{free_port()}",
+            "iptables": {"localhostNodePorts": False, "syncPeriod": "30s", "minSyncPeriod": "0s"},
+            "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0s"},
+            "nodePortAddresses": [f"{self.address}/32"], "oomScoreAdj": 0,
+        }
+        (w / "kube-proxy.yaml").write_text(json.dumps(config, indent=1))
+        argv = [str(self.cp.binary), "kube-proxy", f"--v={self.verbosity}", f"--config={w / 'kube-proxy.yaml'}"]
+        c = self.components["kube-proxy"] = _Component("kube-proxy", argv, w / "kube-proxy.log")
         c.start()
 
     def _wait_ready(self, deadline: float) -> None:
@@ -389,7 +419,8 @@ state = "{state}"
                 os.kill(pid, 9)
 
     def _unmount_all(self) -> None:
-        prefixes = (str(self.workdir) + "/", str(self.run_dir) + "/", str(cache_dir() / "containerd") + "/")
+        # this node's own: another node's containers keep their mounts under their own root
+        prefixes = (str(self.workdir) + "/", str(self.run_dir) + "/") + ((str(self.root) + "/",) if self.root else ())
         for _ in range(3):
             mounts = [m for m in _mounts() if m.startswith(prefixes)]
             if not mounts:

@@ -261,12 +261,13 @@ def test_a_study_with_a_pod_template_runs_on_a_tainted_gpu_pool(cluster, tmp_pat
     with c.second_node(gpus=2, labels=GPU_LABEL, taints=[GPU_TAINT]) as gpu:
         c.apply(doc)
         study = wait_phase(c, "gpu", ("Succeeded", "Failed"))
+        pods = {job.metadata.name: pods_of(c, job.metadata.name) for job in jobs_of(c, "gpu")}  # gone with the node
     status = study["status"]
     assert status["phase"] == "Succeeded" and status["trialsFailed"] == 0, (status.get("conditions"), status["trials"])
-    for job in jobs_of(c, "gpu"):
-        (pod,) = pods_of(c, job.metadata.name)
+    assert len(pods) == 3
+    for job, (pod,) in pods.items():
         spec, ctr = pod.spec, pod.spec.containers[0]
-        assert pod.status.phase == "Succeeded" and pods_run(c, job.metadata.name) == 1
+        assert pod.status.phase == "Succeeded" and pods_run(c, job) == 1
         assert spec.node_name == gpu.name  # the scheduler's choice: the labelled node, whose taint it tolerates
         assert spec.node_selector == GPU_LABEL
         assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in [
@@ -336,7 +337,7 @@ def test_kueue_labelled_trials_are_queued_until_admitted(cluster):  # noqa: F811
                                     "spec.trainer.queueName": "gpu-queue"})
     flavor = {"flavor.example.com/name": "on-demand"}
     c.op.start()
-    with c.node(labels=flavor) as node:
+    with c.node() as node, c.node_labels(flavor):
         c.apply(doc)
         until("two queued trials", lambda: (get(c, "queued").get("status") or {}).get("trialsQueued") == 2, 60)
         time.sleep(3)  # a queued Job stays queued: no pods, no clock
@@ -345,7 +346,7 @@ def test_kueue_labelled_trials_are_queued_until_admitted(cluster):  # noqa: F811
         jobs = jobs_of(c, "queued")
         assert [j.spec.suspend for j in jobs] == [True, True] and all(j.status.start_time is None for j in jobs)
         assert all(j.metadata.labels[KUEUE_QUEUE_LABEL] == "gpu-queue" for j in jobs)
-        assert not client.CoreV1Api(c.api).list_namespaced_pod(c.ns).items and not node.runs
+        assert not client.CoreV1Api(c.api).list_namespaced_pod(c.ns).items
         row = c.k8s.kubectl("get", "boss", "queued", "-n", c.ns, "--no-headers").stdout.split()
         assert row[:6] == ["queued", "WarmingUp", "0", "3", "0", "2"], row  # DONE TRIALS RUNNING QUEUED
         said = boss_cli(c, "status", "queued", "-n", c.ns)
@@ -357,6 +358,7 @@ def test_kueue_labelled_trials_are_queued_until_admitted(cluster):  # noqa: F811
         try:
             until("a running trial", lambda: (get(c, "queued").get("status") or {}).get("trialsRunning", 0) >= 1, 60)
             study = wait_phase(c, "queued", ("Succeeded", "Failed"))
+            pods = {job.metadata.name: pods_of(c, job.metadata.name) for job in jobs_of(c, "queued")}
         finally:
             stop.set()
             kueue.join(10)
@@ -366,7 +368,7 @@ def test_kueue_labelled_trials_are_queued_until_admitted(cluster):  # noqa: F811
     for job in jobs_of(c, "queued"):
         # the Job's own clock (activeDeadlineSeconds, if any) starts at admission, not at creation
         assert job.status.start_time.timestamp() >= int(when[job.metadata.name]) - 1
-        (pod,) = pods_of(c, job.metadata.name)
+        (pod,) = pods[job.metadata.name]
         assert pod.spec.node_selector == flavor and pod.spec.node_name == node.name
 
 

@@ -29,7 +29,7 @@ def test_trials_run_confined_as_the_restricted_profile_says(cluster):  # noqa: F
     c.op.start()
     with c.node():
         c.apply(with_test_trainers(c, study_doc(c, "confined", **{
-            "spec.budget": {"trials": 1, "warmupTrials": 1, "parallelism": 1, "maxFailedTrials": 0},
+            "spec.budget": {"trials": 2, "warmupTrials": 2, "parallelism": 2, "maxFailedTrials": 0},
             "spec.trainer.plugin": "node_trainers:Confined"})))
         status = wait_phase(c, "confined", FINAL_PHASES)["status"]
         log = c.k8s.kubectl("logs", "-n", c.ns, "job/confined-t0000").stdout
@@ -69,7 +69,7 @@ def test_dataloader_workers_pass_batches_through_the_shm_volume(cluster):  # noq
     c.op.start()
     with c.node():
         c.apply(with_test_trainers(c, study_doc(c, "workers", **{
-            "spec.budget": {"trials": 1, "warmupTrials": 1, "parallelism": 1, "maxFailedTrials": 0},
+            "spec.budget": {"trials": 2, "warmupTrials": 2, "parallelism": 2, "maxFailedTrials": 0},
             "spec.trainer.plugin": "node_trainers:WorkerLoader", "spec.trainer.shmSize": "256Mi",
             "spec.trainer.args": {"train_fraction": 0.3, "workers": 2}})))
         status = wait_phase(c, "workers", FINAL_PHASES)["status"]

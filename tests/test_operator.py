@@ -6,9 +6,10 @@ as its own process (`python -m boss_operator`) authenticated as the chart's Serv
 a missing RBAC rule is a 403; studies in namespaces that enforce Pod Security `restricted`;
 checkpoints in moto's S3 server over HTTP (written by the trials only: the operator holds no
 storage credentials); objectives in the trials' termination messages, cross-checked against
-Debian's Pushgateway. Only the node is a stand-in (tests/kubelet.py): it runs each pod the
-scheduler binds to it as a local process, copies its termination message into the pod's status
-and serves its log through the kubelet API.
+Debian's Pushgateway; a real node (tests/node.py: Kubernetes' kubelet, containerd, runc, a CNI
+bridge) that runs each trial as a container of the trainer image, pulled from a real registry,
+writes its termination message into the pod's status and serves its log through the kubelet API.
+The tests' own trainers (tests/*_trainers.py) reach the pods in a ConfigMap on PYTHONPATH.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import copy
-import itertools
 import json
 import os
 import random
@@ -36,10 +36,8 @@ from boss.store import Store
 from boss.trial import parse_result_message
 from boss_operator.crd import GROUP, PLURAL, VERSION
 from boss_operator.jobs import LABEL_PHASE, LABEL_STUDY, LABEL_TRIAL, SECRET_KEYS, TERMINATION_LOG
-from boss_operator.readback import forget_pushgateway_group
 from conftest import EXAMPLES, ROOT, free_port, tiny_doc
-from kubelet import Kubelet
-from kubernetes import client, config
+from kubernetes import client
 from node import missing as node_missing
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -98,21 +96,25 @@ class Cluster:
     gateway: str
     ns: str
     tmp: Path
-    _nodes = itertools.count()
 
     real: object = None  # the worker's real node (tests/node.py), where one can run
 
-    def node(self, **standin):
-        """The worker's real node: pods run as containers of the trainer image. With stand-in
-        options (fail_jobs, instead, after_run, env, gpus) a stand-in kubelet instead, with the
-        real node cordoned meanwhile, until those tests move to the real node too."""
-        if not standin or set(standin) <= {"pods"}:
-            if self.real is None:
-                pytest.skip("no real node here (tests/node.py: needs root, containerd, runc, CNI plugins)")
-            return contextlib.nullcontext(self.real)
-        name = f"node-{self.ns}-{next(self._nodes)}"[:60]
-        kubeconfig = self.k8s.client_kubeconfig(f"system:node:{name}", ("system:nodes",), self.tmp / f"{name}.kubeconfig")
-        return _Node(self, Kubelet(config.new_client_from_config(str(kubeconfig)), self.tmp / name, name=name, **standin))
+    def node(self):
+        """The worker's real node: pods run as containers of the trainer image, pulled from the
+        registry by the node's containerd (session-wide: it outlives the block)."""
+        if self.real is None:
+            pytest.skip("no real node here (tests/node.py: needs root, containerd, runc, CNI plugins)")
+        return contextlib.nullcontext(self.real)
+
+    @contextlib.contextmanager
+    def node_labels(self, labels: dict[str, str]):
+        """Labels on the worker's real node while the block runs (`kubectl label node`, as an
+        admin marks a pool), removed after."""
+        self.k8s.kubectl("label", "node", self.real.name, "--overwrite", *(f"{k}={v}" for k, v in labels.items()))
+        try:
+            yield
+        finally:
+            self.k8s.kubectl("label", "node", self.real.name, *(f"{k}-" for k in labels))
 
     def second_node(self, **kw):
         """A second real node beside the worker's own (its own kubelet, containerd, bridge, cgroup
@@ -128,26 +130,8 @@ class Cluster:
         """A study goes in as a user's does: `kubectl apply -f`."""
         path = self.tmp / f"{doc['metadata']['name']}-{time.time_ns()}.yaml"
         path.write_text(yaml.safe_dump(doc))
-        self.k8s.kubectl("apply", "-n", ns or self.ns, "-f", str(path))
-
-
-class _Node:
-    def __init__(self, cluster: Cluster, kubelet: Kubelet):
-        self.cluster, self.kubelet = cluster, kubelet
-
-    def __enter__(self) -> Kubelet:
-        if self.cluster.real is not None:
-            self.cluster.k8s.kubectl("cordon", self.cluster.real.name)
-        return self.kubelet.__enter__()
-
-    def __exit__(self, *exc) -> None:
-        self.kubelet.__exit__(*exc)
-        if self.cluster.real is not None:
-            self.cluster.k8s.kubectl("uncordon", self.cluster.real.name)
-        try:
-            client.CoreV1Api(self.cluster.api).delete_node(self.kubelet.name)
-        except client.ApiException:
-            pass
+        r = self.k8s.kubectl("apply", "-n", ns or self.ns, "-f", str(path), check=False)
+        assert r.returncode == 0, r.stderr
 
 
 def operator_kubeconfig(k8s, chart, path: Path) -> Path:
@@ -162,7 +146,7 @@ def cluster(request, k8s, admin, installed_chart, namespace, tmp_path, s3_server
     # what the chart sets: the cluster's Pushgateway and storage endpoint, the trainer image; no
     # storage credentials (the operator never touches storage: trials get the Secret by reference)
     env = {"BOSS_PUSHGATEWAY": pushgateway, "BOSS_STORAGE_ENDPOINT": s3_server}
-    real, env["BOSS_TRAINER_IMAGE"] = None, "boss-trainer:stand-in"  # the stand-in kubelet runs no image
+    real, env["BOSS_TRAINER_IMAGE"] = None, "boss-trainer:not-built"  # tests that run trials skip without a node
     if node_missing() is None:
         real = request.getfixturevalue("node")
         env["BOSS_TRAINER_IMAGE"] = request.getfixturevalue("images")["trainer"]
@@ -190,7 +174,6 @@ def study_doc(c: Cluster, name: str, gateway: str | None = None, **changes) -> d
 
 
 FINAL_PHASES = ("Succeeded", "Failed")
-TESTS_ON_PATH = {"PYTHONPATH": str(ROOT / "tests") + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
 def custom(api):
@@ -236,20 +219,20 @@ def pods_run(c: Cluster, job: str, ns=None) -> int:
     return sum(e.count or 1 for e in events_of(c, job, ns) if e.reason == "SuccessfulCreate")
 
 
-TEST_TRAINERS = "boss-test-trainers"
 TEST_TRAINERS_PATH = "/opt/boss-tests"
 
 
-def with_test_trainers(c: Cluster, doc: dict, template: dict | None = None) -> dict:
-    """The tests' trainer modules (tests/*_trainers.py) in a ConfigMap, mounted into the study's
-    trial pods and put on PYTHONPATH: how a user runs a trainer of their own with the stock trainer
-    image, without building one. `template`: a pod template to add them to."""
-    data = {p.name: p.read_text() for p in (ROOT / "tests").glob("*_trainers.py")}
-    with contextlib.suppress(client.ApiException):  # one per namespace
-        client.CoreV1Api(c.api).create_namespaced_config_map(doc["metadata"]["namespace"], {
-            "metadata": {"name": TEST_TRAINERS}, "data": data})
+def with_test_trainers(c: Cluster, doc: dict, template: dict | None = None, modules: dict[str, str] | None = None) -> dict:
+    """The tests' trainer modules (tests/*_trainers.py, and `modules`: file name -> source) in a
+    ConfigMap of the study's, mounted into its trial pods and put on PYTHONPATH: how a user runs a
+    trainer of their own with the stock trainer image, without building one. `template`: a pod
+    template to add them to."""
+    data = {p.name: p.read_text() for p in (ROOT / "tests").glob("*_trainers.py")} | dict(modules or {})
+    name = f"{doc['metadata']['name']}-trainers"
+    client.CoreV1Api(c.api).create_namespaced_config_map(doc["metadata"]["namespace"], {
+        "metadata": {"name": name}, "data": data})
     template = copy.deepcopy(template or {"spec": {}})
-    template["spec"].setdefault("volumes", []).append({"name": "test-trainers", "configMap": {"name": TEST_TRAINERS}})
+    template["spec"].setdefault("volumes", []).append({"name": "test-trainers", "configMap": {"name": name}})
     containers = template["spec"].setdefault("containers", [{"name": "trial"}])
     containers[0].setdefault("env", []).append({"name": "PYTHONPATH", "value": TEST_TRAINERS_PATH})
     containers[0].setdefault("volumeMounts", []).append(
@@ -531,14 +514,10 @@ def test_metrics_outages_change_no_result(cluster):
     c.op.env["BOSS_ALLOWED_METRICS_URLS"] = dead  # the admin allows the study's own (dead) Pushgateway
     small = {"spec.budget": {"trials": 3, "warmupTrials": 2, "parallelism": 2}}
     c.apply(study_doc(c, "nogw", gateway=dead, **small))
-    c.apply(study_doc(c, "lost", **small))
-
-    def lose_series(run) -> None:  # a Pushgateway restarted without persistence
-        if run.job and run.job.startswith("lost-"):
-            forget_pushgateway_group(c.gateway, "lost", int(run.job.rsplit("-t", 1)[1]), namespace=c.ns)
-
+    # a Pushgateway restarted without persistence: each trial's group is gone as its process exits
+    c.apply(with_test_trainers(c, study_doc(c, "lost", **small, **{"spec.trainer.plugin": "flaky_trainers:LosesItsSeries"})))
     c.op.start()
-    with c.node(after_run=lose_series):
+    with c.node():
         down = wait_phase(c, "nogw", FINAL_PHASES)["status"]
         lost = wait_phase(c, "lost", FINAL_PHASES)["status"]
     for name, status, reason in (("nogw", down, "MetricsUnavailable"), ("lost", lost, "MetricsMissing")):
@@ -570,7 +549,7 @@ def test_same_named_studies_in_two_namespaces_one_read_through_prometheus(cluste
         c.apply(scraped)
         c.apply(direct, ns=other)
         c.op.start()
-        with c.node(pods=4):
+        with c.node():
             results = [(c.ns, wait_phase(c, "twin", FINAL_PHASES)["status"], "prometheus"),
                        (other, wait_phase(c, "twin", FINAL_PHASES, ns=other)["status"], "pushgateway")]
         for ns, status, source in results:
@@ -677,3 +656,26 @@ def test_an_evicted_trial_resumes_without_using_up_retries_and_a_hopeless_one_fa
     assert not job.status.failed  # the eviction was not counted against backoffLimit
     assert hopeless["phase"] == "Failed" and [pods_run(c, f"hopeless-t{i:04d}") for i in range(2)] == [1, 1]
     assert all("PodFailurePolicy" in t["message"] for t in hopeless["trials"])
+
+
+def test_an_oomkilled_trial_is_told_with_its_memory_limit():
+    """What the operator reads from the kubelet's pod status when the OOM killer ended a trial
+    (the real node shows it happening: tests/test_node.py)."""
+    from boss_operator.jobs import oom_killed
+
+    job = {"metadata": {"uid": "u1"}}
+
+    def pod(reason, limit=None, uid="u1", finished="2026-01-01T00:00:01Z"):
+        resources = {"limits": {"memory": limit}} if limit else {}
+        return {"metadata": {"ownerReferences": [{"uid": uid, "controller": True}]},
+                "spec": {"containers": [{"name": "trial", "resources": resources}]},
+                "status": {"containerStatuses": [{"name": "trial", "state": {"terminated": {
+                    "exitCode": 137, "reason": reason, "finishedAt": finished}}}]}}
+
+    said = oom_killed(job, [pod("OOMKilled", "768Mi")])
+    assert said.startswith("OOMKilled: the trial went over its memory limit of 768Mi")
+    assert "no memory limit" in oom_killed(job, [pod("OOMKilled")])
+    assert oom_killed(job, [pod("Error", "1Gi")]) is None
+    assert oom_killed(job, [pod("OOMKilled", "1Gi", uid="another-job")]) is None  # not this Job's pod
+    # the last pod to fail decides
+    assert oom_killed(job, [pod("OOMKilled", "1Gi"), pod("Error", "1Gi", finished="2026-01-01T00:00:09Z")]) is None

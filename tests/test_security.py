@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import http.client
 import http.server
+import ipaddress
 import json
 import os
 import re
@@ -39,12 +40,12 @@ from pathlib import Path
 import boto3
 import pytest
 import yaml
-from boss.metrics import grouping_key
 from boss.store import Store
 from boss_operator.crd import GROUP, PLURAL, VERSION
 from boss_operator.readback import objective_from_pushgateway
 from conftest import ROOT
 from kubernetes import client
+from node import PODS_NET
 from test_operator import (
     FINAL_PHASES,
     SECRET_VALUE,
@@ -58,6 +59,7 @@ from test_operator import (
     study_doc,
     until,
     wait_phase,
+    with_test_trainers,
 )
 
 # ---- a listener that records every request, and who sent it ------------------------------------
@@ -67,8 +69,9 @@ from test_operator import (
 class Request:
     method: str
     path: str
-    pids: set[int]  # the processes that hold the client's end of the connection
+    pids: set[int]  # the processes that hold the client's end of the connection (in this network namespace)
     agent: str = ""
+    peer: str = ""  # the client's address: a pod's on the pod network, whose processes /proc here cannot see
 
 
 def _hex_port(text: str) -> int:
@@ -104,11 +107,13 @@ def peer_pids(client_port: int, server_port: int) -> set[int]:
 
 @dataclass
 class Recorder:
-    """An HTTP listener on 127.0.0.1 only that records every request it receives (at most
-    `limit`; `total` counts them all) with the processes that sent it. With `upstream` it
-    forwards each request there and returns the answer (a recording proxy), else it answers 200."""
+    """An HTTP listener on `host` only (loopback, or the address pods reach the host at) that
+    records every request it receives (at most `limit`; `total` counts them all) with the
+    processes that sent it. With `upstream` it forwards each request there and returns the
+    answer (a recording proxy), else it answers 200."""
 
     upstream: str | None = None
+    host: str = "127.0.0.1"
     limit: int = 5000
     requests: list[Request] = field(default_factory=list)
     total: int = 0
@@ -132,7 +137,7 @@ class Recorder:
                     recorder.total += 1
                     if len(recorder.requests) < recorder.limit:
                         recorder.requests.append(Request(self.command, self.path, set(self.pids),
-                                                         self.headers.get("User-Agent", "")))
+                                                         self.headers.get("User-Agent", ""), self.client_address[0]))
                 body = self._body()
                 if recorder.upstream is None:
                     self._answer(200, [], b"recorded\n")
@@ -185,8 +190,8 @@ class Recorder:
         class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
             daemon_threads = True
 
-        self._server = Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._server = Server((self.host, 0), Handler)
+        self.url = f"http://{self.host}:{self._server.server_address[1]}"
         threading.Thread(target=self._server.serve_forever, daemon=True, name="recorder").start()
         return self
 
@@ -317,9 +322,6 @@ class Forger(DigitsTrainer):
 def test_a_forged_objective_from_another_namespace_changes_nothing(cluster, namespace_b):  # noqa: F811
     c = cluster
     forged, trials = 0.999, 3
-    plugins = c.tmp / "plugins"
-    plugins.mkdir()
-    (plugins / "boss_forger.py").write_text(FORGER)
     metric = "val_accuracy"
     forger = study_doc(c, "forger", **{
         "spec.trainer.plugin": "boss_forger:Forger",
@@ -327,23 +329,15 @@ def test_a_forged_objective_from_another_namespace_changes_nothing(cluster, name
                               "metric": metric, "forged": forged, "seconds": 240},
         "spec.budget": {"trials": 2, "warmupTrials": 2, "parallelism": 1}})
     forger["metadata"]["namespace"] = namespace_b
-    victim = study_doc(c, "victim", **{"spec.budget": {"trials": trials, "warmupTrials": 2, "parallelism": 2}})
-
-    def forged_already(run) -> None:
-        """Hold the victim's finished pod until the forger has overwritten its objective, so the
-        operator reads the forged value whenever it looks (the kubelet reports the pod after this)."""
-        if run.job and run.job.startswith("victim-t"):
-            key = grouping_key("victim", int(run.job.rsplit("-t", 1)[1]), c.ns)
-            deadline = time.time() + 60
-            while time.time() < deadline and objective_from_pushgateway(
-                    c.gateway, key["study"], int(key["trial"]), metric, namespace=c.ns) != forged:
-                time.sleep(0.1)
-
-    # (not first: the stand-in kubelet points a value that starts with a mount path, /tmp, into the pod's folder)
-    env = {"PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(plugins)])}
+    # each victim trial, as its process exits, waits until the forger has overwritten its objective,
+    # so the operator reads the forged value whenever it looks
+    victim = with_test_trainers(c, study_doc(c, "victim", **{
+        "spec.budget": {"trials": trials, "warmupTrials": 2, "parallelism": 2},
+        "spec.trainer.plugin": "flaky_trainers:WaitsForAForger",
+        "spec.trainer.args": {"train_fraction": 0.3, "forged": forged, "wait_seconds": 60}}))
     c.op.start()
-    with c.node(env=env, pods=4, after_run=forged_already):
-        c.apply(forger, ns=namespace_b)
+    with c.node():
+        c.apply(with_test_trainers(c, forger, modules={"boss_forger.py": FORGER}), ns=namespace_b)
         until("the forger's Job", lambda: jobs_of(c, "forger", ns=namespace_b), 60)
         c.apply(victim)
         status = wait_phase(c, "victim", FINAL_PHASES)["status"]
@@ -380,7 +374,7 @@ def test_a_study_cannot_make_the_operator_touch_another_namespaces_storage(clust
     allows): the trials make many, the operator none."""
     c = cluster
     a_ns, b_ns = c.ns, namespace_b
-    with Recorder(upstream=c.s3) as proxy:
+    with Recorder(upstream=c.s3, host=urllib.parse.urlsplit(c.s3).hostname) as proxy:
         c.op.env["BOSS_ALLOWED_STORAGE_ENDPOINTS"] = proxy.url
         storage = {"uri": f"s3://{c.bucket}/boss", "endpoint": proxy.url, "secretRef": "boss-s3"}
         small = {"spec.budget": {"trials": 2, "warmupTrials": 2, "parallelism": 2}}
@@ -389,7 +383,7 @@ def test_a_study_cannot_make_the_operator_touch_another_namespaces_storage(clust
         c.op.start()
         assert_no_storage_credentials(c.op)
         b_prefix = f"boss/{b_ns}/secrets/"
-        with c.node(pods=4):
+        with c.node():
             c.apply(b, ns=b_ns)
             b_status = wait_phase(c, "secrets", FINAL_PHASES, ns=b_ns)["status"]
         assert b_status["phase"] == "Succeeded", b_status.get("conditions")
@@ -400,15 +394,12 @@ def test_a_study_cannot_make_the_operator_touch_another_namespaces_storage(clust
         # tenant A aims its storage at B's study folder, and its trial 1 claims B's checkpoint
         claim = {"boss": 1, "study": "thief", "trial": 1, "metric": "val_accuracy", "value": 0.999,
                  "checkpoint": stolen["checkpoint"], "sha256": stolen["checksum"], "test": {}, "curve": [0.999]}
-        write = "import os, sys; open(os.environ['BOSS_TERMINATION_MESSAGE'], 'w').write(sys.argv[1])"
-
-        def instead(job: str):
-            return [sys.executable, "-c", write, json.dumps(claim)] if job == "thief-t0001" else None
-
-        a = study_doc(c, "thief", **{"spec.storage": {**storage, "uri": f"s3://{c.bucket}/boss/{b_ns}/secrets"},
-                                     "spec.budget": {"trials": 4, "warmupTrials": 3, "parallelism": 2,
-                                                     "maxFailedTrials": 2}})
-        with c.node(pods=4, instead=instead):
+        a = with_test_trainers(c, study_doc(c, "thief", **{
+            "spec.storage": {**storage, "uri": f"s3://{c.bucket}/boss/{b_ns}/secrets"},
+            "spec.budget": {"trials": 4, "warmupTrials": 3, "parallelism": 2, "maxFailedTrials": 2},
+            "spec.trainer.plugin": "flaky_trainers:ClaimsACheckpoint",
+            "spec.trainer.args": {"train_fraction": 0.3, "claim_trial": 1, "claim": claim}}))
+        with c.node():
             c.apply(a, ns=a_ns)
             a_status = wait_phase(c, "thief", FINAL_PHASES, ns=a_ns)["status"]
         assert_no_storage_credentials(c.op)
@@ -417,7 +408,9 @@ def test_a_study_cannot_make_the_operator_touch_another_namespaces_storage(clust
     # the operator sent storage nothing; the trials of both tenants did (so the proxy saw them)
     assert proxy.total == len(proxy.requests) > 5
     assert proxy.sent_by(c.op.proc.pid) == [], [(r.method, r.path) for r in proxy.sent_by(c.op.proc.pid)]
-    assert all(r.pids for r in proxy.requests)  # every request was traced to a process
+    # every request was traced to a process of this machine, or came from a pod (the trials)
+    from_pods = [r for r in proxy.requests if ipaddress.ip_address(r.peer) in PODS_NET]
+    assert from_pods and all(r.pids for r in proxy.requests if r not in from_pods)
     # A's claim of B's checkpoint was refused, and nothing of B's was handed to A's trials
     assert a_status["phase"] == "Succeeded", a_status.get("conditions")
     t1 = a_status["trials"][1]

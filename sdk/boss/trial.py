@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+import signal
 import sys
 import traceback
 from typing import Any, Literal
@@ -280,6 +281,17 @@ def _is_dist_error(e: BaseException) -> bool:
 
 
 if __name__ == "__main__":
+    if os.getpid() == 1:
+        # the container's first process: the kernel gives PID 1 no default action for SIGTERM, so
+        # the kubelet's stop (eviction, preemption, deletion) would wait out the whole grace
+        # period and SIGKILL. End as any other process would: at once (the last finished epoch
+        # is saved; the next pod resumes from it)
+        def _stop(signum, frame):
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(128 + signum)
+
+        signal.signal(signal.SIGTERM, _stop)
     # run main() from the imported module, not from __main__: otherwise `TrialError` here would be
     # __main__.TrialError, a different class from the boss.trial.TrialError the loop raises
     from boss.trial import main as _main
