@@ -27,9 +27,12 @@ key replaces, and its layers no other image uses, are removed: one copy of each 
 Everything lives under ${BOSS_CACHE:-~/.cache/boss} (nothing in the repository):
 containers/storage and containers/run (buildah's --root and --runroot), containers/tmp
 (buildah's TMPDIR: its RUN cache mounts, e.g. the Dockerfiles' wheelhouse, and the copies a push
-makes), pushed.json (what was pushed where). What buildah writes outside them anyway
-(/var/lib/containers/cache, /run/containers) is removed when it was not there before;
-containers/containers.conf points CNI's configuration folder into the cache. Every
+makes), containers/blob-info-cache (which compressed blob is which layer, and where it was
+pushed: a push skips the layers a registry has; linked from its fixed path,
+/var/lib/containers/cache, while a command runs), pushed.json (which manifest was pushed for
+which image). What buildah writes outside them anyway (/var/lib/containers, /run/containers) is
+removed when it was not there before; containers/containers.conf points CNI's configuration
+folder into the cache. Every
 command holds an exclusive lock (flock on ${BOSS_CACHE}/lock): two builds or pushes (two pytest
 workers, `make` beside a test run) take turns.
 
@@ -89,6 +92,7 @@ CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 # path for root), the default storage's run folder; /etc/cni (CNI's lock) should stay untouched
 # with the network_config_dir of our containers.conf, but is swept up the same way in case
 OUTSIDE = [Path("/var/lib/containers"), Path("/run/containers"), Path("/etc/cni")]
+BLOB_INFO_CACHE = Path("/var/lib/containers/cache")  # containers/image's, for root
 MANIFEST_TYPES = ", ".join(["application/vnd.oci.image.manifest.v1+json",
                             "application/vnd.docker.distribution.manifest.v2+json"])
 
@@ -181,11 +185,23 @@ def locked():
             fcntl.flock(f, fcntl.LOCK_EX)
             log(f"  got it after {time.monotonic() - t0:.0f} s")
         absent = [p for p in OUTSIDE if not p.exists()]
+        # containers/image's blob info cache (which compressed blob in which registry is which
+        # layer) is kept in the cache, through a link at its fixed path while the command runs:
+        # without it a push compresses and uploads every layer again, the 5 GB one included
+        link = None
+        if not os.path.lexists(BLOB_INFO_CACHE):
+            (STORE / "blob-info-cache").mkdir(exist_ok=True)
+            BLOB_INFO_CACHE.parent.mkdir(parents=True, exist_ok=True)
+            BLOB_INFO_CACHE.symlink_to(STORE / "blob-info-cache")
+            link = BLOB_INFO_CACHE
         try:
             # a build killed half-way leaves working containers (and their mounts): all are ours
             buildah("rm", "--all", check=False)
             yield
         finally:
+            if link is not None:
+                with contextlib.suppress(OSError):
+                    link.unlink()
             for p in absent:
                 shutil.rmtree(p, ignore_errors=True)
 

@@ -24,10 +24,12 @@ its images there (same manifest digest: no push).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -57,6 +59,13 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 class RegistryError(RuntimeError):
     pass
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the process that started it dies (a test run
+    killed without its clean-up leaves no registry behind)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class Registry:
@@ -111,7 +120,8 @@ class Registry:
             log = self.log_path or Path(self._tmp.name) / "registry.log"
             with open(log, "ab") as out:
                 self.proc = subprocess.Popen([self.binary, "serve", str(conf)], stdout=out, stderr=subprocess.STDOUT,
-                                             stdin=subprocess.DEVNULL, start_new_session=True)
+                                             stdin=subprocess.DEVNULL, start_new_session=True,
+                                             preexec_fn=_die_with_parent)
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
