@@ -42,6 +42,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "images" / "build.py"
 NAMES = ("trainer", "operator", "pause")
+# host:port -> storage folder of the registries this process runs (ensure_images collects their garbage)
+_RUNNING: dict[str, Path] = {}
 MANIFEST_TYPES = ", ".join(["application/vnd.oci.image.manifest.v1+json",
                             "application/vnd.docker.distribution.manifest.v2+json"])
 
@@ -127,6 +129,7 @@ class Registry:
                 if self.proc.poll() is not None:
                     break
                 if self.ready():
+                    _RUNNING[self.host] = self.storage
                     return self
                 time.sleep(0.05)
             tail = log.read_text(errors="replace")[-2000:]
@@ -144,6 +147,7 @@ class Registry:
             return False
 
     def stop(self) -> None:
+        _RUNNING.pop(self.host, None)
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -209,22 +213,36 @@ def ensure_images(registry_host: str, names: tuple[str, ...] = NAMES, *, pinned:
     registry_host what it does not hold yet. Returns name -> reference, e.g. {"trainer":
     "127.0.0.1:5000/boss-trainer:dev", "operator": ..., "pause": "127.0.0.1:5000/boss-pause:3.10"};
     pinned=True: by digest too ("...:dev@sha256:..."). The build's and push's output goes to
-    ${BOSS_CACHE}/images.log (its tail is in the error when one fails)."""
+    ${BOSS_CACHE}/images.log (its tail is in the error when one fails). When a Registry of this
+    process serves registry_host, what its tags no longer reach (the previous images' layers: GBs
+    when requirements.txt changed) and uploads a failed push left are deleted from its storage."""
     log = cache_dir() / "images.log"
     with _images_lock():
         _run([sys.executable, str(BUILD), "build", *names], log)
-        out = json.loads(_run([sys.executable, str(BUILD), "push", registry_host, *names, "--json"], log))
+        try:
+            out = json.loads(_run([sys.executable, str(BUILD), "push", registry_host, *names, "--json"], log))
+        finally:
+            # under the lock: no push is under way (every push takes it), so nothing half-uploaded
+            # looks unreferenced; other workers' registries over this storage keep no cache of it
+            if registry_host in _RUNNING:
+                _collect_garbage(_RUNNING[registry_host], log)
     return {name: out[name]["pinned" if pinned else "ref"] for name in names}
 
 
-def collect_garbage(storage: str | Path | None = None) -> str:
-    """Delete the blobs no tag refers to any more (old versions of :dev), from a storage folder
-    that no registry serves at the moment (distribution's garbage collector is offline only)."""
-    reg = Registry(storage)
+def _collect_garbage(storage: Path, log: Path) -> None:
+    """Untagged manifests and the blobs nothing references, and every upload in progress (there
+    is none: the caller holds the lock that every push takes; what is there a failed push left)."""
+    for uploads in (storage / "docker" / "registry" / "v2" / "repositories").rglob("_uploads"):
+        for upload in uploads.iterdir():
+            shutil.rmtree(upload, ignore_errors=True)
     with tempfile.TemporaryDirectory() as tmp:
         conf = Path(tmp) / "config.yml"
-        conf.write_text(json.dumps(reg.config()))
-        with _images_lock():
-            out = subprocess.run([Registry.binary, "garbage-collect", "--delete-untagged", str(conf)],
-                                 capture_output=True, text=True, check=True)
-    return out.stdout
+        conf.write_text(json.dumps(Registry(storage).config()))
+        _run([Registry.binary, "garbage-collect", "--delete-untagged", str(conf)], log)
+
+
+def collect_garbage(storage: str | Path | None = None) -> None:
+    """Delete what no tag reaches any more (the previous versions of :dev) from a registry's
+    storage (default ${BOSS_CACHE}/registry); ensure_images does it after a push."""
+    with _images_lock():
+        _collect_garbage(Path(storage) if storage else cache_dir() / "registry", cache_dir() / "images.log")
