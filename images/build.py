@@ -188,11 +188,13 @@ def locked():
         # containers/image's blob info cache (which compressed blob in which registry is which
         # layer) is kept in the cache, through a link at its fixed path while the command runs:
         # without it a push compresses and uploads every layer again, the 5 GB one included
-        link = None
-        if not os.path.lexists(BLOB_INFO_CACHE):
-            (STORE / "blob-info-cache").mkdir(exist_ok=True)
+        link, ours = None, STORE / "blob-info-cache"
+        if BLOB_INFO_CACHE.is_symlink() and os.readlink(BLOB_INFO_CACHE) == str(ours):
+            link = BLOB_INFO_CACHE  # left by a command of ours that was killed
+        elif not os.path.lexists(BLOB_INFO_CACHE):
+            ours.mkdir(exist_ok=True)
             BLOB_INFO_CACHE.parent.mkdir(parents=True, exist_ok=True)
-            BLOB_INFO_CACHE.symlink_to(STORE / "blob-info-cache")
+            BLOB_INFO_CACHE.symlink_to(ours)
             link = BLOB_INFO_CACHE
         try:
             # a build killed half-way leaves working containers (and their mounts): all are ours
@@ -202,6 +204,7 @@ def locked():
             if link is not None:
                 with contextlib.suppress(OSError):
                     link.unlink()
+                    link.parent.rmdir()  # if nothing else is in it
             for p in absent:
                 shutil.rmtree(p, ignore_errors=True)
 
