@@ -4,7 +4,8 @@ Starts the real control plane (tests/k8s_cluster.py), installs the chart with th
 CLI, runs a real node (tests/node.py: the kubelet, containerd, runc, a CNI bridge) that pulls
 the project's images (built with buildah by `make images`) from a real registry on loopback,
 moto's S3 server as the checkpoint store, Debian's Pushgateway for metrics, and the operator as
-the chart's ServiceAccount. Then prints the `export` lines, so that in another shell
+users run it: the chart's Deployment, its pod on the node under the chart's ServiceAccount,
+reaching the API server through the `kubernetes` Service (kube-proxy). Then prints the `export` lines, so that in another shell
 
     kubectl apply -f examples/digits-study.yaml
     kubectl get boss -w
@@ -81,7 +82,7 @@ def main() -> int:
     try:
         from registry import Registry, ensure_images
 
-        with Registry() as registry, HostNet(0) as net, ControlPlane(work / "k8s") as cp:
+        with Registry() as registry, HostNet(0) as net, ControlPlane(work / "k8s", address=net.address) as cp:
             images = ensure_images(registry.host)
             from kubernetes import client, config
 
@@ -114,19 +115,12 @@ def main() -> int:
                 "metadata": {"name": SECRET},
                 "data": {k: base64.b64encode(v.encode()).decode() for k, v in creds.items()}})
 
-            operator_config = cp.serviceaccount_kubeconfig("boss-system", "boss-operator", work / "operator.kubeconfig",
-                                                           expiration_seconds=86400)
-            # no storage credentials: the operator never touches the studies' storage (docs/security.md)
-            env = {**os.environ, "KUBECONFIG": str(operator_config), "BOSS_STORAGE_URI": "s3://boss/",
-                   "BOSS_STORAGE_ENDPOINT": s3, "BOSS_STORAGE_SECRET": SECRET, "BOSS_PUSHGATEWAY": gateway,
-                   "BOSS_TRAINER_IMAGE": images["trainer"],
-                   "BOSS_METRICS_PORT": str(free_port()), "PYTHONUNBUFFERED": "1"}
-            procs.append(start([sys.executable, "-m", "boss_operator", "--liveness", ""], work / "operator.log", env))
             with Node(cp, work / "node", registry=registry.host, pause_image=images["pause"], name="boss-node",
-                      gpus=args.gpus, slot="cluster"):
+                      number=net.node_number(), gpus=args.gpus, slot="cluster", proxy=True):
+                cp.kubectl("rollout", "status", "-n", "boss-system", "deployment/boss-operator", "--timeout=180s")
                 print(f"BOSS cluster ready in {time.time() - started:.0f} s: Kubernetes {cp.server}, "
                       f"a node running {images['trainer']}, S3 {s3}, Pushgateway {gateway}")
-                print(f"logs: {work}/operator.log, {work}/node/*.log, {work}/k8s/*.log")
+                print(f"logs: kubectl logs -n boss-system deploy/boss-operator; {work}/node/*.log, {work}/k8s/*.log")
                 print("in another shell:")
                 print(f"  export KUBECONFIG={cp.kubeconfig}")
                 print(f"  export PATH={cp.bin_dir}:$PATH    # kubectl and helm")

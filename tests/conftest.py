@@ -8,6 +8,7 @@ import copy
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -59,18 +60,33 @@ def worker_number() -> int:
     return int(worker[2:]) + 1 if worker.startswith("gw") else 0
 
 
+def pytest_sessionstart(session):
+    """SIGTERM (a CI timeout, `kill`) ends the run as Ctrl-C does: fixtures tear down, so the real
+    nodes undo what they changed on the host (a SIGKILLed run's leftovers are undone by the next)."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 @pytest.fixture(scope="session")
-def host_address():
-    """Where servers listen that pods must reach: a dummy interface's address of this worker's
-    own (tests/node.py HostNet) where a real node can run, else loopback. The host reaches it as
-    any local address."""
+def host_net():
+    """This worker's HostNet (tests/node.py) where a real node can run, else None: the address
+    pods reach the host at, and the numbers of its nodes' subnets."""
     from node import HostNet, missing
 
     if missing():
-        yield "127.0.0.1"
+        yield None
         return
     with HostNet(worker_number()) as net:
-        yield net.address
+        yield net
+
+
+@pytest.fixture(scope="session")
+def host_address(host_net):
+    """Where servers listen that pods must reach (the HostNet's address), else loopback. The
+    host reaches it as any local address."""
+    return host_net.address if host_net else "127.0.0.1"
 
 
 @pytest.fixture(scope="session")
@@ -155,7 +171,7 @@ def images(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def node(k8s, host_address, images, tmp_path_factory):
+def node(k8s, host_net, images, tmp_path_factory):
     """A real node for this worker's control plane: the kubelet, containerd, runc and a CNI
     bridge (tests/node.py), pulling the images from the registry. Session-wide: a node starts in
     seconds, but its first pull of the trainer image takes longer."""
@@ -163,7 +179,8 @@ def node(k8s, host_address, images, tmp_path_factory):
 
     n = worker_number()
     with Node(k8s, tmp_path_factory.mktemp("node"), registry=images["trainer"].split("/")[0],
-              pause_image=images["pause"], name=f"node-{n}", number=n * 4, slot=f"w{n}-a") as nd:
+              pause_image=images["pause"], name=f"node-{n}", number=host_net.node_number(0), slot=f"w{n}-a",
+              proxy=True) as nd:
         yield nd
 
 
@@ -183,7 +200,8 @@ def installed_chart(request, k8s, admin):
     """The chart installed once with the real helm CLI: the CRD, the operator's ServiceAccount and
     its ClusterRole, the images from this worker's registry (where a real node can run). The
     operator under test then runs as that ServiceAccount, so a missing RBAC rule fails a test with
-    403. (No controller here runs Deployments, so the chart's own operator pod never starts.)"""
+    403. The chart's own Deployment is at `replicas: 0` (paused): the tests start the operator as
+    a process they can SIGKILL and read, except tests/test_node.py's, which scales it to 1."""
     from node import missing
 
     operator, trainer = "boss-operator:not-built", "boss-trainer:not-built"  # the chart requires both
@@ -194,7 +212,7 @@ def installed_chart(request, k8s, admin):
     helm = [str(k8s.bin_dir / "helm"), "--kubeconfig", str(k8s.kubeconfig)]
     subprocess.run(helm + ["install", RELEASE, str(ROOT / "charts" / "boss-operator"), "-n", RELEASE_NS,
                            "--create-namespace", "--wait=false", "--set", f"image.repository={repository}",
-                           "--set", f"image.tag={tag}", "--set", f"trainer.image={trainer}"],
+                           "--set", f"image.tag={tag}", "--set", f"trainer.image={trainer}", "--set", "replicas=0"],
                    check=True, capture_output=True, text=True)
     k8s.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/bossstudies.boss.automl.io")
     return {"namespace": RELEASE_NS, "serviceAccount": RELEASE, "helm": helm}  # the chart names both after the release

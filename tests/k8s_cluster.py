@@ -51,6 +51,8 @@ CONTROLLERS = ",".join([
     # lets a claim or volume in use go only when no pod needs it (their finalizers)
     "persistentvolume-binder-controller", "persistentvolumeclaim-protection-controller",
     "persistentvolume-protection-controller",
+    # the chart's operator Deployment, on a real node
+    "deployment-controller", "replicaset-controller",
 ])
 
 

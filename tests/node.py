@@ -28,6 +28,7 @@ import fcntl
 import ipaddress
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -39,7 +40,9 @@ from k8s_cluster import SERVICE_CIDR, ControlPlane, ControlPlaneError, _Componen
 CNI_BIN = Path("/usr/lib/cni")  # Debian's containernetworking-plugins
 SERVICES_NET = ipaddress.ip_network("10.87.0.0/16")  # HostNet addresses: 10.87.<index>.1
 PODS_NET = ipaddress.ip_network("10.88.0.0/16")  # node subnets: 10.88.<n>.0/24
-SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops")  # what a kubelet sets
+# what a kubelet (and kube-proxy) may set
+SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops", "net/ipv4/conf/all/route_localnet",
+           "net/bridge/bridge-nf-call-iptables")
 CGROUP = Path("/sys/fs/cgroup")
 # paths a kubelet and containerd 1.6 write whatever their flags say (device-plugin socket, shim
 # sockets, pinned network namespaces, libcni's cache): removed by the last node to stop, unless
@@ -80,15 +83,42 @@ class HostNet:
     10.87.<index>.1 (a bridge with no ports: this kernel has no `dummy` module).
 
     Servers that pods must reach (S3, the Pushgateway, the API server for an in-cluster operator)
-    listen on it; the host reaches it too (a local address). Removed when the block ends."""
+    listen on it; the host reaches it too (a local address). The index is claimed with a lock
+    (the first free one from `index` on), so two test sessions on one machine never share one, and
+    its nodes' subnets follow from it (`node_number`). Removed when the block ends."""
 
     def __init__(self, index: int = 0):
         self.index = index
-        self.device = f"bosssvc{index}"
-        self.address = str(SERVICES_NET.network_address + (index << 8) + 1)
+        self._lock = None
+
+    @property
+    def device(self) -> str:
+        return f"bosssvc{self.index}"
+
+    @property
+    def address(self) -> str:
+        return str(SERVICES_NET.network_address + (self.index << 8) + 1)
+
+    def node_number(self, n: int = 0) -> int:
+        """The number (pod subnet, bridge) of this HostNet's n-th node (up to 4)."""
+        return self.index * 4 + n
 
     def __enter__(self) -> HostNet:
-        _run("ip", "link", "del", self.device, check=False)  # a killed run's leftover
+        locks = cache_dir() / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        while True:
+            lock = open(locks / f"hostnet-{self.index}.lock", "w")
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                lock.close()
+                self.index += 1
+                if self.index > 60:
+                    raise NodeError("no free HostNet index (60 in use?)") from None
+        self._lock = lock
+        clean_leftovers()
+        _run("ip", "link", "del", self.device, check=False)  # a killed run's, whose lock is free now
         _run("ip", "link", "add", self.device, "type", "bridge")
         _run("ip", "addr", "add", f"{self.address}/32", "dev", self.device)
         _run("ip", "link", "set", self.device, "up")
@@ -96,6 +126,9 @@ class HostNet:
 
     def __exit__(self, *exc) -> None:
         _run("ip", "link", "del", self.device, check=False)
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
 
 class Node:
@@ -151,11 +184,13 @@ class Node:
             raise NodeError(why)
         t0 = time.monotonic()
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self._sysctls = {k: Path("/proc/sys", k).read_text().strip() for k in SYSCTLS}
+        self._sysctls = {k: Path("/proc/sys", k).read_text().strip() for k in SYSCTLS if Path("/proc/sys", k).exists()}
         _note_host_paths()
         self._iptables_before = {t: set(_iptables_rules(t)) for t in ("filter", "nat", "mangle")}
         self._make_bridge()
         self._make_cgroups()
+        self.root = self._containerd_root()
+        self._record()
         self._start_containerd()
         self._start_kubelet()
         if self.proxy:
@@ -176,7 +211,43 @@ class Node:
             c = self.components.get(name)
             if c is not None:
                 c.stop(20)
+        self._teardown()
+        with contextlib.suppress(Exception):
+            self.cp.request("DELETE", f"/api/v1/nodes/{self.name}")
+
+    # what a node changes on the host, kept on disk while it runs: a run that was killed (SIGKILL,
+    # a power cut) is cleaned up by the next one (clean_leftovers)
+    _RECORDED = ("name", "workdir", "run_dir", "socket", "bridge", "cgroup_root", "root", "_sysctls",
+                 "_iptables_before")
+
+    def _record_path(self) -> Path:
+        return cache_dir() / "nodes" / f"{self.run_dir.name}.json"
+
+    def _record(self) -> None:
+        path = self._record_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {k: getattr(self, k) for k in self._RECORDED}
+        state["_iptables_before"] = {t: sorted(r) for t, r in self._iptables_before.items()}
+        path.write_text(json.dumps(state, default=str))
+
+    @classmethod
+    def _from_record(cls, path: Path) -> Node:
+        state = json.loads(path.read_text())
+        node = cls.__new__(cls)
+        node.components, node._lock = {}, None
+        for k in cls._RECORDED:
+            setattr(node, k, state[k])
+        for k in ("workdir", "run_dir", "socket"):
+            setattr(node, k, Path(state[k]))
+        node.root = Path(state["root"]) if state["root"] else None
+        node._iptables_before = {t: set(r) for t, r in state["_iptables_before"].items()}
+        return node
+
+    def _teardown(self) -> None:
+        """Undo on the host what this node's kubelet, kube-proxy, containerd and CNI changed (their
+        processes have stopped)."""
         self._kill_shims()
+        self._kill_containers()
         self._unmount_all()
         self._remove_cgroups()
         self._restore_iptables()
@@ -187,11 +258,10 @@ class Node:
         # host-local's IP leases and the kubelet's plugin folders live in the node's folders
         shutil.rmtree(self.run_dir, ignore_errors=True)
         _remove_host_paths()
+        self._record_path().unlink(missing_ok=True)
         if self._lock is not None:
             self._lock.close()
             self._lock = None
-        with contextlib.suppress(Exception):
-            self.cp.request("DELETE", f"/api/v1/nodes/{self.name}")
 
     # ---- the parts ----------------------------------------------------------------------------
     def _make_bridge(self) -> None:
@@ -257,7 +327,7 @@ class Node:
         (registry_dir / "hosts.toml").write_text(
             f'server = "http://{self.registry}"\n\n[host."http://{self.registry}"]\n'
             '  capabilities = ["pull", "resolve"]\n')
-        root = self.root = self._containerd_root()
+        root = self.root
         state = self.run_dir / "state"
         config = f"""version = 2
 root = "{root}"
@@ -418,6 +488,14 @@ state = "{state}"
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, 9)
 
+    def _kill_containers(self) -> None:
+        """Processes still in this node's cgroups: containers whose shim was killed (a killed run)."""
+        for d in self._cgroup_dirs():
+            for procs in d.rglob("cgroup.procs") if d.exists() else []:
+                for pid in procs.read_text().split():
+                    with contextlib.suppress(ProcessLookupError, ValueError):
+                        os.kill(int(pid), 9)
+
     def _unmount_all(self) -> None:
         # this node's own: another node's containers keep their mounts under their own root
         prefixes = (str(self.workdir) + "/", str(self.run_dir) + "/") + ((str(self.root) + "/",) if self.root else ())
@@ -434,7 +512,8 @@ state = "{state}"
             now = _iptables_rules(table)
             for rule in reversed(now):
                 if rule.startswith("-A ") and rule not in before:
-                    _run("iptables", "-t", table, *("-D " + rule[3:]).split(), check=False)
+                    # iptables -S quotes what has spaces (comments): split as a shell would
+                    _run("iptables", "-t", table, "-D", *shlex.split(rule)[1:], check=False)
             for rule in now:
                 if rule.startswith("-N ") and rule not in before:
                     chain = rule.split()[1]
@@ -444,10 +523,36 @@ state = "{state}"
                     _run("iptables", "-t", table, "-X", rule.split()[1], check=False)
 
     # ---- helpers for tests ----------------------------------------------------------------------
-    def crictl_ps(self) -> list[dict]:
-        """This node's containers as containerd sees them (`ctr`, namespace k8s.io)."""
-        r = _run("ctr", "--address", str(self.socket), "-n", "k8s.io", "containers", "ls", "-q", check=False)
-        return [{"id": line} for line in r.stdout.split()]
+    def kill_container(self, container_id: str) -> None:
+        """SIGKILL a container's processes through this node's containerd (`containerd://ID`, as a
+        pod's status names it), behind the kubelet's back."""
+        _run("ctr", "--address", str(self.socket), "-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL",
+             container_id.removeprefix("containerd://"))
+
+
+def clean_leftovers() -> list[str]:
+    """Undo what nodes of runs that were killed left on the host (their records in
+    BOSS_CACHE/nodes, whose containerd no longer runs): shims, mounts, network namespaces,
+    bridges, cgroups, iptables rules, sysctls. Returns the nodes cleaned."""
+    cleaned = []
+    for path in sorted((cache_dir() / "nodes").glob("*.json")):
+        try:
+            node = Node._from_record(path)
+        except (OSError, ValueError, KeyError, TypeError):
+            path.unlink(missing_ok=True)
+            continue
+        if any(p for p in _pids_with_arg(str(node.workdir / "containerd.toml"))):
+            continue  # alive: another session's node
+        for pid in _pids_with_arg(str(node.workdir / "kubelet.yaml")) + _pids_with_arg(str(node.workdir / "kube-proxy.yaml")):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+        node._teardown()
+        cleaned.append(node.name)
+    if cleaned and not _other_nodes():  # network namespaces containerd pinned for the killed nodes' pods
+        for ns in Path("/run/netns").glob("cni-*") if Path("/run/netns").exists() else []:
+            _run("ip", "netns", "del", ns.name, check=False)
+        _remove_host_paths()
+    return cleaned
 
 
 def _other_nodes() -> bool:
@@ -468,6 +573,9 @@ def _remove_host_paths() -> None:
     record = cache_dir() / "host-paths.json"
     if _other_nodes() or not record.exists():
         return
+    if Path("/run/netns").exists():  # pinned network namespaces are mount points: gone first
+        for ns in Path("/run/netns").glob("cni-*"):
+            _run("ip", "netns", "del", ns.name, check=False)
     for path, existed in json.loads(record.read_text()).items():
         if not existed:
             shutil.rmtree(path, ignore_errors=True)
@@ -510,3 +618,12 @@ def _pids_with_arg(arg: str) -> list[int]:
                 if arg in (d / "cmdline").read_bytes().decode(errors="replace"):
                     out.append(int(d.name))
     return [p for p in out if p != os.getpid()]
+
+
+if __name__ == "__main__":
+    # `python tests/node.py --clean`: what killed test runs or `make cluster`s left on the host
+    import sys
+
+    if sys.argv[1:] != ["--clean"]:
+        sys.exit("usage: python tests/node.py --clean")
+    print("cleaned:", ", ".join(clean_leftovers()) or "nothing")

@@ -221,7 +221,7 @@ def test_every_optional_part(helm):
     ({"storage": {"uri": "ftp://nowhere"}}, "at '/storage/uri': 'ftp://nowhere' does not match pattern"),
     ({"watchNamespace": "Not_A_Namespace"}, "at '/watchNamespace': 'Not_A_Namespace' does not match pattern"),
     ({"prometheus": {"url": "prometheus:9090"}}, "at '/prometheus/url': 'prometheus:9090' does not match pattern"),
-    ({"replicas": 3}, "additional properties 'replicas' not allowed"),
+    ({"replicas": 3}, "at '/replicas': value must be one of 0, 1"),
     ({"allowed": {"metricsUrls": ["pushgateway:9091"]}}, "at '/allowed/metricsUrls/0': 'pushgateway:9091' does not match"),
     ({"networkPolicy": {"enabled": "yes"}}, "at '/networkPolicy/enabled': got string, want boolean"),
 ])
@@ -476,7 +476,7 @@ def refused_whole(k8s, release, values: dict, message: str, images: bool = True)
 # (not parametrized: conftest's `namespace` names the namespace after the test, and `[` is no
 # part of a namespace's name)
 def test_install_of_bad_values_is_refused_whole(k8s, release):
-    refused_whole(k8s, release, {"replicas": 3}, "additional properties 'replicas' not allowed")
+    refused_whole(k8s, release, {"replicas": 3}, "at '/replicas': value must be one of 0, 1")
 
 
 def test_install_without_images_is_refused_whole(k8s, release):

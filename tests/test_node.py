@@ -7,7 +7,11 @@ worker's real node, in a namespace that enforces Pod Security `restricted`.
 
 from __future__ import annotations
 
+import subprocess
+import time
+
 import pytest
+from conftest import ROOT
 from kubernetes import client
 from test_operator import (
     FINAL_PHASES,
@@ -76,3 +80,60 @@ def test_dataloader_workers_pass_batches_through_the_shm_volume(cluster):  # noq
         log = c.k8s.kubectl("logs", "-n", c.ns, "job/workers-t0000").stdout
     assert status["phase"] == "Succeeded", [t.get("message") for t in status.get("trials", [])]
     assert "DataLoader workers: 2; /dev/shm: 256 MiB" in log
+
+
+def test_the_operator_runs_as_the_charts_deployment_and_survives_pod_kills(k8s, node, images, installed_chart,
+                                                                            admin, namespace, s3_server, s3_bucket,
+                                                                            pushgateway, tmp_path):
+    """The operator as users run it: the chart's Deployment (helm upgrade to replicas 1) with its
+    image from the registry, on the real node under its ServiceAccount's projected token, reaching
+    the API server through the `kubernetes` Service (kube-proxy). Its pod deleted and its container
+    killed mid-study: the ReplicaSet and the kubelet bring it back; every trial runs once."""
+    from test_operator import Cluster, create_storage_secret, get, jobs_of, pods_run, study_doc, until
+
+    helm, ns = installed_chart["helm"], installed_chart["namespace"]
+    core = client.CoreV1Api(admin)
+    create_storage_secret(admin, namespace)
+    c = Cluster(k8s, admin, None, s3_server, s3_bucket, pushgateway, namespace, tmp_path)
+
+    def operator_pods():
+        return [p for p in core.list_namespaced_pod(ns, label_selector="app.kubernetes.io/name=boss-operator").items
+                if not p.metadata.deletion_timestamp]
+
+    def helm_set(*values):
+        r = subprocess.run(helm + ["upgrade", "boss-operator", str(ROOT / "charts" / "boss-operator"), "-n", ns,
+                                   "--reuse-values", *[a for v in values for a in ("--set", v)]],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+
+    helm_set("replicas=1", f"pushgateway.url={pushgateway}", f"storage.endpoint={s3_server}", "pollSeconds=5")
+    try:
+        pod = until("the operator's pod to run", lambda: [p for p in operator_pods() if p.status.phase == "Running"
+                                                          and all(s.ready for s in p.status.container_statuses or [])], 180)[0]
+        assert pod.spec.node_name == node.name and pod.spec.containers[0].image == images["operator"]
+        assert pod.spec.service_account_name == "boss-operator"
+        c.apply(study_doc(c, "incluster", **{"spec.budget": {"trials": 4, "warmupTrials": 2, "parallelism": 2}}))
+        until("a first finished trial", lambda: (get(c, "incluster").get("status") or {}).get("trialsCompleted"), 300)
+        core.delete_namespaced_pod(pod.metadata.name, ns)  # the ReplicaSet makes another
+        replaced = until("a new operator pod", lambda: [p for p in operator_pods() if p.metadata.name != pod.metadata.name
+                                                        and p.status.phase == "Running"], 180)[0]
+        # the container killed under its pod (SIGKILL through containerd, as the OOM killer or a
+        # crash would end it): the kubelet starts it again (restartPolicy Always)
+        replaced = until("its container", lambda: [p for p in operator_pods() if p.metadata.name == replaced.metadata.name
+                                                    and p.status.container_statuses
+                                                    and p.status.container_statuses[0].container_id], 60)[0]
+        node.kill_container(replaced.status.container_statuses[0].container_id)
+        until("the restarted container", lambda: [p for p in operator_pods() if p.metadata.name == replaced.metadata.name
+                                                  and p.status.container_statuses[0].restart_count >= 1], 120)
+        deadline = time.time() + 600
+        while (get(c, "incluster").get("status") or {}).get("phase") not in FINAL_PHASES:
+            assert time.time() < deadline, get(c, "incluster").get("status")
+            time.sleep(1)
+        status = get(c, "incluster")["status"]
+        assert status["phase"] == "Succeeded" and len(status["trials"]) == 4, status.get("conditions")
+        assert [pods_run(c, j.metadata.name) for j in jobs_of(c, "incluster")] == [1] * 4  # no trial ran twice
+        log = k8s.kubectl("logs", "-n", ns, replaced.metadata.name, "--previous").stdout
+        assert "incluster" in log  # the killed container had taken the study over
+    finally:
+        helm_set("replicas=0")
+        until("the operator's pod to go", lambda: not operator_pods(), 120)

@@ -124,7 +124,7 @@ class Cluster:
 
         n = worker_number()
         return Node(self.k8s, self.tmp / "node-b", registry=self.real.registry, pause_image=self.real.pause_image,
-                    name=f"node-{n}-b", number=n * 4 + 1, slot=f"w{n}-b", **kw)
+                    name=f"node-{n}-b", number=self.real.number + 1, slot=f"w{n}-b", **kw)
 
     def apply(self, doc: dict, ns: str | None = None) -> None:
         """A study goes in as a user's does: `kubectl apply -f`."""
