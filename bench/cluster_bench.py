@@ -199,7 +199,8 @@ class Bench:
         self.opconfig = self.cp.serviceaccount_kubeconfig("boss-system", "boss-operator", self.work / "operator.kubeconfig",
                                                           expiration_seconds=86400)
         self.node = Node(self.cp, self.work / "node", registry=self.registry.host, pause_image=self.images["pause"],
-                         name="bench-node", number=self.net.node_number(), slot="bench", max_pods=self.pods).__enter__()
+                         name="bench-node", number=self.net.node_number(), slot="bench", max_pods=self.pods,
+                         images=tuple(self.images.values())).__enter__()
         self.metrics_port = free_port()
         self.op = None
         self.starts = 0

@@ -116,7 +116,8 @@ def main() -> int:
                 "data": {k: base64.b64encode(v.encode()).decode() for k, v in creds.items()}})
 
             with Node(cp, work / "node", registry=registry.host, pause_image=images["pause"], name="boss-node",
-                      number=net.node_number(), gpus=args.gpus, slot="cluster", proxy=True):
+                      number=net.node_number(), gpus=args.gpus, slot="cluster", proxy=True,
+                      images=tuple(images.values())):
                 cp.kubectl("rollout", "status", "-n", "boss-system", "deployment/boss-operator", "--timeout=180s")
                 print(f"BOSS cluster ready in {time.time() - started:.0f} s: Kubernetes {cp.server}, "
                       f"a node running {images['trainer']}, S3 {s3}, Pushgateway {gateway}")

@@ -138,12 +138,14 @@ class Node:
     containerd cache (one containerd at a time per slot: a slot in use falls back to a fresh root);
     `gpus` is the `nvidia.com/gpu` count put in the Node's status as an extended resource (there
     is no GPU here: pods that ask for one are scheduled and admitted, not given a device);
-    `labels` and `taints` as the kubelet's --node-labels and registerWithTaints."""
+    `labels` and `taints` as the kubelet's --node-labels and registerWithTaints; `proxy` runs
+    kube-proxy beside it; `images` are pulled before the first pod needs them."""
 
     def __init__(self, cp: ControlPlane, workdir: str | os.PathLike, *, registry: str,
                  pause_image: str, name: str = "boss-node", number: int = 0, slot: str | None = None,
                  gpus: int = 0, labels: dict[str, str] | None = None, taints: list[dict] | None = None,
-                 max_pods: int = 16, verbosity: int = 1, start_timeout: float = 120, proxy: bool = False):
+                 max_pods: int = 16, verbosity: int = 1, start_timeout: float = 120, proxy: bool = False,
+                 images: tuple[str, ...] = ()):
         self.cp, self.name, self.number = cp, name, number
         self.workdir = Path(workdir).resolve()
         self.registry, self.pause_image = registry, pause_image
@@ -151,13 +153,18 @@ class Node:
         self.gpus, self.labels, self.taints = gpus, dict(labels or {}), list(taints or [])
         self.max_pods, self.verbosity, self.start_timeout = max_pods, verbosity, start_timeout
         self.proxy = proxy  # kube-proxy (iptables): Service IPs route from pods, e.g. the `kubernetes` Service
+        self.images = tuple(images)  # pulled once the node is Ready (pull), all other images dropped
+        self.pull_seconds: float | None = None
         subnet = list(PODS_NET.subnets(new_prefix=24))[number]
         self.subnet = subnet
         self.address = str(subnet.network_address + 1)  # the bridge's own address, the node's InternalIP
         self.bridge = f"bossbr{number}"
         self.cgroup_root = f"/boss-{name}"
-        # containerd's socket path must stay under 108 bytes: a short folder of its own in /run
+        # unix socket paths (containerd's, the kubelet's pod-resources and device-plugin sockets
+        # under its root dir) must stay under 108 bytes: short folders of its own, sockets and
+        # state in /run, the kubelet's root (pod volumes: on disk) in /tmp
         self.run_dir = Path(tempfile.mkdtemp(prefix=f"boss-{number}-", dir="/run"))
+        self.kubelet_dir = Path(tempfile.mkdtemp(prefix=f"boss-kubelet-{number}-", dir="/tmp"))
         self.socket = self.run_dir / "containerd.sock"
         self.components: dict[str, _Component] = {}
         self.root: Path | None = None  # containerd's root, once chosen
@@ -199,6 +206,8 @@ class Node:
         if self.gpus:
             self.advertise("nvidia.com/gpu", self.gpus)
         self.start_seconds = time.monotonic() - t0
+        if self.images:
+            self.pull_seconds = self.pull(self.images)
         return self
 
     def stop(self) -> None:
@@ -217,7 +226,7 @@ class Node:
 
     # what a node changes on the host, kept on disk while it runs: a run that was killed (SIGKILL,
     # a power cut) is cleaned up by the next one (clean_leftovers)
-    _RECORDED = ("name", "workdir", "run_dir", "socket", "bridge", "cgroup_root", "root", "_sysctls",
+    _RECORDED = ("name", "workdir", "run_dir", "kubelet_dir", "socket", "bridge", "cgroup_root", "root", "_sysctls",
                  "_iptables_before")
 
     def _record_path(self) -> Path:
@@ -237,7 +246,7 @@ class Node:
         node.components, node._lock = {}, None
         for k in cls._RECORDED:
             setattr(node, k, state[k])
-        for k in ("workdir", "run_dir", "socket"):
+        for k in ("workdir", "run_dir", "kubelet_dir", "socket"):
             setattr(node, k, Path(state[k]))
         node.root = Path(state["root"]) if state["root"] else None
         node._iptables_before = {t: set(r) for t, r in state["_iptables_before"].items()}
@@ -257,6 +266,7 @@ class Node:
                 Path("/proc/sys", k).write_text(v)
         # host-local's IP leases and the kubelet's plugin folders live in the node's folders
         shutil.rmtree(self.run_dir, ignore_errors=True)
+        shutil.rmtree(self.kubelet_dir, ignore_errors=True)
         _remove_host_paths()
         self._record_path().unlink(missing_ok=True)
         if self._lock is not None:
@@ -408,7 +418,7 @@ state = "{state}"
         (w / "kubelet.yaml").write_text(json.dumps(config, indent=1))
         labels = {"kubernetes.io/hostname": self.name, **self.labels}
         argv = [str(self.cp.binary), "kubelet", f"--v={self.verbosity}", f"--config={w / 'kubelet.yaml'}",
-                f"--kubeconfig={kubeconfig}", f"--root-dir={w / 'kubelet'}", f"--cert-dir={w / 'pki'}",
+                f"--kubeconfig={kubeconfig}", f"--root-dir={self.kubelet_dir}", f"--cert-dir={w / 'pki'}",
                 f"--hostname-override={self.name}", f"--node-ip={self.address}",
                 "--node-labels=" + ",".join(f"{k}={v}" for k, v in labels.items())]
         c = self.components["kubelet"] = _Component("kubelet", argv, w / "kubelet.log")
@@ -478,7 +488,7 @@ state = "{state}"
                             {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not list((self.workdir / "kubelet" / "pods").glob("*")) and not _sandboxes(self.socket):
+            if not list((self.kubelet_dir / "pods").glob("*")) and not _sandboxes(self.socket):
                 return
             time.sleep(0.3)
 
@@ -498,7 +508,8 @@ state = "{state}"
 
     def _unmount_all(self) -> None:
         # this node's own: another node's containers keep their mounts under their own root
-        prefixes = (str(self.workdir) + "/", str(self.run_dir) + "/") + ((str(self.root) + "/",) if self.root else ())
+        prefixes = (str(self.workdir) + "/", str(self.run_dir) + "/", str(self.kubelet_dir) + "/") + (
+            (str(self.root) + "/",) if self.root else ())
         for _ in range(3):
             mounts = [m for m in _mounts() if m.startswith(prefixes)]
             if not mounts:
@@ -521,6 +532,22 @@ state = "{state}"
             for rule in now:
                 if rule.startswith("-N ") and rule not in before:
                     _run("iptables", "-t", table, "-X", rule.split()[1], check=False)
+
+    def pull(self, refs) -> float:
+        """Pull `refs` into this node's containerd (as the kubelet would, ahead of the first pod),
+        then drop every other image the slot's cache holds, so that unpacked layers of images
+        built before do not pile up (containerd's garbage collector frees them). Seconds taken."""
+        t0 = time.monotonic()
+        ctr = ["ctr", "--address", str(self.socket), "-n", "k8s.io"]
+        keep = set()
+        for ref in refs:
+            _run(*ctr, "images", "pull", "--plain-http", "--hosts-dir", str(self.workdir / "certs.d"), ref)
+            keep.add(_run(*ctr, "images", "ls", f"name=={ref}").stdout.split("\n")[1].split()[2])
+        for line in _run(*ctr, "images", "ls").stdout.splitlines()[1:]:
+            name, _, digest = line.split()[:3]
+            if digest not in keep:
+                _run(*ctr, "images", "rm", name, check=False)
+        return time.monotonic() - t0
 
     # ---- helpers for tests ----------------------------------------------------------------------
     def kill_container(self, container_id: str) -> None:

@@ -141,7 +141,8 @@ class RecordingKube:
         self.events.append((type_, reason, message))
 
 
-CLUSTER = OperatorConfig(pushgateway="http://pushgateway:9091", storage_uri="s3://ckpt/", poll_seconds=0)
+CLUSTER = OperatorConfig(pushgateway="http://pushgateway:9091", storage_uri="s3://ckpt/", poll_seconds=0,
+                         trainer_image="registry.example/boss-trainer:1")
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -117,6 +117,8 @@ def test_the_operator_runs_as_the_charts_deployment_and_survives_pod_kills(k8s, 
         core.delete_namespaced_pod(pod.metadata.name, ns)  # the ReplicaSet makes another
         replaced = until("a new operator pod", lambda: [p for p in operator_pods() if p.metadata.name != pod.metadata.name
                                                         and p.status.phase == "Running"], 180)[0]
+        until("the new pod to take the study over", lambda: "incluster" in k8s.kubectl(
+            "logs", "-n", ns, replaced.metadata.name, check=False).stdout, 120)
         # the container killed under its pod (SIGKILL through containerd, as the OOM killer or a
         # crash would end it): the kubelet starts it again (restartPolicy Always)
         replaced = until("its container", lambda: [p for p in operator_pods() if p.metadata.name == replaced.metadata.name

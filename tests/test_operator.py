@@ -124,7 +124,7 @@ class Cluster:
 
         n = worker_number()
         return Node(self.k8s, self.tmp / "node-b", registry=self.real.registry, pause_image=self.real.pause_image,
-                    name=f"node-{n}-b", number=self.real.number + 1, slot=f"w{n}-b", **kw)
+                    name=f"node-{n}-b", number=self.real.number + 1, slot=f"w{n}-b", images=self.real.images, **kw)
 
     def apply(self, doc: dict, ns: str | None = None) -> None:
         """A study goes in as a user's does: `kubectl apply -f`."""
@@ -573,8 +573,12 @@ def test_an_operator_for_one_namespace_needs_only_a_role(cluster, admin):
     c = cluster
     helm = [str(c.k8s.bin_dir / "helm"), "--kubeconfig", str(c.k8s.kubeconfig)]
     release = "scoped"
+    # paused (replicas 0): the test runs this release's operator itself, as its ServiceAccount
+    repository, tag = c.op.env["BOSS_TRAINER_IMAGE"].replace("boss-trainer", "boss-operator").rsplit(":", 1)
     subprocess.run(helm + ["install", release, str(ROOT / "charts" / "boss-operator"), "-n", c.ns, "--skip-crds",
-                           "--set", f"watchNamespace={c.ns}"], check=True, capture_output=True, text=True)
+                           "--set", f"watchNamespace={c.ns}", "--set", "replicas=0", "--set", f"image.repository={repository}",
+                           "--set", f"image.tag={tag}", "--set", f"trainer.image={c.op.env['BOSS_TRAINER_IMAGE']}"],
+                   check=True, capture_output=True, text=True)
     try:
         rbac = client.RbacAuthorizationV1Api(admin)
         scoped_sa = f"system:serviceaccount:{c.ns}:{release}-boss-operator"

@@ -13,7 +13,7 @@ from boss.history import LABEL_HISTORY, LABEL_STUDY, read_trials
 from boss.spec import parse_study
 from boss_operator.engine import Engine
 from kubernetes import client
-from test_operator import FINAL_PHASES, boss_cli, cluster, get, jobs_of, study_doc, wait_phase  # noqa: F401
+from test_operator import FINAL_PHASES, boss_cli, cluster, get, jobs_of, pods_run, study_doc, wait_phase  # noqa: F401
 
 CHUNK = 3
 
@@ -52,7 +52,7 @@ def test_a_study_over_several_history_configmaps_survives_a_kill_with_an_exact_r
     budget = {"trials": 14, "warmupTrials": 4, "parallelism": 2, "maxFailedTrials": 2}
     c.op.start()
     stop, seen = threading.Event(), []
-    with c.node() as kubelet:
+    with c.node():
         sampler = threading.Thread(target=watch_sizes, args=(c, "killed", stop, seen), daemon=True)
         sampler.start()
         c.apply(study_doc(c, "killed", **{"spec.budget": budget}))
@@ -76,7 +76,7 @@ def test_a_study_over_several_history_configmaps_survives_a_kill_with_an_exact_r
     assert len(replayed.trials) == 14 and all(t.done for t in replayed.trials)
     assert "does not replay" not in c.op.log()  # the restart used its snapshot
     names = [f"killed-t{i:04d}" for i in range(14)]
-    assert [j.metadata.name for j in jobs_of(c, "killed")] == names and [kubelet.runs[n] for n in names] == [1] * 14
+    assert [j.metadata.name for j in jobs_of(c, "killed")] == names and [pods_run(c, n) for n in names] == [1] * 14
     assert "replayed" in c.op.log() and "ReplayFailed" not in c.op.log()
     # the status holds a chunk's worth of results plus the running trials, however far the study went
     assert seen and max(n for n, _, _ in seen) <= CHUNK + budget["parallelism"]

@@ -440,6 +440,8 @@ def test_the_operator_deployment_holds_no_storage_credentials(values):
     from k8s_cluster import ensure_binaries
 
     helm = str(ensure_binaries() / "helm")
+    values = {"image": {"repository": "registry.example/boss-operator", "tag": "1"},
+              "trainer": {"image": "registry.example/boss-trainer:1"}, **values}
     out = subprocess.run([helm, "template", "boss", str(ROOT / "charts" / "boss-operator"), "-n", "boss-system",
                           "-f", "-"], input=json.dumps(values), capture_output=True, text=True, timeout=60, check=True)
     docs = [d for d in yaml.safe_load_all(out.stdout) if d]
