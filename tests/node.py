@@ -265,8 +265,12 @@ class Node:
             with contextlib.suppress(OSError):
                 Path("/proc/sys", k).write_text(v)
         # host-local's IP leases and the kubelet's plugin folders live in the node's folders
-        shutil.rmtree(self.run_dir, ignore_errors=True)
-        shutil.rmtree(self.kubelet_dir, ignore_errors=True)
+        for _ in range(3):  # a lazy unmount may still hold a folder a moment
+            for d in (self.run_dir, self.kubelet_dir):
+                shutil.rmtree(d, ignore_errors=True)
+            if not (self.run_dir.exists() or self.kubelet_dir.exists()):
+                break
+            time.sleep(0.5)
         _remove_host_paths()
         self._record_path().unlink(missing_ok=True)
         if self._lock is not None:

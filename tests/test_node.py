@@ -106,6 +106,10 @@ def test_the_operator_runs_as_the_charts_deployment_and_survives_pod_kills(k8s, 
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
 
+    def operator_logs() -> str:
+        return "\n".join(k8s.kubectl("logs", "-n", ns, p.metadata.name, "--tail=40", check=False).stdout[-3000:]
+                         for p in operator_pods())
+
     helm_set("replicas=1", f"pushgateway.url={pushgateway}", f"storage.endpoint={s3_server}", "pollSeconds=5")
     try:
         pod = until("the operator's pod to run", lambda: [p for p in operator_pods() if p.status.phase == "Running"
@@ -113,12 +117,19 @@ def test_the_operator_runs_as_the_charts_deployment_and_survives_pod_kills(k8s, 
         assert pod.spec.node_name == node.name and pod.spec.containers[0].image == images["operator"]
         assert pod.spec.service_account_name == "boss-operator"
         c.apply(study_doc(c, "incluster", **{"spec.budget": {"trials": 4, "warmupTrials": 2, "parallelism": 2}}))
-        until("a first finished trial", lambda: (get(c, "incluster").get("status") or {}).get("trialsCompleted"), 300)
+        try:
+            until("a first finished trial", lambda: (get(c, "incluster").get("status") or {}).get("trialsCompleted"), 300)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; the study: {get(c, 'incluster').get('status')}; the operator:\n{operator_logs()}") from None
         core.delete_namespaced_pod(pod.metadata.name, ns)  # the ReplicaSet makes another
         replaced = until("a new operator pod", lambda: [p for p in operator_pods() if p.metadata.name != pod.metadata.name
                                                         and p.status.phase == "Running"], 180)[0]
-        until("the new pod to take the study over", lambda: "incluster" in k8s.kubectl(
-            "logs", "-n", ns, replaced.metadata.name, check=False).stdout, 120)
+        try:
+            until("the new pod to take the study over", lambda: "incluster" in k8s.kubectl(
+                "logs", "-n", ns, replaced.metadata.name, check=False).stdout, 120)
+        except AssertionError as e:
+            r = k8s.kubectl("logs", "-n", ns, replaced.metadata.name, check=False)
+            raise AssertionError(f"{e}: {r.returncode} {r.stderr[-500:]}\n{r.stdout[-3000:]}") from None
         # the container killed under its pod (SIGKILL through containerd, as the OOM killer or a
         # crash would end it): the kubelet starts it again (restartPolicy Always)
         replaced = until("its container", lambda: [p for p in operator_pods() if p.metadata.name == replaced.metadata.name
