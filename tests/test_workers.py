@@ -235,6 +235,30 @@ def test_server_death_and_caller_death(plugdir, tmp_path, monkeypatch):
         time.sleep(0.1)
 
 
+def test_exits_reported_together_survive_the_servers_death(plugdir, tmp_path, monkeypatch):
+    """Two trials' exits in one read, the server dead before the first reap: both exit codes
+    are recorded (the reap's broken pipe once ended `boss run` with an AssertionError)."""
+    import select
+    import socket
+
+    def lines_waiting(sock) -> int:  # what the server said that the launcher has not read yet
+        if not select.select([sock], [], [], 0)[0]:
+            return 0
+        return sock.recv(1 << 16, socket.MSG_PEEK).count(b"\n")
+
+    monkeypatch.setattr(workers, "DEFAULT_PRELOAD", ("boss.trial",))
+    env = plug_env(plugdir)
+    with WarmLauncher(env=env, fallback=False) as launcher:
+        procs = [start(launcher, probe_spec(tmp_path, "exit7", i), tmp_path, env)[0] for i in range(2)]
+        deadline = time.time() + 60
+        while lines_waiting(launcher._sock) < 2:
+            assert time.time() < deadline, "the server never reported both exits"
+            time.sleep(0.05)
+        os.kill(launcher.server_pid, signal.SIGKILL)
+        launcher._server.wait(30)
+        assert [p.wait(30) for p in procs] == [7, 7]
+
+
 def test_digits_trial_warm_equals_cold(tmp_path):
     """A real trial forked from the full server (torch preloaded) writes the same result as a cold one."""
     launcher = WarmLauncher(["boss.trainers.digits:DigitsTrainer"], fallback=False)  # starts importing now

@@ -28,7 +28,7 @@ from boss.plugins import absolute_pythonpath
 from boss.runs import INTERRUPTED, STATE, STUDY, read_state
 from boss.spec import SpecError, Study, first_difference, fixed_part
 from boss.store import CheckpointError, Store, to_uri
-from boss.trial import TrialSpec
+from boss.trial import TrialSpec, parse_result_file
 
 from .engine import FAILED, Engine, Trial, recorded_ahead
 from .readback import read_back
@@ -226,9 +226,12 @@ class LocalRun:
             message = f"{message.removeprefix('boss.trial: ')} (log: boss logs {self.run_dir} {t.index})"
         else:
             try:
-                result = self.store.read_json(ts.result_uri)
+                result = parse_result_file(self.store.read(ts.result_uri), ts.objective.metric)
+                if (result["study"], result["trial"], result["metric"]) != (ts.study, t.index, ts.objective.metric):
+                    raise ValueError(f"it is the result of {result['study']} trial {result['trial']} "
+                                     f"({result['metric']}), not of {ts.study} trial {t.index}")
             except (OSError, CheckpointError, ValueError) as e:
-                failed, message = True, f"cannot read the trial's result back: {e}"
+                failed, message, result = True, f"cannot read the trial's result back: {e}", None
             else:
                 rb = read_back(result, ts.objective.metric, ts.study, ts.index, pushgateway=ts.pushgateway,
                                prometheus=metrics.prometheus, textfile=ts.metrics_textfile,

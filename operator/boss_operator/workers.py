@@ -243,7 +243,8 @@ class WarmLauncher:
         self._procs.clear()
 
     def _send(self, msg: dict[str, Any]) -> None:
-        assert self._sock is not None
+        if self._sock is None:  # the server is gone (a send before this one found out)
+            return
         try:
             self._sock.sendall(json.dumps(msg).encode() + b"\n")
         except OSError:
@@ -267,19 +268,24 @@ class WarmLauncher:
                 self._server_gone()
                 return
             self._buf += data
+            reaps: list[int] = []
             while b"\n" in self._buf:
                 line, self._buf = self._buf.split(b"\n", 1)
-                self._on(json.loads(line))
+                self._on(json.loads(line), reaps)
+            # every exit said is recorded first: a reap that finds the server gone (broken pipe)
+            # must not lose the exits it had reported in the same read
+            for pid in reaps:
+                self._send({"op": "reap", "pid": pid})  # only now may its pid be reused
 
-    def _on(self, msg: dict[str, Any]) -> None:
+    def _on(self, msg: dict[str, Any], reaps: list[int]) -> None:
         if "hello" in msg:
             self._hello = msg
             self.preload_errors.update(msg.get("errors") or {})
         elif "exit" in msg:
             p = self._procs.pop(msg["exit"], None)
-            self._send({"op": "reap", "pid": msg["exit"]})  # only now may its pid be reused
             if p is not None:
                 p.returncode = msg["rc"]
+            reaps.append(msg["exit"])
         elif "id" in msg:
             self._replies[msg["id"]] = msg
 

@@ -164,33 +164,139 @@ def result_message(result: dict[str, Any], budget: int = MESSAGE_BUDGET) -> str:
 
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+MAX_INT_DIGITS = 20  # an integer in a result: an index, an epoch; more digits than this is no result
+MAX_EPOCHS = 1_000_000
+MAX_TEST_METRICS = 256
+MAX_CURVE = 1_000_000
+
+
+def decode_result(text: str | bytes) -> Any:
+    """JSON from a trial, decoded without exceptions other than ValueError: integers are bounded
+    (a 400-digit one would overflow every float() after it) and so is nesting (2,000 `[` would
+    end json's recursion)."""
+
+    def bounded_int(digits: str) -> int:
+        if len(digits.lstrip("-")) > MAX_INT_DIGITS:
+            raise ValueError(f"it holds an integer of {len(digits)} digits")
+        return int(digits)
+
+    try:
+        return json.loads(text, parse_int=bounded_int)
+    except RecursionError:
+        raise ValueError("it is nested too deeply") from None
+    except UnicodeDecodeError:
+        raise ValueError("it is not UTF-8 text") from None
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _text(msg: dict[str, Any], key: str, limit: int, required: bool = True) -> str | None:
+    value = msg.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise ValueError(f"{key} is missing or not a string of at most {limit} characters")
+    return value
+
+
+def _whole(msg: dict[str, Any], key: str, low: int, high: int, required: bool = False) -> int | None:
+    value = msg.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ValueError(f"{key} is {'missing or ' if required else ''}not an integer in [{low}, {high}]")
+    return value
+
+
+def checked_result(msg: Any, metric_history: str | None = None) -> dict[str, Any]:
+    """A trial's result with every field the backends record typed and bounded, and nothing
+    else; ValueError (one line) naming the first field that is not. `msg` is a termination
+    message (`curve`) or, with `metric_history` naming the objective, a result.json (`history`).
+
+    A trial's code writes these bytes, so nothing in them may reach the engine, the status or
+    a client with a type or size the trial chose."""
+    if not isinstance(msg, dict):
+        raise ValueError("it is not a JSON object")
+    out: dict[str, Any] = {
+        "study": _text(msg, "study", 253), "trial": _whole(msg, "trial", 0, 10**9, required=True),
+        "metric": _text(msg, "metric", 256),
+    }
+    value = msg.get("value")
+    if not _number(value):
+        raise ValueError("value is missing or not a number")
+    if not math.isfinite(value):
+        raise ValueError("value is not a finite number")
+    out["value"] = float(value)
+    sha = msg.get("sha256")
+    if not (isinstance(sha, str) and _SHA256.match(sha)):  # every real trial reports its checkpoint's
+        raise ValueError("sha256 is missing or not a SHA-256 digest (of the checkpoint)")
+    out["sha256"] = sha
+    out["checkpoint"] = _text(msg, "checkpoint", 4096, required=False)
+    phase = msg.get("phase")
+    if phase not in (None, "warmup", "boss"):
+        raise ValueError("phase is not warmup or boss")
+    out["phase"] = phase
+    out["best_epoch"] = _whole(msg, "best_epoch", 0, MAX_EPOCHS)
+    stopped = msg.get("stopped_early")
+    out["stopped_early"] = None if stopped is None or stopped is False else _whole(msg, "stopped_early", 1, MAX_EPOCHS)
+    seconds = msg.get("seconds")
+    if seconds is not None and not (_number(seconds) and 0 <= seconds <= 1e9):
+        raise ValueError("seconds is not a number of seconds")
+    out["seconds"] = None if seconds is None else float(seconds)
+    test = msg.get("test") or {}
+    if not isinstance(test, dict) or len(test) > MAX_TEST_METRICS:
+        raise ValueError(f"test is not an object of at most {MAX_TEST_METRICS} metrics")
+    out["test"] = {}
+    for k, v in test.items():
+        if len(k) > 256 or not (v is None or _number(v)):
+            raise ValueError("test holds a metric that is not a number, or a name over 256 characters")
+        if v is not None and math.isfinite(v):
+            out["test"][k] = float(v)
+    if metric_history is None:
+        curve = msg.get("curve") or []
+    else:
+        rows = msg.get("history") or []
+        if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+            raise ValueError("history is not a list of objects")
+        curve = [row.get(metric_history) for row in rows]
+    if not isinstance(curve, list) or len(curve) > MAX_CURVE or not all(v is None or _number(v) for v in curve):
+        raise ValueError("curve is not a list of numbers")
+    out["curve"] = [float(v) if v is not None and math.isfinite(v) else None for v in curve]
+    cut = msg.get("truncated")
+    if cut is not None:
+        if not isinstance(cut, list) or not all(c in ("test", "curve", "checkpoint") for c in cut):
+            raise ValueError("truncated is not a list of what was cut")
+        out["truncated"] = cut
+    return out
 
 
 def parse_result_message(text: str | None) -> dict[str, Any]:
-    """The result in a trial's termination message; ValueError (one line) if it is not one."""
+    """The result in a trial's termination message, typed and bounded (checked_result);
+    ValueError (one line) if it is not one, whatever the bytes."""
     if not text or not text.strip():
         raise ValueError("it is empty")
     try:
-        msg = json.loads(text)
-    except ValueError:
+        msg = decode_result(text)
+    except ValueError as e:
+        if "integer" in str(e) or "nested" in str(e):
+            raise
         first = text.strip().splitlines()[-1][:200]
         raise ValueError(f"it is not a trial's result: {first!r}") from None
     if not isinstance(msg, dict) or msg.get("boss") != MESSAGE_FORMAT:
         raise ValueError(f"it is not a trial's result (format {MESSAGE_FORMAT})")
-    for key, kind in (("study", str), ("trial", int), ("metric", str), ("value", (int, float))):
-        if not isinstance(msg.get(key), kind) or isinstance(msg.get(key), bool):
-            raise ValueError(f"{key} is missing or not a {getattr(kind, '__name__', 'number')}")
-    if not math.isfinite(msg["value"]):
-        raise ValueError("value is not a finite number")
-    if msg.get("sha256") is not None and not (isinstance(msg["sha256"], str) and _SHA256.match(msg["sha256"])):
-        raise ValueError("sha256 is not a SHA-256 digest")
-    if msg.get("checkpoint") is not None and not isinstance(msg["checkpoint"], str):
-        raise ValueError("checkpoint is not a URI")
-    if not isinstance(msg.get("test", {}), dict) or not isinstance(msg.get("curve", []), list):
-        raise ValueError("test or curve has the wrong type")
-    msg["test"] = {str(k): v for k, v in (msg.get("test") or {}).items() if _round(v, None) is not None}
-    msg["curve"] = [_round(v, None) for v in msg.get("curve") or []]
-    return msg
+    return checked_result(msg)
+
+
+def parse_result_file(data: str | bytes, metric: str) -> dict[str, Any]:
+    """A trial's result.json (the local backend reads it back), typed and bounded as a
+    termination message is; ValueError (one line) if it is not one."""
+    try:
+        msg = decode_result(data)
+    except ValueError as e:
+        raise ValueError(f"it is not JSON: {str(e).splitlines()[0][:200]}") from None
+    return checked_result(msg, metric_history=metric)
 
 
 def leave_message(text: str) -> bool:
