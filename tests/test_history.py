@@ -8,10 +8,10 @@ import math
 
 import pytest
 import yaml
-from boss.history import HistoryError, assemble, chunk_name, pack, unpack
+from boss.history import HistoryError, assemble, chunk_name, chunk_trials, pack, unpack
 from boss.spec import parse_study
 from boss_operator.engine import Engine
-from boss_operator.history import History
+from boss_operator.history import History, record
 from conftest import EXAMPLES
 
 UID = "uid-1"
@@ -123,15 +123,26 @@ def test_a_kill_between_the_chunk_and_the_status_loses_nothing():
     assert [t.to_dict() for t in replayed.trials] == [t.to_dict() for t in engine.trials]
 
 
-def test_a_chunk_of_an_earlier_study_of_the_same_name_is_never_read_nor_overwritten():
+def test_a_chunk_of_an_earlier_study_of_the_same_name_is_never_read_but_replaced():
+    """The earlier study's chunk may stay for ever (`kubectl delete --cascade=orphan`): waiting
+    for the garbage collector would stall the new study, reading it would mix two studies."""
     kube, s = ConfigMapKube(), spec()
     engine, history, status = Engine(s, "st"), History(kube, "ns", "st", "old-uid", 4), {}
-    drive(engine, history, status, 5)  # the earlier study left chunk 0 (the GC has not run yet)
-    fresh = Engine(s, "st")
+    drive(engine, history, status, 5)  # the earlier study left chunk 0
+    kube.cms["st-history-0000"]["metadata"]["ownerReferences"] = []  # orphaned
+    fresh = Engine(Engine(s, "st").spec.model_copy(update={"seed": 7}), "st")
     mine = History(kube, "ns", "st", UID, 4)
     drive(fresh, mine, {}, 3)
-    with pytest.raises(HistoryError, match="belongs to another object"):
-        drive(fresh, mine, {}, 4)  # its chunk 0 is somebody else's: the step fails and retries later
+    drive(fresh, mine, {}, 4)  # its chunk 0 is in the way: replaced by this study's own
+    chunk = kube.cms["st-history-0000"]
+    assert chunk["metadata"]["ownerReferences"][0]["uid"] == UID
+    assert chunk_trials(chunk) == [record(t) for t in sorted(fresh.trials, key=lambda t: t.told or 0)
+                                   if t.told is not None and t.told < 4]
+    kube.cms["st-history-0001"] = {"metadata": {"name": "st-history-0001", "labels": {}}}  # a user's own
+    with pytest.raises(HistoryError, match="not a BOSS history chunk"):
+        drive(fresh, mine, {}, 8)
+    chunk["metadata"]["ownerReferences"] = [{"uid": "old-uid", "controller": True}]
+    kube.cms["st-history-0000"] = chunk  # a status naming a chunk that is another study's: never read
     obj = {"metadata": {"name": "st", "uid": UID}, "status": {"history": {"configMaps": 1, "trials": 4}, "trials": []}}
     with pytest.raises(HistoryError, match="missing"):
         History(kube, "ns", "st", UID, 4).load(obj)

@@ -683,3 +683,76 @@ def test_an_oomkilled_trial_is_told_with_its_memory_limit():
     assert oom_killed(job, [pod("OOMKilled", "1Gi", uid="another-job")]) is None  # not this Job's pod
     # the last pod to fail decides
     assert oom_killed(job, [pod("OOMKilled", "1Gi"), pod("Error", "1Gi", finished="2026-01-01T00:00:09Z")]) is None
+
+
+# ---- hardening (issue 22): what a recreated study or an early edit must not do ---------------------
+
+
+def test_a_recreated_study_runs_its_own_trials_not_the_earlier_studys_jobs(cluster):
+    """`kubectl delete --cascade=orphan` leaves the finished Jobs of a study; a new study of the
+    same name must run its trials, not record the old pods' messages (same name, index, metric
+    and checkpoint URI) as its own results."""
+    c = cluster
+    c.op.start()
+    budget = {"spec.budget": {"trials": 2, "warmupTrials": 2, "parallelism": 2, "maxFailedTrials": 0}}
+    with c.node():
+        c.apply(study_doc(c, "again", **budget))
+        first = wait_phase(c, "again", FINAL_PHASES)
+        assert first["status"]["phase"] == "Succeeded"
+        c.k8s.kubectl("delete", "bossstudy", "again", "-n", c.ns, "--cascade=orphan")
+        until("the study to go", lambda: not _exists(c, "again"), 60)
+        until("its Jobs orphaned", lambda: all(not j.metadata.owner_references for j in jobs_of(c, "again")), 60)
+        assert len(jobs_of(c, "again")) == 2
+        c.apply(study_doc(c, "again", **budget, **{"spec.seed": 99}))
+        second = wait_phase(c, "again", FINAL_PHASES)
+    uid = second["metadata"]["uid"]
+    assert uid != first["metadata"]["uid"] and second["status"]["phase"] == "Succeeded", second["status"]
+    jobs = jobs_of(c, "again")
+    assert [j.metadata.owner_references[0].uid for j in jobs] == [uid, uid]
+    assert all(j.status.completion_time.timestamp() > time.mktime(time.strptime(
+        second["metadata"]["creationTimestamp"], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone for j in jobs)
+    assert [t["config"] for t in second["status"]["trials"]] != [t["config"] for t in first["status"]["trials"]]
+    assert [e.reason for e in events_of(c, "again")].count("StaleJobDeleted") == 2
+
+
+def test_an_edit_made_before_the_first_status_cannot_replace_the_started_spec(k8s, admin, installed_chart, namespace):
+    """The race on a real API server: the operator reads a new study, the user edits its spec,
+    the operator writes its first status. The watch then shows the edit (without that status)
+    before the status: the study still runs as it started, in its status and its Jobs."""
+    from boss_operator.config import OperatorConfig
+    from boss_operator.kube import Kube
+    from boss_operator.study import StudyReconciler
+    from boss_operator.watched import Watched
+
+    doc = tiny_doc(**{"metadata.name": "early", "spec.budget": {"trials": 4, "warmupTrials": 2, "parallelism": 1}})
+    doc["metadata"]["namespace"] = namespace
+    api = custom(admin)
+    api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, doc)
+    edited = copy.deepcopy(doc["spec"])
+    edited["trainer"]["epochs"] = 5
+    seen = {}
+
+    class EditedMeanwhile(Kube):
+        def patch_status(self, ns, name, status):
+            if not seen:  # the user's edit lands between the operator's read and its first write
+                seen["edit"] = api.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name, {"spec": edited})
+            super().patch_status(ns, name, status)
+
+    watched, key = Watched(), (namespace, "early")
+    config = OperatorConfig(pushgateway="http://127.0.0.1:9", storage_uri="s3://b/", poll_seconds=600,
+                            trainer_image="boss-trainer:never-pulled")
+    r = StudyReconciler(EditedMeanwhile(admin), config, namespace, "early", watched)
+    assert r.step() is not None
+    assert not (seen["edit"].get("status") or {}).get("studySpec")
+    watched.put_study(key, seen["edit"])  # the edit's watch event, before the status's
+    # trial 0's Job deleted (by anyone): the next step creates it again, from the study's spec
+    batch = client.BatchV1Api(admin)
+    batch.delete_namespaced_job("early-t0000", namespace, propagation_policy="Background")
+    until("the Job to go", lambda: not batch.list_namespaced_job(namespace).items, 60)
+    watched.put_job(key, "early-t0000", None)
+    assert r.step() is not None
+    status = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "early")["status"]
+    assert status["studySpec"]["trainer"]["epochs"] == 2, status["studySpec"]["trainer"]
+    job = batch.read_namespaced_job("early-t0000", namespace)
+    trial = json.loads(next(e.value for e in job.spec.template.spec.containers[0].env if e.name == "BOSS_TRIAL"))
+    assert trial["epochs"] == 2

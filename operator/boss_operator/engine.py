@@ -355,17 +355,22 @@ class Engine:
         ranked = sorted(full, key=lambda t: (-self.score(t), t.index))
         return ranked[: self.spec.boss.top_k]
 
-    def early_stop(self, phase: str) -> dict[str, Any] | None:
+    def early_stop(self, phase: str, upto: int | None = None) -> dict[str, Any] | None:
         """The early-stopping thresholds for a new trial of `phase`, by epoch, from the per-epoch
         curves of the trials of the same phase that finished before it (each phase is its own
         population: BOSS trials start from trained weights, so they would never trail warm-up
-        curves). None without `spec.earlyStopping`."""
+        curves). None without `spec.earlyStopping`.
+
+        `upto`: only the first `upto` results count, i.e. the thresholds of a trial proposed
+        after that many (its `asked_after`): a function of the record, so a cluster need not
+        store them (they would grow the status with epochs x parallelism)."""
         es = self.spec.early_stopping
         if es is None:
             return None
         maximize = self.spec.objective.goal == "maximize"
         curves = [[v for v in t.extra["curve"]] for t in self.trials
-                  if t.phase == phase and t.state == SUCCEEDED and t.extra.get("curve")]
+                  if t.phase == phase and t.state == SUCCEEDED and t.extra.get("curve")
+                  and (upto is None or (t.told is not None and t.told < upto))]
         epochs = self.spec.trainer.epochs
         thresholds: dict[int, float] = {}
         if es.rule == "median":

@@ -125,6 +125,11 @@ async def study_changed(type: str, uid: str, name: str, namespace: str, spec: ko
                     body.metadata.get("deletionTimestamp"):  # its daemon ends at once (kopf waits for it)
                 watched.wake(key)
         return
+    successor = watched is not None and (watched.study(key) or {}).get("metadata", {}).get("uid") not in (None, uid)
+    if successor:  # a late event: a new study of this name exists; its wake-up, Jobs and groups are its own
+        logger.info(f"an earlier study named {name} was deleted; the new one keeps its state")
+        opmetrics.study_phase(uid, None)
+        return
     if watched is not None:
         watched.forget(key)
     opmetrics.study_phase(uid, None)

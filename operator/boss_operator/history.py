@@ -37,6 +37,15 @@ from .engine import Trial
 from .kube import Kube
 
 
+def record(t: Trial) -> dict[str, Any]:
+    """A trial as the cluster stores it: without its early-stopping thresholds (one per epoch,
+    for each of up to `parallelism` running trials, they alone could pass etcd's object size);
+    make_trial_spec computes them again from the record when a Job needs them."""
+    d = t.to_dict()
+    d["extra"] = {k: v for k, v in d["extra"].items() if k != "earlyStop"}
+    return d
+
+
 class History:
     """One study's archived trials: how many chunks exist, and writing the next ones."""
 
@@ -66,7 +75,7 @@ class History:
         by_told = {t.told: t for t in trials if t.told is not None}
         wrote = False
         while all(i in by_told for i in range(self.archived, self.archived + self.chunk_size)):
-            chunk = [by_told[i].to_dict() for i in range(self.archived, self.archived + self.chunk_size)]
+            chunk = [record(by_told[i]) for i in range(self.archived, self.archived + self.chunk_size)]
             last = not all(i in by_told for i in range(self.archived + self.chunk_size,
                                                       self.archived + 2 * self.chunk_size))
             self._write(self.chunks, chunk, snapshot() if last and snapshot is not None else None)
@@ -77,7 +86,7 @@ class History:
 
     def tail(self, trials: list[Trial]) -> list[dict[str, Any]]:
         """What stays in the status: running trials and results not archived yet, by index."""
-        return [t.to_dict() for t in trials if t.told is None or t.told >= self.archived]
+        return [record(t) for t in trials if t.told is None or t.told >= self.archived]
 
     def summary(self) -> dict[str, Any]:
         return {"configMaps": self.chunks, "trials": self.archived, "chunkSize": self.chunk_size}
@@ -105,8 +114,12 @@ class History:
         if owned_by(found, self.uid) and chunk_trials(found) == trials:
             return
         if not owned_by(found, self.uid):
-            raise HistoryError(f"ConfigMap {name} belongs to another object (an earlier study of this name "
-                               "not yet garbage-collected?); retrying")
-        self.kube.delete_config_map(self.namespace, name)  # ours, but from a run that diverged: rewrite
+            labels = (found.get("metadata") or {}).get("labels") or {}
+            if labels.get(LABEL_STUDY) != self.study or labels.get(LABEL_HISTORY) != "trials":
+                raise HistoryError(f"ConfigMap {name} is in the way of this study's history and is not a BOSS "
+                                   "history chunk; rename or delete it")
+            # an earlier study of this name left it (the garbage collector behind, or
+            # `kubectl delete --cascade=orphan`): its trials are not this study's
+        self.kube.delete_config_map(self.namespace, name)  # or ours, from a run that diverged: rewrite
         if not self.kube.create_config_map(self.namespace, body):
             raise HistoryError(f"ConfigMap {name} was recreated meanwhile; retrying")

@@ -44,6 +44,7 @@ from .watched import Watched
 
 FINAL = ("Succeeded", "Failed")
 POD_GRACE_SECONDS = 30.0  # how long after its Job succeeded a trial's pod may still lack its status
+STATUS_TOP_K = 10  # top-K entries the status lists (with topKSize: how many there are)
 log = logging.getLogger(__name__)
 
 
@@ -78,6 +79,8 @@ class StudyReconciler:
         self._seen_ended: dict[int, float] = {}  # trial -> when this process saw its Job end
         self._queued = 0  # running trials whose Job is suspended (not admitted by Kueue yet)
         self._events: list[tuple[dict[str, Any], str, str, str]] | None = None  # a step's, posted at its end
+        self._started: dict[str, Any] | None = None  # the spec the study started with (status.studySpec)
+        self._stale: set[str] = set()  # Jobs of an earlier study of this name, already reported
 
     # ---- one step ---------------------------------------------------------------------------
 
@@ -132,6 +135,7 @@ class StudyReconciler:
         if fresh:
             self._synced = time.monotonic()
         self._pending = False
+        jobs = self._own_jobs(obj, jobs)
         self._collect(obj, jobs)
         self._count_queued(jobs, study)
         for t in self.engine.running:  # recorded, but its Job was never created (a crash)
@@ -188,12 +192,38 @@ class StudyReconciler:
             return jobs
         return self.watched.jobs(key)
 
+    def _own_jobs(self, obj: dict[str, Any], jobs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """The study's own Jobs. A Job with its label and a trial's name but another owner (or
+        none: `kubectl delete --cascade=orphan`) is an earlier study's of the same name: its
+        result is another trial's, so it is deleted, never adopted, and this trial's Job is
+        created once it is gone."""
+        uid = obj["metadata"].get("uid")
+        if not uid:
+            return jobs
+        mine: dict[str, dict[str, Any]] = {}
+        for name, job in jobs.items():
+            refs = (job.get("metadata") or {}).get("ownerReferences") or []
+            if any(r.get("uid") == uid for r in refs):
+                mine[name] = job
+                continue
+            if name not in self._stale:
+                self._stale.add(name)
+                self._event(obj, "Warning", "StaleJobDeleted",
+                            f"Job {name} is left from an earlier study named {self.name}; deleted, not adopted")
+            if not (job.get("metadata") or {}).get("deletionTimestamp"):
+                self.kube.delete_job(self.namespace, name)
+            self._pending = True  # look again soon: its trial's own Job is created once it is gone
+        return mine
+
     def _validate(self, obj: dict[str, Any]) -> tuple[Study, Study] | None:
         """(the study as it started, the live one whose suspend/parallelism apply), or None if it failed."""
         status = obj.get("status") or {}
+        # the spec the study started with: once this process recorded it, a cached object that
+        # carries an edit but not yet that status (a watch event in between) cannot replace it
+        self._started = status.get("studySpec") or (self._written or {}).get("studySpec") or obj.get("spec")
         doc = {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"),
                "metadata": {"name": obj["metadata"]["name"], "namespace": self.namespace},
-               "spec": status.get("studySpec") or obj.get("spec")}  # the spec the study started with
+               "spec": self._started}
         try:
             study = parse_study(doc, f"{self.namespace}/{self.name}")
         except SpecError as e:
@@ -204,7 +234,7 @@ class StudyReconciler:
             self._fail(obj, "InvalidSpec", f"{self.namespace}/{self.name}: {problem}")
             return None
         live = study
-        if status.get("studySpec") and obj.get("spec") != status["studySpec"]:
+        if obj.get("spec") != self._started:
             try:
                 live = parse_study({**doc, "spec": obj.get("spec")}, f"{self.namespace}/{self.name}")
             except SpecError as e:  # a bad edit of a running study: keep running as started
@@ -430,7 +460,7 @@ class StudyReconciler:
             phase = "Suspended"
         else:
             phase = "Distilling" if e.phase == BOSS else "WarmingUp"
-        best = e.best()
+        best, top = e.best(), e.top_k()
         conditions = [condition("Ready", phase not in FINAL, phase, f"{len(e.trials)} of {study.spec.budget.trials} trials proposed"),
                       condition("Suspended", suspended, "SpecSuspend" if suspended else "Running",
                                 "spec.suspend is true: no new trials start" if suspended else "")]
@@ -438,7 +468,7 @@ class StudyReconciler:
             conditions.append(condition(phase, True, reason, message))
         status: dict[str, Any] = {
             "phase": phase,
-            "studySpec": (obj.get("status") or {}).get("studySpec") or obj.get("spec"),
+            "studySpec": self._started,
             "trialsTotal": study.spec.budget.trials,
             "trialsCompleted": sum(t.done for t in e.trials),
             "trialsRunning": len(e.running) - min(self._queued, len(e.running)),
@@ -449,8 +479,11 @@ class StudyReconciler:
                 "trial": best.index, "value": best.value, "phase": best.phase, "config": best.config,
                 "checkpoint": best.checkpoint, "test": best.extra.get("test", {}),
             },
+            # the best of the top-K (spec.boss.topK may be 10,000: all of them would pass etcd's
+            # object size); the whole of it follows from the trials (`boss status`, the report)
             "topK": [{"trial": t.index, "value": t.value, "phase": t.phase, "checkpoint": t.checkpoint}
-                     for t in e.top_k()],
+                     for t in top[:STATUS_TOP_K]],
+            "topKSize": len(top),
             "conditions": conditions,
             "engine": {"computeAhead": e.ahead},
         }

@@ -49,7 +49,9 @@ def make_trial_spec(study: Study, engine: Engine, trial: Trial, root: str, **whe
         output_uri=trial_uri(root, study.name, trial.index),
         storage_endpoint=spec.storage.endpoint,
         pushgateway=spec.metrics.pushgateway,
-        early_stop=trial.extra.get("earlyStop"),
+        # kept in memory since its ask; after a replay from a cluster's record (which leaves the
+        # thresholds out) computed again from the results that came before its ask: the same
+        early_stop=trial.extra.get("earlyStop") or engine.early_stop(trial.phase, upto=trial.asked_after),
         **where,
     )
 
