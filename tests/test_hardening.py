@@ -5,6 +5,7 @@ out of a reconcile step. The real control plane's side is in test_operator.py.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import dataclasses
 import json
@@ -347,3 +348,100 @@ def test_a_deleted_studys_event_leaves_a_new_study_of_that_name_alone(monkeypatc
     asyncio.run(handlers.study_changed(type="DELETED", uid="old", name="s", namespace="default", spec={},
                                        status=old_status, body={}, memo=memo, logger=logging.getLogger("t")))
     assert forgotten  # no successor: its groups go
+
+
+# ---- an interrupt while a trial starts (boss run) --------------------------------------------------
+
+
+def test_ctrl_c_right_after_a_trial_process_started_still_stops_it(tmp_path):
+    """The process exists before the run holds its handle; a Ctrl-C in between must not leave
+    it running on its own (in its own session) beside the next `boss run` of the same trial."""
+    import os
+    import signal
+    import time
+
+    from boss.spec import parse_study
+    from boss_operator.local import Interrupted, LocalRun
+    from boss_operator.workers import ColdLauncher, _gone
+
+    started = []
+
+    class CtrlCAfterStart(ColdLauncher):
+        def start(self, env, cwd, log_path):
+            proc = super().start(env, cwd, log_path)
+            started.append(proc.pid)
+            os.kill(os.getpid(), signal.SIGINT)  # the user's Ctrl-C, the moment the process exists
+            time.sleep(0.2)
+            return proc
+
+    study = parse_study(digits_doc(**{"spec.budget": {"trials": 2, "warmupTrials": 2, "parallelism": 1},
+                                      "spec.trainer.epochs": 500}))  # minutes: it would not end by itself
+    run = LocalRun(study, tmp_path / "run", launcher=CtrlCAfterStart(), workdir=tmp_path)
+    try:
+        with pytest.raises(Interrupted):
+            run.run()
+        assert len(started) == 1
+        deadline = time.time() + 5
+        while not _gone(started[0]):
+            assert time.time() < deadline, "the trial's process runs on after the run stopped"
+            time.sleep(0.1)
+        assert run.engine.running and run.interrupted  # the trial is continued by the next run
+    finally:
+        for pid in started:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+
+
+def test_ctrl_c_inside_a_tell_saves_the_result_whole(tmp_path, monkeypatch):
+    """A Ctrl-C that lands while a result is being told (its place in the order set, its state
+    not yet) must not save a trial that a later run replays as failed."""
+    import os
+    import signal
+
+    from boss.runs import read_state
+    from boss.spec import parse_study
+    from boss_operator import engine as engine_module
+    from boss_operator.local import Interrupted, LocalRun
+
+    fired = []
+    setattr_ = engine_module.Trial.__setattr__
+
+    def ctrl_c_when_told(self, name, value):
+        setattr_(self, name, value)
+        if name == "told" and value is not None and not fired:
+            fired.append(self.index)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(engine_module.Trial, "__setattr__", ctrl_c_when_told)
+    study = parse_study(digits_doc(**{"spec.budget": {"trials": 3, "warmupTrials": 3, "parallelism": 1},
+                                      "spec.trainer.epochs": 1}))
+    run = LocalRun(study, tmp_path / "run", workdir=tmp_path)
+    with pytest.raises(Interrupted):
+        run.run()
+    assert fired == [0]
+    saved = read_state(tmp_path / "run")["trials"][0]
+    assert saved["state"] == SUCCEEDED and saved["told"] == 0 and saved["value"] is not None, saved
+
+
+# ---- the operator's own settings ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("slip", ["pushgateway", "storage_uri", "trainer_image", "allow-list"])
+def test_an_operator_restarted_with_a_settings_slip_holds_started_studies_and_fails_none(slip):
+    named = spec(**{"spec.metrics": {"pushgateway": "http://127.0.0.1:19"}}) if slip == "allow-list" else spec()
+    before = dataclasses.replace(CONFIG, allowed_metrics_urls=("http://127.0.0.1:19",))
+    kube = FakeKube(named)
+    assert StudyReconciler(kube, before, "default", "s").step() is not None
+    assert kube.statuses[-1]["phase"] == "WarmingUp" and len(kube.jobs) == 1
+    slipped = dataclasses.replace(CONFIG, **({"allowed_metrics_urls": ()} if slip == "allow-list" else {slip: None}))
+    held = StudyReconciler(kube, slipped, "default", "s")
+    for _ in range(3):  # restarted with the slip: the study waits, whatever the number of steps
+        assert held.step() is not None
+    assert kube.obj["status"]["phase"] == "WarmingUp" and len(kube.jobs) == 1
+    ready = [c for c in kube.obj["status"]["conditions"] if c["type"] == "Ready"][0]
+    assert ready["status"] == "False" and ready["reason"] == "OperatorConfig"
+    assert [e[1] for e in kube.events].count("OperatorConfig") == 1
+    kube.finish("s-t0000", json.dumps(good()))
+    assert StudyReconciler(kube, before, "default", "s").step() is not None  # restarted as it was
+    ready = [c for c in kube.obj["status"]["conditions"] if c["type"] == "Ready"][0]
+    assert ready["status"] == "True" and kube.obj["status"]["trialsCompleted"] == 1 and len(kube.jobs) == 2

@@ -11,6 +11,7 @@ were running when it stopped run again with the same config, teacher and student
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -61,6 +62,7 @@ class LocalRun:
         self.run_dir = Path(run_dir).resolve()
         self.workdir = Path(workdir or os.getcwd()).resolve()  # trials run here, as `boss validate` checks
         self.interrupted = False
+        self._held = _HeldInterrupt()  # Ctrl-C and SIGTERM wait while a start or a result is recorded
         self.python = python
         self.launcher = launcher  # made by run() unless given: warm (forked) trial starts on Linux
         self.on_event = on_event or (lambda kind, engine, trial: None)
@@ -132,21 +134,25 @@ class LocalRun:
     def run(self) -> Engine:
         """Run until the budget is spent or too many trials failed; returns the engine."""
         running: dict[int, _Running] = {}
+        held = self._held
         previous = signal.getsignal(signal.SIGTERM)
-        signal.signal(signal.SIGTERM, _raise_interrupt)
+        previous_int = signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGTERM, held.handler)
+        if previous_int is not signal.SIG_IGN:  # a shell's background job keeps ignoring Ctrl-C
+            signal.signal(signal.SIGINT, held.handler)
         own = self.launcher is None
         if own and not self.engine.finished:
             self.launcher = self._make_launcher()
         try:
             for t in self.engine.running:  # running when the last run stopped: run them again
-                running[t.index] = self._launch(t)
+                self._launch(t, running)
             while not self.engine.finished:
                 while len(running) < self.study.spec.budget.parallelism:
                     t = self.engine.ask()
                     if t is None:
                         break
                     self.save()  # the proposal is recorded before its process starts
-                    running[t.index] = self._launch(t)
+                    self._launch(t, running)
                 self.engine.settle()  # while the trials run, not after the next one ends
                 if not running:
                     break
@@ -159,20 +165,18 @@ class LocalRun:
         except KeyboardInterrupt:
             # a second Ctrl-C (or timeout's signal to the whole group) must not cut the clean
             # stop short and leave trial processes running on their own
-            previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # both put back as they were below
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            try:
-                self._stop_all(running)
-                self.interrupted = True
-                self.save()
-            finally:
-                signal.signal(signal.SIGINT, previous_int)
+            self._stop_all(running)
+            self.interrupted = True
+            self.save()
             raise Interrupted(f"stopped with {len(self.engine.running)} trial(s) unfinished") from None
         finally:
             if own and self.launcher is not None:
                 self.launcher.close()
                 self.launcher = None
             signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
 
     def _base_env(self) -> dict[str, str]:
         env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "PYTHONUNBUFFERED": "1"}
@@ -194,7 +198,17 @@ class LocalRun:
     def _trial_dir(self, index: int) -> Path:
         return self.run_dir / "trials" / f"{index:04d}"
 
-    def _launch(self, trial: Trial) -> _Running:
+    def _launch(self, trial: Trial, running: dict[int, _Running]) -> None:
+        """Start a trial's process and add it to `running`. Ctrl-C and SIGTERM wait while it
+        starts: between its start and `running` the process would have no handle, and it runs
+        in a session of its own, so the clean stop would leave it running beside the next run."""
+        ready = getattr(self.launcher, "ready", None)
+        if ready is not None:
+            ready()  # a warm launcher still importing: a long wait, interruptible
+        with self._held.holding():
+            running[trial.index] = self._start(trial)
+
+    def _start(self, trial: Trial) -> _Running:
         d = self._trial_dir(trial.index)
         d.mkdir(parents=True, exist_ok=True)
         textfile = None if self.study.spec.metrics.pushgateway else str(d / "metrics.prom")
@@ -248,9 +262,10 @@ class LocalRun:
                         self.on_event("warn", self.engine, t)
         if result:
             t.extra.update(result_extra(result, ts.objective.metric))
-        self.engine.tell(t.index, value, checkpoint=ts.checkpoint_uri,
-                         checksum=(result or {}).get("sha256"), failed=failed, message=message)
-        self.save()
+        with self._held.holding():  # a result half told (its place in the order, not its state) must not be saved
+            self.engine.tell(t.index, value, checkpoint=ts.checkpoint_uri,
+                             checksum=(result or {}).get("sha256"), failed=failed, message=message)
+            self.save()
         self.on_event("fail" if t.state == FAILED else "end", self.engine, t)
         return True
 
@@ -273,8 +288,30 @@ def _signal_group(proc: TrialHandle, sig: int) -> None:
         pass
 
 
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+class _HeldInterrupt:
+    """The run's SIGINT/SIGTERM handler: KeyboardInterrupt at once, except inside `holding()`,
+    which raises it on leaving (a signal mask would be inherited by the trial's process)."""
+
+    def __init__(self) -> None:
+        self.held = False
+        self.pending = False
+
+    def handler(self, signum: int, frame: Any) -> None:
+        if self.held:
+            self.pending = True
+            return
+        raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def holding(self):
+        self.held = True
+        try:
+            yield
+        finally:
+            self.held = False
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
 
 
 def _last_line(path: str) -> str | None:

@@ -64,6 +64,10 @@ def computes_ahead(status: dict[str, Any]) -> bool:
     return recorded_ahead(status.get("engine"), recorded)
 
 
+class OperatorConfigProblem(Exception):
+    """A started study that the operator's current settings do not allow (see StudyReconciler._hold)."""
+
+
 class StudyReconciler:
     def __init__(self, kube: Kube, config: OperatorConfig, namespace: str, name: str,
                  watched: Watched | None = None):
@@ -110,7 +114,10 @@ class StudyReconciler:
         if status.get("phase") in FINAL:
             opmetrics.study_phase(obj["metadata"].get("uid", self.name), status["phase"])
             return None
-        validated = self._validate(obj)
+        try:
+            validated = self._validate(obj)
+        except OperatorConfigProblem as e:
+            return self._hold(obj, str(e))
         if validated is None:
             return None
         study, live = validated
@@ -230,6 +237,8 @@ class StudyReconciler:
             self._fail(obj, "InvalidSpec", str(e))
             return None
         problem = self._cluster_problem(study)
+        if problem and status.get("studySpec"):  # it ran with this operator's settings before
+            raise OperatorConfigProblem(f"{self.namespace}/{self.name}: {problem}")
         if problem:
             self._fail(obj, "InvalidSpec", f"{self.namespace}/{self.name}: {problem}")
             return None
@@ -507,6 +516,20 @@ class StudyReconciler:
         assert self.engine is not None and self.history is not None
         self.history.archive(self.engine.trials, self.engine.snapshot)
         return {"trials": self.history.tail(self.engine.trials), "history": self.history.summary()}
+
+    def _hold(self, obj: dict[str, Any], message: str) -> float:
+        """A started study that this operator's settings cannot run now (a default or an allowed
+        URL gone after a restart): a slip of the operator's configuration, not the study's fault.
+        Nothing is failed or started; a condition and an Event say why, and the study goes on
+        as soon as the operator runs with settings that allow it (the condition then clears)."""
+        held = [condition("Ready", False, "OperatorConfig", message)]
+        earlier = [c for c in ((obj.get("status") or {}).get("conditions") or []) if c.get("type") == "Ready"]
+        if not earlier or (earlier[0].get("reason"), earlier[0].get("message")) != ("OperatorConfig", message):
+            self.kube.patch_status(self.namespace, self.name, {"conditions": held})
+            self._event(obj, "Warning", "OperatorConfig", f"{message}; the study waits (nothing failed)")
+        self._written = None  # written again in full once the settings allow it
+        self.engine = None
+        return self.config.poll_seconds
 
     def _fail(self, obj: dict[str, Any], reason: str, message: str) -> None:
         """A study that cannot run: phase Failed, a condition and an Event; nothing is created."""
