@@ -20,18 +20,28 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 from rich.tree import Tree
 
 from .spec import SpecError, Study, load_study
 
-console = Console()
+# What we print quotes what users wrote (plugin paths, names, configs, messages, paths): no
+# console parses markup or emoji codes, so `a.b:Tada` or `[bold]x` prints as written. Our own
+# styling goes around it as Text parts (`styled`).
+LITERAL = {"markup": False, "emoji": False, "highlight": False}
+console = Console(**LITERAL)
 if not console.is_terminal:  # piped or logged: no reason to wrap the table at 80 columns
-    console = Console(width=200)
-err = Console(stderr=True)
+    console = Console(width=200, **LITERAL)
+err = Console(stderr=True, **LITERAL)
+
+
+def styled(*parts: str | tuple[str, str]) -> Text:
+    """A line of plain strings (printed as written) and (text, style) parts."""
+    return Text.assemble(*parts)
 
 
 def _fail(message: str, code: int = 2) -> int:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(styled(("error:", "bold red"), " ", message), soft_wrap=True)
     return code
 
 
@@ -75,10 +85,10 @@ def lineage_tree(trials: list[dict[str, Any]], index: int) -> tuple[Tree, int]:
     """The checkpoints a trial descends from, each shown once (lineage is a DAG), and their count."""
     shown: set[int] = set()
 
-    def label(i: int, role: str) -> str:
+    def label(i: int, role: str) -> Text:
         t = trials[i]
         score = "" if t.get("value") is None else f" {t['value']:.4f}"
-        return f"{role}#{i} [dim]{t['phase']}{score}[/]"
+        return styled(f"{role}#{i} ", (f"{t['phase']}{score}", "dim"))
 
     def grow(node: Tree, i: int) -> None:
         shown.add(i)
@@ -86,7 +96,7 @@ def lineage_tree(trials: list[dict[str, Any]], index: int) -> tuple[Tree, int]:
             if j is None:
                 continue
             if j in shown:
-                node.add(label(j, role) + " [dim](above)[/]")
+                node.add(label(j, role) + styled((" (above)", "dim")))
             else:
                 grow(node.add(label(j, role)), j)
 
@@ -103,19 +113,21 @@ def print_result(name: str, spec: dict[str, Any], trials: list[dict[str, Any]], 
     best = best_trial(trials, objective.get("goal", "maximize") == "maximize")
     console.print(trials_table(name, metric, trials, best))
     if best is None:
-        console.print("[red]no trial succeeded[/]")
+        console.print(styled(("no trial succeeded", "red")))
         return
     test = (best.get("extra") or {}).get("test", {})
     test_metric = _test_metric(metric)
-    console.print(f"[bold]best[/] trial #{best['index']} ({best['phase']}): {metric} = [bold green]{best['value']:.4f}[/]"
-                  + (f", {test_metric} = {test[test_metric]:.4f}" if isinstance(test.get(test_metric), (int, float)) else ""))
-    console.print(f"[bold]config[/] {_config(best['config'])}")
-    console.print(f"[bold]checkpoint[/] {best.get('checkpoint')}")
+    console.print(styled(("best", "bold"), f" trial #{best['index']} ({best['phase']}): {metric} = ",
+                         (f"{best['value']:.4f}", "bold green"),
+                         f", {test_metric} = {test[test_metric]:.4f}" if isinstance(test.get(test_metric), (int, float))
+                         else ""))
+    console.print(styled(("config", "bold"), f" {_config(best['config'])}"))
+    console.print(styled(("checkpoint", "bold"), f" {best.get('checkpoint')}"))
     tree, ancestors = lineage_tree(trials, best["index"])
-    console.print(f"[bold]lineage[/] ({ancestors} ancestor checkpoint(s)):")
+    console.print(styled(("lineage", "bold"), f" ({ancestors} ancestor checkpoint(s)):"))
     console.print(tree)
     if where is not None:
-        console.print(f"[dim]{where}[/]")
+        console.print(styled((where, "dim")))
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -178,8 +190,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     metric = study.spec.objective.metric
     human = err if args.output == "json" else console  # keep stdout machine-readable
 
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TextColumn("{task.fields[best]}"), console=human,
+    with Progress(TextColumn("{task.description}", markup=False, style="bold"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TextColumn("{task.fields[best]}", markup=False), console=human,
                   disable=args.quiet) as progress:
         task = progress.add_task(study.name, total=budget.trials, best="")
 
@@ -194,10 +206,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                 progress.console.print(f"trial {trial.index:>3} {trial.phase:<6} {metric}={trial.value:.4f}"
                                        f"  {trial.extra.get('seconds', 0):.1f}s{src}", highlight=False)
             elif kind == "warn" and not args.quiet:
-                progress.console.print(f"[yellow]trial {trial.index:>3} warning:[/] {trial.extra['warning']}",
-                                       highlight=False, soft_wrap=True)
+                progress.console.print(styled((f"trial {trial.index:>3} warning:", "yellow"),
+                                              f" {trial.extra['warning']}"), soft_wrap=True)
             elif kind == "fail":  # one line however long: the log command in it must paste whole
-                progress.console.print(f"[red]trial {trial.index:>3} failed:[/] {trial.message}", highlight=False,
+                progress.console.print(styled((f"trial {trial.index:>3} failed:", "red"), f" {trial.message}"),
                                        soft_wrap=True)
 
         try:
