@@ -445,3 +445,43 @@ def test_an_operator_restarted_with_a_settings_slip_holds_started_studies_and_fa
     assert StudyReconciler(kube, before, "default", "s").step() is not None  # restarted as it was
     ready = [c for c in kube.obj["status"]["conditions"] if c["type"] == "Ready"][0]
     assert ready["status"] == "True" and kube.obj["status"]["trialsCompleted"] == 1 and len(kube.jobs) == 2
+
+
+# ---- one writer per run folder (issue 23) -------------------------------------------------------
+
+
+def test_a_second_boss_run_on_the_same_folder_is_refused_in_one_line_and_fresh_keeps_the_old_run(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    doc = digits_doc(**{"spec.budget": {"trials": 2, "warmupTrials": 2, "parallelism": 1},
+                        "spec.trainer.epochs": 300})  # runs until stopped
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(doc))
+    run = [sys.executable, "-m", "boss.cli", "run", "study.yaml", "--run-dir", "run", "-q"]
+    first = subprocess.Popen(run, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while not list((tmp_path / "run" / "trials").glob("*/log.txt")):
+            assert time.time() < deadline and first.poll() is None, first.communicate()
+            time.sleep(0.2)
+        for args in ([], ["--fresh"]):
+            second = subprocess.run(run + args, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+            lines = second.stderr.strip().splitlines()
+            assert second.returncode == 2 and len(lines) == 1, second.stderr
+            assert "another `boss run` is writing to this folder" in lines[0] and f"pid {first.pid}" in lines[0]
+    finally:
+        first.terminate()
+        first.communicate(timeout=60)
+    assert first.returncode == 130  # stopped cleanly, nothing of its state lost to the second
+    saved = (tmp_path / "run" / "state.json").read_text()
+    doc["spec"]["trainer"]["epochs"] = 1
+    (tmp_path / "short.yaml").write_text(yaml.safe_dump(doc))
+    fresh = subprocess.run([sys.executable, "-m", "boss.cli", "run", "short.yaml", "--run-dir", "run", "-q", "--fresh"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert fresh.returncode == 0, fresh.stderr
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("run.old-")]
+    assert len(aside) == 1 and (aside[0] / "state.json").read_text() == saved, fresh.stderr
+    assert f"kept in {aside[0].name}" in fresh.stderr

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 from boss.plugins import absolute_pythonpath
-from boss.runs import INTERRUPTED, STATE, STUDY, read_state
+from boss.runs import INTERRUPTED, STATE, STUDY, RunLock, read_state
 from boss.spec import SpecError, Study, first_difference, fixed_part
 from boss.store import CheckpointError, Store, to_uri
 from boss.trial import TrialSpec, parse_result_file
@@ -117,7 +117,7 @@ class LocalRun:
             "trials": [t.to_dict() for t in e.trials],
             "engine": {"computeAhead": e.ahead},
         }
-        tmp = self.state_path.with_suffix(".tmp")
+        tmp = self.state_path.with_name(f"{STATE}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(state, indent=1))
         os.replace(tmp, self.state_path)
 
@@ -133,6 +133,14 @@ class LocalRun:
 
     def run(self) -> Engine:
         """Run until the budget is spent or too many trials failed; returns the engine."""
+        lock = RunLock(self.run_dir)  # one writer: a second run of this folder stops here, in one line
+        try:
+            self.engine = self._load()  # what the last writer left (it may have written since we read it)
+            return self._run()
+        finally:
+            lock.release()
+
+    def _run(self) -> Engine:
         running: dict[int, _Running] = {}
         held = self._held
         previous = signal.getsignal(signal.SIGTERM)

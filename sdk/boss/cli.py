@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from .runs import RunLock
 from .spec import SpecError, Study, load_study
 
 # What we print quotes what users wrote (plugin paths, names, configs, messages, paths): no
@@ -183,9 +185,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _fail("`boss run` needs the engine: pip install boss-operator")
     run_dir = Path(args.run_dir or Path("runs") / study.name)
     if args.fresh and run_dir.exists():
-        import shutil
-
-        shutil.rmtree(run_dir)
+        with RunLock(run_dir):  # never under a run that is writing it
+            aside = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+            run_dir.rename(aside)
+        err.print(f"--fresh: the earlier run is kept in {aside} (delete it when you no longer need it)",
+                  soft_wrap=True)
     budget = study.spec.budget
     metric = study.spec.objective.metric
     human = err if args.output == "json" else console  # keep stdout machine-readable
@@ -375,7 +379,8 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a study on this machine (no cluster)")
     r.add_argument("study")
     r.add_argument("--run-dir", help="where state, logs and checkpoints go (default runs/<study>)")
-    r.add_argument("--fresh", action="store_true", help="delete the run folder first and start over")
+    r.add_argument("--fresh", action="store_true", help="start over: the run folder is moved aside (NAME.old-TIME), "
+                   "nothing is deleted")
     r.add_argument("--quiet", "-q", action="store_true", help="no progress bar, no per-trial lines")
     r.add_argument("--output", "-o", choices=["table", "json"], default="table")
     r.set_defaults(func=cmd_run)
