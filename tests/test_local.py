@@ -117,6 +117,17 @@ def test_failures_are_counted_and_end_the_study(tmp_path, monkeypatch):
     state = json.loads((tmp_path / "run" / "state.json").read_text())
     assert state["status"] == "Failed" and len(state["trials"]) == 2
     assert all("RuntimeError: this trainer always fails" in t["message"] for t in state["trials"])
+    # each failure said once: "trial 0 failed: RuntimeError...", not "trial 0 failed: trial 0 failed: ..."
+    failed = [line for line in (r.stdout + r.stderr).splitlines() if "failed:" in line and "trial" in line][:2]
+    assert failed and all(line.count("failed") == 1 for line in failed), failed
+    assert all(t["message"].startswith("RuntimeError") for t in state["trials"])
+    status = run_cli("status", tmp_path / "run")
+    assert status.returncode == 1 and "Failed" in status.stdout  # as `boss run` of it was
+    # a study's name where its run folder was meant, with no cluster: the run folder is named
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "run").rename(tmp_path / "runs" / "tiny")
+    r = run_cli("status", "tiny", cwd=tmp_path, env={**os.environ, "KUBECONFIG": str(tmp_path / "none")})
+    assert r.returncode == 2 and "did you mean the run folder runs/tiny?" in r.stderr and r.stderr.count("\n") == 1
 
 
 def test_some_failures_and_the_study_goes_on(tmp_path, monkeypatch):

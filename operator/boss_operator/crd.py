@@ -85,7 +85,7 @@ def crd() -> dict[str, Any]:
             "apiVersion": {"type": "string"},
             "kind": {"type": "string"},
             "metadata": {"type": "object"},
-            "spec": spec_schema(),
+            "spec": {**spec_schema(), "description": "The study: what to search, how many trials, what a trial runs."},
             "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
         },
     }
@@ -96,7 +96,8 @@ def crd() -> dict[str, Any]:
         {"name": "Running", "type": "integer", "jsonPath": ".status.trialsRunning"},
         {"name": "Queued", "type": "integer", "jsonPath": ".status.trialsQueued",
          "description": "trials whose Job waits for Kueue to admit it"},
-        {"name": "Best", "type": "number", "jsonPath": ".status.best.value"},
+        {"name": "Best", "type": "string", "jsonPath": ".status.bestValue",
+         "description": "the best objective, rounded (status.best.value has it in full)"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
     return {

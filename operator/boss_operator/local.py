@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -245,7 +246,10 @@ class LocalRun:
         metrics = self.study.spec.metrics
         if r.proc.returncode != 0:
             failed, message = True, _last_line(t.extra["log"]) or f"exit code {r.proc.returncode}"
-            message = f"{message.removeprefix('boss.trial: ')} (log: boss logs {self.run_dir} {t.index})"
+            # "boss.trial: trial 3 failed: X": the table and the progress line say which trial failed
+            message = re.sub(r"^(?:boss\.trial: )?trial \d+ failed(?: \((process [^)]*)\))?: ",
+                             lambda m: f"{m.group(1)}: " if m.group(1) else "", message)
+            message = f"{message} (log: boss logs {self.run_dir} {t.index})"
         else:
             try:
                 result = parse_result_file(self.store.read(ts.result_uri), ts.objective.metric)

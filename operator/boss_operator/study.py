@@ -52,6 +52,11 @@ def _now() -> str:
     return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def rounded(value: float) -> str:
+    """An objective as a person reads it in a table: 0.9610, 1234.5, 3.2e-05."""
+    return f"{value:.4f}" if 1e-3 <= abs(value) < 1e4 else f"{value:.4g}"
+
+
 def condition(type_: str, status: bool, reason: str, message: str) -> dict[str, Any]:
     return {"type": type_, "status": "True" if status else "False", "reason": reason,
             "message": message, "lastTransitionTime": _now()}
@@ -490,6 +495,7 @@ class StudyReconciler:
             },
             # the best of the top-K (spec.boss.topK may be 10,000: all of them would pass etcd's
             # object size); the whole of it follows from the trials (`boss status`, the report)
+            "bestValue": None if best is None else rounded(best.value),  # for `kubectl get boss`
             "topK": [{"trial": t.index, "value": t.value, "phase": t.phase, "checkpoint": t.checkpoint}
                      for t in top[:STATUS_TOP_K]],
             "topKSize": len(top),

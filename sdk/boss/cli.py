@@ -277,6 +277,8 @@ def cmd_show(args: argparse.Namespace) -> int:
             console.print(status["message"], highlight=False, soft_wrap=True)
         if best:
             console.print(f"best: trial #{best['index']} {spec.get('objective', {}).get('metric')}={best['value']:.4f}")
+        if status.get("phase") == "Failed":
+            return 1  # as `boss run` of it did: scripts and CI can tell
     elif what == "trials":
         console.print(trials_table(name, spec.get("objective", {}).get("metric", "val_accuracy"), trials, best))
     elif what == "best":
@@ -348,7 +350,10 @@ def _load_any(target: str, namespace: str | None) -> tuple[dict, list[dict]]:
         raise SpecError(str(e)) from None
     except Exception as e:  # no kubeconfig, no cluster: say so in one line
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise SpecError(f"{target}: not a run folder, and no cluster to ask ({first})") from None
+        runs = Path("runs") / target
+        hint = f"; did you mean the run folder {runs}?" if (runs / "state.json").exists() else \
+            " (a local run's folder is runs/NAME, or its --run-dir)"
+        raise SpecError(f"{target}: not a run folder, and no cluster to ask ({first}){hint}") from None
     try:  # the history ConfigMaps: a refusal (403) goes to main() as the API server's own words
         trials = bc.trials_of(obj)
     except HistoryError as e:

@@ -130,7 +130,7 @@ class Range(_Model):
 
 class Objective(_Model):
     metric: str = Field("val_accuracy", description="A metric the trainer reports (val_* are validation).")
-    goal: Literal["maximize", "minimize"] = "maximize"
+    goal: Literal["maximize", "minimize"] = Field("maximize", description="Whether a higher or a lower metric is better.")
 
     @field_validator("metric")
     @classmethod
@@ -141,9 +141,9 @@ class Objective(_Model):
 
 
 class Budget(_Model):
-    trials: int = Field(128, ge=1, le=100_000)
+    trials: int = Field(128, ge=1, le=100_000, description="Trials in all, warm-up included.")
     warmup_trials: int = Field(32, ge=2, description="Trials from random weights before BOSS starts.")
-    parallelism: int = Field(1, ge=1, le=1_000)
+    parallelism: int = Field(1, ge=1, le=1_000, description="Trials running at once; may change while the study runs.")
     max_failed_trials: int = Field(3, ge=0, description="The study fails when more trials fail.")
 
     @model_validator(mode="after")
@@ -184,7 +184,7 @@ class Distillation(_Model):
 
 class BossSettings(_Model):
     top_k: int = Field(8, ge=2, le=10_000, description="Teacher and student come from the top-K.")
-    distillation: Distillation = Distillation()
+    distillation: Distillation = Field(Distillation(), description="How BOSS-phase trials learn from their teacher.")
 
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -374,7 +374,7 @@ class TrainerSpec(_Model):
     plugin: str = Field(
         "boss.trainers.digits:DigitsTrainer", description="module:Class of a boss.Trainer subclass."
     )
-    epochs: int = Field(10, ge=1, le=100_000)
+    epochs: int = Field(10, ge=1, le=100_000, description="Epochs per trial (early stopping may end one sooner).")
     args: dict[str, Any] = Field(default_factory=dict, description="Passed to the Trainer as-is.")
     image: str | None = Field(None, description="Trial image on a cluster (default: the operator's).")
     resources: dict[str, Any] | None = Field(None, description="Kubernetes resources of a trial's container.")
@@ -496,13 +496,13 @@ class EarlyStopping(_Model):
 
 
 class StudySpec(_Model):
-    objective: Objective = Objective()
+    objective: Objective = Field(Objective(), description="The metric the search optimises.")
     search_space: dict[str, Param] = Field(min_length=1, description="Hyperparameters by name.")
-    budget: Budget = Budget()
-    boss: BossSettings = BossSettings()
-    trainer: TrainerSpec = TrainerSpec()
-    storage: Storage = Storage()
-    metrics: Metrics = Metrics()
+    budget: Budget = Field(Budget(), description="How many trials, how many at once, how many may fail.")
+    boss: BossSettings = Field(BossSettings(), description="The BOSS phase: top-K checkpoints and distillation.")
+    trainer: TrainerSpec = Field(TrainerSpec(), description="What a trial runs, and on a cluster where and how.")
+    storage: Storage = Field(Storage(), description="Where checkpoints and results go.")
+    metrics: Metrics = Field(Metrics(), description="Where trials push their metrics.")
     early_stopping: EarlyStopping | None = Field(
         None, description="Stop weak trials early (both phases; each judged against its own phase).")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seeds SMAC, teacher/student draws and trials.")
