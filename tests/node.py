@@ -546,7 +546,11 @@ state = "{state}"
         keep = set()
         for ref in refs:
             _run(*ctr, "images", "pull", "--plain-http", "--hosts-dir", str(self.workdir / "certs.d"), ref)
-            keep.add(_run(*ctr, "images", "ls", f"name=={ref}").stdout.split("\n")[1].split()[2])
+            digest = _run(*ctr, "images", "ls", f"name=={ref}").stdout.split("\n")[1].split()[2]
+            keep.add(digest)
+            # the repo@digest name a kubelet's pull (CRI) adds too: pods then report the registry's
+            # digest as their imageID, as they would after a pull of their own
+            _run(*ctr, "images", "tag", "--force", ref, f"{ref.rsplit(':', 1)[0]}@{digest}", check=False)
         for line in _run(*ctr, "images", "ls").stdout.splitlines()[1:]:
             name, _, digest = line.split()[:3]
             if digest not in keep:

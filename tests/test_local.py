@@ -247,3 +247,44 @@ def test_interrupted_then_resumed_equals_an_uninterrupted_run(tmp_path):
     key = ("index", "phase", "config", "teacher", "student")
     assert [{k: t[k] for k in key} for t in got["trials"]] == [{k: t[k] for k in key} for t in want["trials"]]
     assert len(read_state(run_dir)["trials"]) == 6
+
+
+def test_a_failed_study_continues_after_the_cause_is_fixed_and_a_budget_grows(tmp_path):
+    """Trials failed for a missing data file: after the file is made, raising maxFailedTrials
+    (and the trials) continues the study with every recorded trial kept as it was."""
+    (tmp_path / "needs_data.py").write_text(
+        "import os\nfrom boss.trainers.digits import DigitsTrainer\n\n\nclass NeedsData(DigitsTrainer):\n"
+        "    def __init__(self, config, args=None, seed=0):\n"
+        "        if not os.path.exists('data.txt'):\n"
+        "            raise FileNotFoundError('data.txt: run the data step first')\n"
+        "        super().__init__(config, args, seed)\n")
+    budget = {"trials": 4, "warmupTrials": 2, "parallelism": 1, "maxFailedTrials": 1}
+    doc = tiny_doc(**{"spec.trainer.plugin": "needs_data:NeedsData", "spec.trainer.epochs": 1, "spec.budget": budget})
+    study = write_study(tmp_path, doc)
+    r = run_cli("run", study, "--run-dir", "run", cwd=tmp_path)
+    assert r.returncode == 1 and "raise spec.budget.maxFailedTrials" in r.stderr, r.stderr
+    before = json.loads((tmp_path / "run" / "state.json").read_text())["trials"]
+    assert [t["state"] for t in before] == ["failed", "failed"]
+    # the same command again changes nothing: it is still Failed, and says how to go on
+    r = run_cli("run", study, "--run-dir", "run", cwd=tmp_path)
+    assert r.returncode == 1 and "raise spec.budget.maxFailedTrials" in r.stderr
+    (tmp_path / "data.txt").write_text("ok")
+    study = write_study(tmp_path, {**doc, "spec": {**doc["spec"], "budget": {**budget, "trials": 6,
+                                                                              "maxFailedTrials": 2}}})
+    r = run_cli("run", study, "--run-dir", "run", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "budget.trials 4 -> 6, budget.maxFailedTrials 1 -> 2" in r.stdout + r.stderr
+    after = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert after["status"] == "Succeeded" and after["trials"][:2] == before
+    assert [t["state"] for t in after["trials"]] == ["failed"] * 2 + ["succeeded"] * 4
+    # a grown budget on a finished study: 2 more trials, the 6 recorded unchanged; replay exact
+    study = write_study(tmp_path, {**doc, "spec": {**doc["spec"], "budget": {**budget, "trials": 8,
+                                                                              "maxFailedTrials": 2}}})
+    r = run_cli("run", study, "--run-dir", "run", cwd=tmp_path)
+    grown = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert r.returncode == 0 and grown["trials"][:6] == after["trials"] and len(grown["trials"]) == 8, r.stderr
+    # anything else still refused, and fewer trials than recorded too
+    for change in ({"trials": 5, "maxFailedTrials": 2}, {"trials": 8, "maxFailedTrials": 2, "warmupTrials": 3}):
+        study = write_study(tmp_path, {**doc, "spec": {**doc["spec"], "budget": {**budget, **change}}})
+        r = run_cli("run", study, "--run-dir", "run", cwd=tmp_path)
+        assert r.returncode == 2 and "holds a run of a different study" in r.stderr and r.stderr.count("\n") == 1

@@ -129,7 +129,9 @@ def test_the_operator_runs_as_the_charts_deployment_and_survives_pod_kills(k8s, 
                 "logs", "-n", ns, replaced.metadata.name, check=False).stdout, 120)
         except AssertionError as e:
             r = k8s.kubectl("logs", "-n", ns, replaced.metadata.name, check=False)
-            raise AssertionError(f"{e}: {r.returncode} {r.stderr[-500:]}\n{r.stdout[-3000:]}") from None
+            lines = [x for x in r.stdout.splitlines() if "Handler '" not in x]
+            raise AssertionError(f"{e}: {r.returncode} {r.stderr[-500:]}\n" + "\n".join(lines[-60:]) +
+                                 f"\nthe study: {get(c, 'incluster').get('status')}") from None
         # the container killed under its pod (SIGKILL through containerd, as the OOM killer or a
         # crash would end it): the kubelet starts it again (restartPolicy Always)
         replaced = until("its container", lambda: [p for p in operator_pods() if p.metadata.name == replaced.metadata.name

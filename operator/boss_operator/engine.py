@@ -35,6 +35,12 @@ SUCCEEDED = "succeeded"
 FAILED = "failed"
 
 
+def smac_trials_of(spec: StudySpec) -> dict[str, int]:
+    """Each phase's SMAC scenario size (n_trials) for a study's budget."""
+    b = spec.budget
+    return {WARMUP: b.warmup_trials, BOSS: max(1, b.trials - b.warmup_trials)}
+
+
 def recorded_ahead(engine: dict[str, Any] | None, recorded: bool) -> bool:
     """Engine.ahead of a study from its record: what its `engine` entry says; without one, a new
     study computes ahead and one recorded before that existed replays as it was recorded."""
@@ -83,9 +89,13 @@ class Trial:
 class Engine:
     """Proposes trials for one study and keeps its observations (Λ, Λ') and checkpoints (Θ)."""
 
-    def __init__(self, spec: StudySpec, name: str = "study", ahead: bool = True):
+    def __init__(self, spec: StudySpec, name: str = "study", ahead: bool = True,
+                 smac_trials: dict[str, int] | None = None):
         self.spec = spec
         self.name = name
+        # each phase's SMAC is sized by the budget the study started with (its initial design
+        # depends on it): a study whose budget grew later replays exactly as it was recorded
+        self.smac_trials = dict(smac_trials or smac_trials_of(spec))
         # compute each phase's next config as soon as it is due (right after an ask) instead of in
         # the ask that takes it: a backend calls `settle` once the trials it asked for run, and
         # the model fit and acquisition search every few trials leave the path from a finished
@@ -167,7 +177,8 @@ class Engine:
 
     @classmethod
     def replay(cls, spec: StudySpec, records: Iterable[Trial | dict[str, Any]], name: str = "study",
-               snapshots: Iterable[dict[str, Any]] = (), ahead: bool = True) -> Engine:
+               snapshots: Iterable[dict[str, Any]] = (), ahead: bool = True,
+               smac_trials: dict[str, int] | None = None) -> Engine:
         """Rebuild an engine from recorded trials: same seed, same order, same proposals.
 
         With `snapshots` (Engine.snapshot(), newest first), the trials a usable one covers are put
@@ -194,15 +205,15 @@ class Engine:
             if snap.digest(dicts, p, k) != s.get("digest"):
                 continue
             try:
-                return cls._replay(spec, recs, results, name, s, ahead)
+                return cls._replay(spec, recs, results, name, s, ahead, smac_trials)
             except (ReplayError, ValueError, KeyError, TypeError) as e:
                 log.warning("%s: the snapshot after %d trials does not replay (%s); trying without it", name, p, e)
-        return cls._replay(spec, recs, results, name, None, ahead)
+        return cls._replay(spec, recs, results, name, None, ahead, smac_trials)
 
     @classmethod
     def _replay(cls, spec: StudySpec, recs: list[Trial], results: list[Trial], name: str,
-                snapshot: dict[str, Any] | None, ahead: bool) -> Engine:
-        eng = cls(spec, name, ahead)
+                snapshot: dict[str, Any] | None, ahead: bool, smac_trials: dict[str, int] | None = None) -> Engine:
+        eng = cls(spec, name, ahead, smac_trials)
         pending = iter(results)
 
         def tell_next() -> None:
@@ -427,10 +438,8 @@ class Engine:
 
     def _smac_for(self, phase: str) -> HPO:
         if phase not in self._smac:
-            b = self.spec.budget
             seed = self.spec.seed + (0 if phase == WARMUP else 1)
-            n = b.warmup_trials if phase == WARMUP else max(1, b.trials - b.warmup_trials)
-            self._smac[phase] = make_smac(self.spec, phase, self.name, seed, n)
+            self._smac[phase] = make_smac(self.spec, phase, self.name, seed, self.smac_trials[phase])
             self._seeds[phase] = trial_seed_of(self._smac[phase])
         return self._smac[phase]
 

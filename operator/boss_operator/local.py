@@ -28,11 +28,11 @@ from typing import Any
 import yaml
 from boss.plugins import absolute_pythonpath
 from boss.runs import INTERRUPTED, STATE, STUDY, RunLock, read_state
-from boss.spec import SpecError, Study, first_difference, fixed_part
+from boss.spec import SpecError, Study, growth, parse_study
 from boss.store import CheckpointError, Store, to_uri
 from boss.trial import TrialSpec, parse_result_file
 
-from .engine import FAILED, Engine, Trial, recorded_ahead
+from .engine import FAILED, Engine, Trial, recorded_ahead, smac_trials_of
 from .readback import read_back
 from .trials import make_trial_spec, result_extra
 from .workers import ColdLauncher, Launcher, TrialHandle, WarmLauncher
@@ -63,6 +63,7 @@ class LocalRun:
         self.run_dir = Path(run_dir).resolve()
         self.workdir = Path(workdir or os.getcwd()).resolve()  # trials run here, as `boss validate` checks
         self.interrupted = False
+        self.grew = ""  # what a continued run's budget grew by ("budget.trials 10 -> 14")
         self._held = _HeldInterrupt()  # Ctrl-C and SIGTERM wait while a start or a result is recorded
         self.python = python
         self.launcher = launcher  # made by run() unless given: warm (forked) trial starts on Linux
@@ -96,14 +97,18 @@ class LocalRun:
             saved = read_state(self.run_dir)
         except SpecError as e:
             raise SpecError(f"{e}; move the folder away to start over") from None
-        diff = first_difference(fixed_part(saved["study"]), fixed_part(doc))
+        diff, self.grew = growth(saved["study"], doc, len(saved.get("trials") or []))
         if diff:
             raise SpecError(
-                f"{self.run_dir} holds a run of a different study ({diff} changed); "
-                "use another --run-dir, or --fresh to start this one over"
+                f"{self.run_dir} holds a run of a different study ({diff} changed; only budget.trials, "
+                "budget.maxFailedTrials and budget.parallelism may change); use another --run-dir, or --fresh "
+                "to start this one over (the earlier run is moved aside)"
             )
+        engine = saved.get("engine") or {}
+        started = parse_study(saved["study"]).spec if "smacTrials" not in engine else None
         return Engine.replay(self.study.spec, saved["trials"], self.study.name,
-                             ahead=recorded_ahead(saved.get("engine"), bool(saved.get("trials"))))
+                             ahead=recorded_ahead(engine, bool(saved.get("trials"))),
+                             smac_trials=engine.get("smacTrials") or smac_trials_of(started))
 
     def save(self) -> None:
         """Write the state atomically: a crash leaves the old state or the new, never half."""
@@ -116,7 +121,7 @@ class LocalRun:
             "runner": None if self.interrupted or e.finished else {"pid": os.getpid(), "host": socket.gethostname()},
             "best": best.to_dict() if best else None,
             "trials": [t.to_dict() for t in e.trials],
-            "engine": {"computeAhead": e.ahead},
+            "engine": {"computeAhead": e.ahead, "smacTrials": e.smac_trials},
         }
         tmp = self.state_path.with_name(f"{STATE}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(state, indent=1))

@@ -224,7 +224,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             return _fail(f"{run_dir}: cannot continue this run: {e}")
         resumed = len(local.engine.trials)
         if resumed and not args.quiet:
-            progress.console.print(f"continuing {run_dir}: {resumed} trial(s) recorded", highlight=False)
+            grew = f" ({local.grew})" if local.grew else ""
+            progress.console.print(f"continuing {run_dir}: {resumed} trial(s) recorded{grew}")
         on_event("resume", local.engine, None)
         signal.signal(signal.SIGINT, _FirstPressInterrupts())
         try:
@@ -241,7 +242,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         print_result(study.name, study.to_document()["spec"], [t.to_dict() for t in engine.trials],
                      f"run folder: {run_dir}")
     if status == "Failed":
-        return _fail(f"study failed: {engine.outcome()[2]}; the trials' logs: boss logs {run_dir} N", 1)
+        _, reason, message = engine.outcome()
+        more = (" once the cause is fixed, raise spec.budget.maxFailedTrials (and budget.trials for the trials to "
+                "run again) and run the same command: the recorded trials are kept" if reason == "TooManyFailedTrials"
+                else "")
+        return _fail(f"study failed: {message}; the trials' logs: boss logs {run_dir} N;{more}".rstrip(";"), 1)
     return 0
 
 

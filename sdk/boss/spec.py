@@ -624,6 +624,23 @@ def fixed_part(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+GROWABLE = ("trials", "maxFailedTrials")  # spec.budget fields a started study may change
+
+
+def growth(started: dict[str, Any], now: dict[str, Any], recorded: int) -> tuple[str | None, str]:
+    """Whether `now` is the study `started` with only its budget grown (GROWABLE): (the first
+    other difference, or None; what grew, for people). Fewer trials than are recorded is not
+    growth."""
+    a, b = fixed_part(started), fixed_part(now)
+    budgets = [(d.get("spec") or {}).get("budget") for d in (a, b)]
+    was, will = [{k: x.pop(k, None) for k in GROWABLE} if isinstance(x, dict) else {} for x in budgets]
+    diff = first_difference(a, b)
+    if diff is None and isinstance(will.get("trials"), int) and will["trials"] < recorded:
+        diff = f"spec.budget.trials ({will['trials']}, fewer than the {recorded} trials recorded)"
+    grew = ", ".join(f"budget.{k} {was.get(k)} -> {will.get(k)}" for k in GROWABLE if was.get(k) != will.get(k))
+    return diff, grew
+
+
 def first_difference(a: Any, b: Any, path: str = "") -> str | None:
     """The dotted path of the first field where two documents differ, or None."""
     if isinstance(a, dict) and isinstance(b, dict):
