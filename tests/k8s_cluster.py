@@ -385,6 +385,8 @@ class ControlPlane:
                 f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
                 f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
                 "--kubelet-preferred-address-types=InternalIP",
+                # and verifies the kubelet's serving certificate (tests/node.py has it signed by this CA)
+                f"--kubelet-certificate-authority={self.ca_file}",
             ),
             "kube-controller-manager": self._argv(
                 "kube-controller-manager", v,
