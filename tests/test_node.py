@@ -12,11 +12,13 @@ import subprocess
 import time
 
 import pytest
+from boss_operator.jobs import LABEL_STUDY, LABEL_TRIAL
 from conftest import ROOT
 from kubernetes import client
 from test_operator import (
     FINAL_PHASES,
     cluster,  # noqa: F401  (the fixture, by its name)
+    jobs_of,
     pods_of,
     pods_run,
     study_doc,
@@ -170,3 +172,28 @@ def test_the_operator_runs_as_the_charts_deployment_and_survives_pod_kills(k8s, 
     finally:
         helm_set("replicas=0")
         until("the operator's pod to go", lambda: not operator_pods(), 120)
+
+
+def test_one_studys_trials_run_on_two_nodes_and_pass_checkpoints_through_storage(cluster):  # noqa: F811
+    """Two real nodes (each its own kubelet, containerd, bridge and cgroup root), no host path
+    shared: the warm-up trials spread over both (a preferred anti-affinity in the pod template,
+    as a user spreads a study), and every BOSS trial starts from a student and a teacher of
+    which one was trained on the other node: the checkpoint came through object storage."""
+    c = cluster
+    anti = {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "podAffinityTerm": {
+        "topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {LABEL_STUDY: "spread"}}}}]}
+    doc = study_doc(c, "spread", **{"spec.budget": {"trials": 4, "warmupTrials": 2, "parallelism": 2,
+                                                    "maxFailedTrials": 0},
+                                    "spec.trainer.podTemplate": {"spec": {"affinity": {"podAntiAffinity": anti}}}})
+    with c.node(), c.second_node() as other:
+        c.op.start()
+        c.apply(doc)
+        study = wait_phase(c, "spread", FINAL_PHASES)
+        where = {int(j.metadata.labels[LABEL_TRIAL]): pods_of(c, j.metadata.name)[0].spec.node_name
+                 for j in jobs_of(c, "spread")}
+    status = study["status"]
+    assert status["phase"] == "Succeeded" and status["trialsFailed"] == 0, status.get("conditions")
+    assert set(where.values()) == {c.real.name, other.name}, where
+    assert where[0] != where[1]  # the two warm-up trials, side by side on the two nodes
+    for t in status["trials"][2:]:
+        assert {where[t["teacher"]], where[t["student"]]} == {c.real.name, other.name}, (t, where)
