@@ -288,3 +288,29 @@ def test_a_failed_study_continues_after_the_cause_is_fixed_and_a_budget_grows(tm
         study = write_study(tmp_path, {**doc, "spec": {**doc["spec"], "budget": {**budget, **change}}})
         r = run_cli("run", study, "--run-dir", "run", cwd=tmp_path)
         assert r.returncode == 2 and "holds a run of a different study" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_load_best_gives_the_best_trials_network_with_its_recorded_score(tmp_path):
+    """`boss.load_best(run folder)`: the study's trainer builds the network, the checkpoint fills
+    it (checked against its SHA-256); evaluated on the validation split, it scores what the
+    study recorded for its best trial."""
+    import boss
+    import torch
+
+    study = write_study(tmp_path, tiny_doc(**{"spec.trainer.epochs": 1, "spec.budget": {
+        "trials": 3, "warmupTrials": 2, "parallelism": 1}}))
+    assert run_cli("run", study, "--run-dir", tmp_path / "run").returncode == 0
+    model, best = boss.load_best(tmp_path / "run")
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert best["index"] == state["best"]["index"] and not model.training
+    from boss.plugins import load_trainer_class
+
+    spec = state["study"]["spec"]
+    trainer = load_trainer_class(spec["trainer"]["plugin"])(best["config"], spec["trainer"]["args"], seed=0)
+    got = trainer.evaluate(model, trainer.val_dataloader(), torch.device("cpu"))
+    assert got["accuracy"] == pytest.approx(best["value"], abs=1e-9)
+    # a checkpoint that is not the one recorded is refused, never loaded
+    ckpt = Path(best["checkpoint"].removeprefix("file://"))
+    ckpt.write_bytes(ckpt.read_bytes()[:-1] + b"\0")
+    with pytest.raises(boss.CheckpointError):
+        boss.load_best(tmp_path / "run")

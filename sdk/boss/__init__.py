@@ -3,12 +3,13 @@
     import boss
     class MyTrainer(boss.Trainer): ...
     study = boss.load_study("study.yaml")
+    model, trial = boss.load_best("runs/digits")   # the best network a study found
 """
 
 from .spec import SpecError, Study, StudySpec, load_study, parse_study
 from .store import CheckpointError, StorageError, Store
 
-_TORCH = {"Trainer": "trainer", "boss_loss": "losses", "distillation_loss": "losses"}
+_TORCH = {"Trainer": "trainer", "boss_loss": "losses", "distillation_loss": "losses", "load_best": "best"}
 
 
 def __getattr__(name: str):
@@ -30,6 +31,7 @@ __all__ = [
     "Trainer",
     "boss_loss",
     "distillation_loss",
+    "load_best",
     "load_study",
     "parse_study",
 ]
