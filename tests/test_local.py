@@ -314,3 +314,23 @@ def test_load_best_gives_the_best_trials_network_with_its_recorded_score(tmp_pat
     ckpt.write_bytes(ckpt.read_bytes()[:-1] + b"\0")
     with pytest.raises(boss.CheckpointError):
         boss.load_best(tmp_path / "run")
+
+
+def test_validate_try_catches_a_metric_typo_and_a_broken_hook_in_one_line(tmp_path):
+    """`boss validate` accepts a metric the trainer never reports (it cannot know without running
+    it); `boss validate --try` runs one step and says so, as it does for a hook that breaks its
+    contract, before any trial is spent."""
+    typo = write_study(tmp_path, tiny_doc(**{"spec.objective": {"metric": "val_acc", "goal": "maximize"}}), "typo.yaml")
+    assert run_cli("validate", typo).returncode == 0
+    r = run_cli("validate", "--try", typo)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "'val_acc' is not among the metrics DigitsTrainer.evaluate() reports: val_accuracy, val_loss" in r.stderr
+    (tmp_path / "badhook.py").write_text(
+        "from boss.trainers.digits import DigitsTrainer\n\n\nclass NoOptimizer(DigitsTrainer):\n"
+        "    def configure_optimizers(self, model, epochs, steps_per_epoch):\n        return 'sgd'\n")
+    bad = write_study(tmp_path, tiny_doc(**{"spec.trainer.plugin": "badhook:NoOptimizer"}), "bad.yaml")
+    r = run_cli("validate", "--try", bad, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "configure_optimizers" in r.stderr, r.stderr
+    good = write_study(tmp_path, tiny_doc(), "good.yaml")
+    r = run_cli("validate", "--try", good)
+    assert r.returncode == 0 and "one step tried: val_accuracy=" in r.stdout, r.stderr

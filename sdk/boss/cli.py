@@ -136,10 +136,35 @@ def cmd_validate(args: argparse.Namespace) -> int:
     study = load_study(args.study)
     _check_plugin(study)
     s = study.spec
+    tried = ""
+    if args.try_:
+        tried = _try_trainer(study)
     console.print(f"{args.study}: ok: study {study.name}, {s.budget.trials} trials "
                   f"({s.budget.warmup_trials} warm-up), {len(s.search_space)} hyperparameters, "
-                  f"trainer {s.trainer.plugin}")
+                  f"trainer {s.trainer.plugin}{tried}", soft_wrap=True)
     return 0
+
+
+def _try_trainer(study: Study) -> str:
+    """`boss validate --try`: one step of the trainer with the search space's default config."""
+    try:
+        from boss_operator.space import build_space, native
+    except ImportError:
+        raise SpecError("--try needs the engine: pip install boss-operator") from None
+    from .loop import try_trainer
+    from .trial import TrialError
+
+    config = native(build_space(study.spec, "warmup", study.spec.seed).get_default_configuration())
+    try:
+        got = try_trainer(study, config)
+    except TrialError as e:
+        raise SpecError(f"{study.name}: one step of the trainer failed: {e}") from None
+    except Exception as e:  # the user's code raised: its first line, the traceback with -v
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise SpecError(f"{study.name}: one step of the trainer (default config {_config(config)}) failed: "
+                        f"{type(e).__name__}: {first}") from None
+    metric = study.spec.objective.metric
+    return f"; one step tried: {metric}={got[metric]:.4f} on one validation batch"
 
 
 def _check_plugin(study: Study) -> None:
@@ -385,6 +410,10 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     v = sub.add_parser("validate", help="check a study file")
     v.add_argument("study")
+    v.add_argument("--try", dest="try_", action="store_true",
+                   help="also run one training step and one validation batch of the trainer (default config, "
+                        "CPU, nothing saved): catches an objective metric the trainer does not report, or a hook "
+                        "that breaks its contract, before any trial runs")
     v.set_defaults(func=cmd_validate)
     r = sub.add_parser("run", help="run a study on this machine (no cluster)")
     r.add_argument("study")

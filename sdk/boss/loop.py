@@ -353,3 +353,43 @@ def _run(spec: TrialSpec, trainer: Trainer | None, dist: distributed.Dist,
 def _say(line: str) -> None:
     """Progress for the trial's log (`kubectl logs`, `boss logs`)."""
     print(f"boss: {line}", file=sys.stderr, flush=True)
+
+
+def try_trainer(study: Any, config: Mapping[str, Any]) -> dict[str, float]:
+    """One training step (task loss plus the distillation term, the model as its own teacher)
+    and one validation batch of the study's trainer with `config`, on the CPU, nothing saved:
+    `boss validate --try`. TrialError (one line) when a hook breaks its contract or the study's
+    objective metric is not among what `evaluate` reports, the mistakes that would otherwise
+    cost `maxFailedTrials + 1` trials to find out."""
+    from itertools import islice
+
+    spec = study.spec
+    device = torch.device("cpu")
+    seed_everything(spec.seed)
+    trainer = load_trainer_class(spec.trainer.plugin)(dict(config), spec.trainer.args, seed=spec.seed)
+    if not isinstance(trainer, Trainer):
+        raise TrialError(f"the trainer must be a boss.Trainer, got {_what(trainer)}")
+    model = _model(trainer, "model")
+    train_loader, val_loader = _loader(trainer, "train_dataloader"), _loader(trainer, "val_dataloader")
+    optimizer, _ = _optimizers(trainer, _hook(trainer, "configure_optimizers", model, spec.trainer.epochs, 1))
+    batch = next(iter(train_loader), None)
+    if batch is None:
+        raise TrialError(f"{type(trainer).__name__}.train_dataloader() yielded no batch")
+    inputs, targets = _batch(trainer, batch)
+    inputs, targets = trainer.to_device(inputs, device), targets.to(device)
+    model.train()
+    logits = _logits(trainer, model(inputs))
+    task = _task_loss(trainer, logits.float(), targets)
+    dist = spec.boss.distillation
+    loss, _ = boss_loss(task, logits, logits.detach(), 1.0, dist.loss, dist.temperature)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    first = list(islice(iter(val_loader), 1))
+    if not first:
+        raise TrialError(f"{type(trainer).__name__}.val_dataloader() yielded no batch")
+    val = _evaluate(trainer, model, first, device, "val")
+    if spec.objective.metric not in val:
+        raise TrialError(f"spec.objective.metric: {spec.objective.metric!r} is not among the metrics "
+                         f"{type(trainer).__name__}.evaluate() reports: {', '.join(sorted(val))}")
+    return {"train_loss": float(loss.item()), **val}
