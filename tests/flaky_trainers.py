@@ -140,3 +140,13 @@ class ClaimsACheckpoint(DigitsTrainer):
                 f.write(json.dumps(self.args["claim"]))
             os._exit(0)
         return super().configure_model()
+
+
+class DivergesAboveLR(DigitsTrainer):
+    """args.nan_above: configs with a larger learning rate never produce a finite objective."""
+
+    def evaluate(self, model, loader, device):
+        out = super().evaluate(model, loader, device)
+        if self.config["lr"] > float(self.args["nan_above"]):
+            out = {k: float("nan") for k in out}
+        return out

@@ -130,6 +130,16 @@ def test_a_hostile_termination_message_fails_its_trial_with_one_line(why):
     assert "\n" not in t["message"] and len(t["message"]) < 600, t["message"]
 
 
+def test_a_diverged_trial_is_recorded_as_diverged_not_failed():
+    msg = good(value=None, sha256=None, checkpoint=None, diverged=True, curve=[None, None])
+    t = first_trial_told(json.dumps(msg))
+    assert t["state"] == "diverged" and t["value"] is None and t["checksum"] is None
+    assert t["extra"]["curve"] == [None, None]
+    # a diverged result that also claims a value or a checkpoint is no result
+    t = first_trial_told(json.dumps({**msg, "value": 0.9}))
+    assert t["state"] == FAILED and "diverged result has a value" in t["message"]
+
+
 def test_a_good_message_is_recorded_with_typed_fields():
     t = first_trial_told(json.dumps(good(seconds=3, best_epoch=1, test={"test_accuracy": 1})))
     assert t["state"] == SUCCEEDED and t["value"] == 0.9 and t["checksum"] == SHA
@@ -143,7 +153,7 @@ junk = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=10)
 FIELDS = ["boss", "study", "trial", "phase", "metric", "value", "sha256", "checkpoint", "best_epoch",
-          "stopped_early", "seconds", "test", "curve", "truncated", "history"]
+          "stopped_early", "seconds", "test", "curve", "truncated", "history", "diverged"]
 
 
 def _spell(text: str) -> str:
@@ -155,8 +165,12 @@ def _spell(text: str) -> str:
 
 def _is_checked(r: dict) -> None:
     assert set(r) <= {"study", "trial", "metric", "value", "sha256", "checkpoint", "phase", "best_epoch",
-                      "stopped_early", "seconds", "test", "curve", "truncated"}
-    assert isinstance(r["value"], float) and isinstance(r["trial"], int) and isinstance(r["sha256"], str)
+                      "stopped_early", "seconds", "test", "curve", "truncated", "diverged"}
+    if r.get("diverged"):  # trained, objective never finite: no value, no checkpoint
+        assert r["value"] is None and r["sha256"] is None and r["checkpoint"] is None
+    else:
+        assert isinstance(r["value"], float) and isinstance(r["sha256"], str)
+    assert isinstance(r["trial"], int)
     assert r["seconds"] is None or isinstance(r["seconds"], float)
     assert r["best_epoch"] is None or type(r["best_epoch"]) is int
     assert r["stopped_early"] is None or type(r["stopped_early"]) is int

@@ -334,3 +334,35 @@ def test_validate_try_catches_a_metric_typo_and_a_broken_hook_in_one_line(tmp_pa
     good = write_study(tmp_path, tiny_doc(), "good.yaml")
     r = run_cli("validate", "--try", good)
     assert r.returncode == 0 and "one step tried: val_accuracy=" in r.stdout, r.stderr
+
+
+def test_a_diverging_corner_of_the_space_is_a_result_not_a_failure(tmp_path, monkeypatch):
+    """Trials whose objective is never finite are recorded as diverged, told to SMAC (as the worst
+    cost seen), never teachers or students, and not counted against maxFailedTrials (0 here)."""
+    monkeypatch.setenv("PYTHONPATH", str(ROOT / "tests") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    doc = tiny_doc(**{"spec.trainer.plugin": "flaky_trainers:DivergesAboveLR", "spec.trainer.epochs": 1,
+                      "spec.trainer.args": {"train_fraction": 0.3, "nan_above": 0.05},
+                      "spec.budget": {"trials": 8, "warmupTrials": 4, "parallelism": 1, "maxFailedTrials": 0}})
+    study = write_study(tmp_path, doc)
+    r = run_cli("run", study, "--run-dir", tmp_path / "run")
+    assert r.returncode == 0, r.stderr
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    states = [t["state"] for t in state["trials"]]
+    assert state["status"] == "Succeeded" and "failed" not in states
+    diverged = [t for t in state["trials"] if t["state"] == "diverged"]
+    assert diverged and all(t["config"]["lr"] > 0.05 and t["value"] is None and t["checkpoint"] is None
+                            for t in diverged), states
+    assert all(t["config"]["lr"] <= 0.05 for t in state["trials"] if t["state"] == "succeeded")
+    assert not {t.get("teacher") for t in state["trials"]} & {t["index"] for t in diverged}
+    assert not {t.get("student") for t in state["trials"]} & {t["index"] for t in diverged}
+    assert "diverged" in r.stdout and "diverged" in run_cli("status", tmp_path / "run").stdout
+    # told to SMAC: the replayed engine's runhistory holds every succeeded and diverged trial of its phase
+    from boss.spec import load_study
+    from boss_operator.engine import Engine
+
+    engine = Engine.replay(load_study(study).spec, state["trials"], "tiny",
+                           smac_trials=state["engine"]["smacTrials"])
+    told = sum(len(smac.runhistory) for smac in engine._smac.values())
+    first_finished = min(t["told"] for t in state["trials"] if t["state"] == "succeeded")
+    assert told == len(state["trials"]) - sum(t["told"] < first_finished for t in diverged)
+    assert run_cli("report", tmp_path / "run").returncode == 0

@@ -33,6 +33,7 @@ BOSS = "boss"
 RUNNING = "running"
 SUCCEEDED = "succeeded"
 FAILED = "failed"
+DIVERGED = "diverged"  # trained, but its objective was never finite: a result about its config, not a failure
 
 
 def smac_trials_of(spec: StudySpec) -> dict[str, int]:
@@ -150,14 +151,29 @@ class Engine:
         checkpoint: str | None = None,
         checksum: str | None = None,
         failed: bool = False,
+        diverged: bool = False,
         message: str | None = None,
     ) -> Trial:
-        """Record a trial's result. Telling a finished trial again changes nothing."""
+        """Record a trial's result. Telling a finished trial again changes nothing.
+
+        `diverged`: the trial ran but its objective was never finite. That says something about
+        its config, so SMAC is told it, as the worst cost seen so far (SMAC's own crash cost is
+        infinite, which its random forest cannot fit; the worst seen keeps the model's scale
+        while ranking the config below every finished one); it never counts against
+        `maxFailedTrials`, and has no checkpoint to teach or seed."""
         if not 0 <= index < len(self.trials):
             raise KeyError(f"trial {index} was never proposed")
         self.settle()  # a config due before this result is computed without it
         t = self.trials[index]
         if t.done:
+            return t
+        if diverged and not failed:
+            t.told = self._told
+            self._told += 1
+            t.state, t.message = DIVERGED, message or "the objective was never finite (the training diverged)"
+            worst = self._worst_cost(t.told)
+            if worst is not None:  # before any finished trial there is no scale to put it on
+                self._smac[t.phase].tell(self._infos[index], TrialValue(cost=worst), save=False)
             return t
         if not failed and (value is None or not math.isfinite(value)):
             failed, message = True, message or f"objective is not a finite number: {value!r}"
@@ -223,7 +239,7 @@ class Engine:
             if r.index >= len(eng.trials):
                 raise ReplayError(f"trial {r.index}'s result is recorded before the trial was proposed")
             eng.tell(r.index, r.value, checkpoint=r.checkpoint, checksum=r.checksum,
-                     failed=r.state == FAILED, message=r.message)
+                     failed=r.state == FAILED, diverged=r.state == DIVERGED, message=r.message)
 
         skip = snapshot["proposed"] if snapshot else 0
 
@@ -309,6 +325,17 @@ class Engine:
     @property
     def succeeded(self) -> list[Trial]:
         return [t for t in self.trials if t.state == SUCCEEDED]
+
+    @property
+    def diverged(self) -> list[Trial]:
+        return [t for t in self.trials if t.state == DIVERGED]
+
+    def _worst_cost(self, told: int) -> float | None:
+        """The worst cost among the finished trials whose results came before result `told`."""
+        maximize = self.spec.objective.goal == "maximize"
+        costs = [-t.value if maximize else t.value for t in self.trials
+                 if t.state == SUCCEEDED and t.told is not None and t.told < told and t.value is not None]
+        return max(costs) if costs else None
 
     @property
     def too_many_failures(self) -> bool:

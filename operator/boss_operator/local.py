@@ -32,7 +32,7 @@ from boss.spec import SpecError, Study, growth, parse_study
 from boss.store import CheckpointError, Store, to_uri
 from boss.trial import TrialSpec, parse_result_file
 
-from .engine import FAILED, Engine, Trial, recorded_ahead, smac_trials_of
+from .engine import DIVERGED, FAILED, Engine, Trial, recorded_ahead, smac_trials_of
 from .readback import read_back
 from .trials import make_trial_spec, result_extra
 from .workers import ColdLauncher, Launcher, TrialHandle, WarmLauncher
@@ -247,7 +247,7 @@ class LocalRun:
             r.ended = time.time()
         t, ts = r.trial, r.spec
         t.extra["seconds"] = round(r.ended - r.started, 3)
-        failed, message, value, result = False, None, None, None
+        failed, diverged, message, value, result = False, False, None, None, None
         metrics = self.study.spec.metrics
         if r.proc.returncode != 0:
             failed, message = True, _last_line(t.extra["log"]) or f"exit code {r.proc.returncode}"
@@ -264,26 +264,28 @@ class LocalRun:
             except (OSError, CheckpointError, ValueError) as e:
                 failed, message, result = True, f"cannot read the trial's result back: {e}", None
             else:
-                rb = read_back(result, ts.objective.metric, ts.study, ts.index, pushgateway=ts.pushgateway,
-                               prometheus=metrics.prometheus, textfile=ts.metrics_textfile,
-                               wait_seconds=metrics.wait_seconds, since_end=lambda: time.time() - r.ended)
-                if rb is None:
-                    return False  # Prometheus has not scraped the Pushgateway since the trial ended
-                value = rb.value
-                if value is None:
-                    failed, message = True, rb.problem
-                else:
-                    t.extra["objectiveFrom"] = rb.source
-                    if rb.problem:
-                        t.extra["warning"] = f"{rb.problem}; used the result in storage"
-                        self.on_event("warn", self.engine, t)
+                diverged = bool(result.get("diverged"))
+        if result and not diverged:
+            rb = read_back(result, ts.objective.metric, ts.study, ts.index, pushgateway=ts.pushgateway,
+                           prometheus=metrics.prometheus, textfile=ts.metrics_textfile,
+                           wait_seconds=metrics.wait_seconds, since_end=lambda: time.time() - r.ended)
+            if rb is None:
+                return False  # Prometheus has not scraped the Pushgateway since the trial ended
+            value = rb.value
+            if value is None:
+                failed, message = True, rb.problem
+            else:
+                t.extra["objectiveFrom"] = rb.source
+                if rb.problem:
+                    t.extra["warning"] = f"{rb.problem}; used the result in storage"
+                    self.on_event("warn", self.engine, t)
         if result:
             t.extra.update(result_extra(result, ts.objective.metric))
         with self._held.holding():  # a result half told (its place in the order, not its state) must not be saved
             self.engine.tell(t.index, value, checkpoint=ts.checkpoint_uri,
-                             checksum=(result or {}).get("sha256"), failed=failed, message=message)
+                             checksum=(result or {}).get("sha256"), failed=failed, diverged=diverged, message=message)
             self.save()
-        self.on_event("fail" if t.state == FAILED else "end", self.engine, t)
+        self.on_event("fail" if t.state == FAILED else "diverged" if t.state == DIVERGED else "end", self.engine, t)
         return True
 
     def _stop_all(self, running: dict[int, _Running], grace: float = 10.0) -> None:

@@ -34,7 +34,7 @@ from boss.trial import parse_result_message
 
 from . import opmetrics
 from .config import OperatorConfig
-from .engine import BOSS, FAILED, Engine, ReplayError, Trial, recorded_ahead
+from .engine import BOSS, DIVERGED, FAILED, Engine, ReplayError, Trial, recorded_ahead
 from .history import History, HistoryError
 from .jobs import build_job, job_failure, job_name, job_outcome, oom_killed, queued_trials, termination_message
 from .kube import Kube
@@ -349,14 +349,18 @@ class StudyReconciler:
                     self._pending = True
                     continue  # the pod's status or a metrics scrape not there yet: try again soon
                 value, checkpoint, checksum, extra, message = result
+                diverged = bool(extra.pop("diverged", False))
                 t.extra.update(extra)
                 self.engine.tell(t.index, value, checkpoint=checkpoint, checksum=checksum,
-                                 failed=value is None, message=message)
+                                 failed=value is None and not diverged, diverged=diverged, message=message)
             changed = True
             metric = self.study.spec.objective.metric
             if t.state == FAILED:
                 opmetrics.TRIALS_FINISHED.labels("failed").inc()
                 self._event(obj, "Warning", "TrialFailed", f"trial {t.index} ({t.phase}) failed: {t.message}")
+            elif t.state == DIVERGED:
+                opmetrics.TRIALS_FINISHED.labels("diverged").inc()
+                self._event(obj, "Warning", "TrialDiverged", f"trial {t.index} ({t.phase}) diverged: {t.message}")
             else:
                 opmetrics.TRIALS_FINISHED.labels("succeeded").inc()
                 self._event(obj, "Normal", "TrialSucceeded", f"trial {t.index} ({t.phase}) {metric}={t.value:.4f}")
@@ -422,6 +426,7 @@ class StudyReconciler:
         except ValueError as e:
             return None, None, None, {}, f"the trial's termination message is not its result: {e}"
         problem = None
+        diverged = bool(result.get("diverged"))
         if (result["study"], result["trial"], result["metric"]) != (self.name, t.index, metric):
             problem = (f"the trial's termination message is the result of {result['study']} trial {result['trial']} "
                        f"({result['metric']}), not of {self.name} trial {t.index} ({metric})")
@@ -430,6 +435,10 @@ class StudyReconciler:
                        "where the operator told it to save it")
         if problem:
             return None, None, None, {}, problem
+        if diverged:  # no objective was pushed: nothing to cross-check
+            self._seen_ended.pop(t.index, None)
+            return None, None, None, {**result_extra(result, metric), "seconds": result.get("seconds"),
+                                      "diverged": True}, None
         value = float(result["value"])
         spec = self.study.spec.metrics
         check = metrics_objective(metric, self.name, t.index, namespace=self.namespace,
@@ -488,6 +497,7 @@ class StudyReconciler:
             "trialsRunning": len(e.running) - min(self._queued, len(e.running)),
             "trialsQueued": min(self._queued, len(e.running)),  # Jobs Kueue has not admitted: no pods, no clock
             "trialsFailed": len(e.failed),
+            "trialsDiverged": len(e.diverged),  # ran, objective never finite: told to SMAC as its worst
             "trialsStoppedEarly": sum(bool(t.extra.get("stoppedEarly")) for t in e.trials),
             "best": None if best is None else {
                 "trial": best.index, "value": best.value, "phase": best.phase, "config": best.config,

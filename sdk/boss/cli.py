@@ -71,7 +71,7 @@ def trials_table(name: str, metric: str, trials: list[dict[str, Any]], best: dic
         extra = t.get("extra") or {}
         test = extra.get("test", {}).get(_test_metric(metric))
         style = "bold green" if best is not None and t["index"] == best["index"] else (
-            "red" if t["state"] == "failed" else "")
+            "red" if t["state"] == "failed" else "yellow" if t["state"] == "diverged" else "")
         state = t["state"] if not extra.get("stoppedEarly") else f"stopped@{extra['stoppedEarly']}"
         table.add_row(
             str(t["index"]), t["phase"], state,
@@ -237,6 +237,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             elif kind == "warn" and not args.quiet:
                 progress.console.print(styled((f"trial {trial.index:>3} warning:", "yellow"),
                                               f" {trial.extra['warning']}"), soft_wrap=True)
+            elif kind == "diverged" and not args.quiet:
+                progress.console.print(styled((f"trial {trial.index:>3} {trial.phase:<6} diverged:", "yellow"),
+                                              f" {trial.message}"), soft_wrap=True)
             elif kind == "fail":  # one line however long: the log command in it must paste whole
                 progress.console.print(styled((f"trial {trial.index:>3} failed:", "red"), f" {trial.message}"),
                                        soft_wrap=True)
@@ -284,11 +287,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     best = best_trial(trials, spec.get("objective", {}).get("goal", "maximize") == "maximize")
     status = study.get("status") or {}
     what = args.command
-    counts = {state: sum(t["state"] == state for t in trials) for state in ("succeeded", "failed", "running", "interrupted")}
+    counts = {state: sum(t["state"] == state for t in trials)
+              for state in ("succeeded", "failed", "diverged", "running", "interrupted")}
     # on a cluster with Kueue: proposed trials whose Job waits for admission are queued, not running
     counts["queued"] = min(int(status.get("trialsQueued") or 0), counts["running"])
     counts["running"] -= counts["queued"]
-    finished = counts["succeeded"] + counts["failed"]
+    finished = counts["succeeded"] + counts["failed"] + counts["diverged"]
     if args.output == "json":
         out = {"status": {"name": name, "phase": status.get("phase"), "message": status.get("message"),
                           "trials": len(trials), "budget": spec.get("budget", {}).get("trials"),
@@ -297,7 +301,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2, default=str))
     elif what == "status":
         line = (f"{name}: {status.get('phase', '?')}, {finished}/{spec.get('budget', {}).get('trials', '?')} "
-                f"trials finished ({counts['failed']} failed), {counts['running']} running")
+                f"trials finished ({counts['failed']} failed" + (f", {counts['diverged']} diverged" if counts["diverged"] else "")
+                + f"), {counts['running']} running")
         if counts["queued"]:
             line += f", {counts['queued']} queued (waiting for Kueue to admit their Jobs)"
         if counts["interrupted"]:

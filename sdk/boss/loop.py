@@ -311,10 +311,20 @@ def _run(spec: TrialSpec, trainer: Trainer | None, dist: distributed.Dist,
                           "this trial cannot resume after a preemption", file=sys.stderr)
             except OSError as e:  # only resumability is lost; the final save decides the trial
                 print(f"boss: warning: no resume point after epoch {epoch}: {e}", file=sys.stderr)
-    if st.best_state is None:
-        raise TrialError("no epoch produced a finite objective (the training diverged)")
     if not dist.main:
         return None  # rank 0 alone tests, saves and reports
+    if st.best_state is None:  # a result about this config (it diverges), not a failure of the trial
+        result = {
+            "study": spec.study, "trial": spec.index, "phase": spec.phase, "config": spec.config,
+            "metric": metric, "value": None, "diverged": True, "best_epoch": None, "checkpoint": None,
+            "sha256": None, "test": {}, "history": st.history, "teacher": spec.teacher_uri,
+            "student": spec.student_uri, "stopped_early": None, "seconds": round(time.time() - started, 3),
+            "device": str(device),
+        }
+        store.write_json(spec.result_uri, result)
+        store.delete(resume_uri)
+        say(f"trial {spec.index}: diverged: no epoch produced a finite {metric}")
+        return result
 
     value, best_epoch, best_row, best_state = st.best_value, st.best_epoch, st.best_row, st.best_state
     history, diverged = st.history, st.diverged

@@ -28,7 +28,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogFormatterSciNotation, MaxNLocator, NullLocator
 from matplotlib.transforms import Bbox
 
-COLORS = {"warmup": "#4c72b0", "boss": "#dd8452", "failed": "#c44e52"}
+COLORS = {"warmup": "#4c72b0", "boss": "#dd8452", "failed": "#c44e52", "diverged": "#8c6d1f"}
 PHASE_LABELS = {"warmup": "warm-up trial", "boss": "BOSS trial"}
 HOT = "#c0392b"  # the best trial's ancestry
 EDGE = "#8a9099"  # other lineage edges
@@ -209,11 +209,12 @@ def _trial_axis(ax, trials) -> None:
     ax.set_xlabel("trial")
 
 
-def _failed_rug(ax, xs, **kw) -> None:
-    """Failed trials have no score: crosses on the bottom edge of the axes, below every point."""
+def _failed_rug(ax, xs, kind: str = "failed", **kw) -> None:
+    """Failed (crosses) and diverged (triangles) trials have no score: marks on the bottom edge of
+    the axes, below every point."""
     if xs:
-        ax.scatter(xs, [0.0] * len(xs), marker="x", s=28, color=COLORS["failed"], clip_on=False, zorder=4,
-                   transform=ax.get_xaxis_transform(), **kw)
+        ax.scatter(xs, [0.0] * len(xs), marker="x" if kind == "failed" else "v", s=28, color=COLORS[kind],
+                   clip_on=False, zorder=4, transform=ax.get_xaxis_transform(), **kw)
 
 
 def _empty(ax, text: str) -> None:
@@ -229,10 +230,11 @@ def _legend_below_title(fig: Figure, handles, ncols: int | None = None) -> None:
 
 
 def _handle(kind: str, label: str) -> Line2D:
-    if kind in COLORS and kind != "failed":
+    if kind in COLORS and kind not in ("failed", "diverged"):
         return Line2D([], [], ls="", marker="o", ms=6, color=COLORS[kind], label=label)
     return {
         "failed": Line2D([], [], ls="", marker="x", ms=6, color=COLORS["failed"], label=label),
+        "diverged": Line2D([], [], ls="", marker="v", ms=6, color=COLORS["diverged"], label=label),
         "best": Line2D([], [], color="black", lw=1.5, label=label),
         "boundary": Line2D([], [], color="grey", ls="--", lw=1, label=label),
         "boundary:": Line2D([], [], color="grey", ls=":", lw=1.2, label=label),
@@ -274,6 +276,10 @@ def progress_figure(trials, maximize: bool, metric: str) -> Figure:
     _failed_rug(left, failed)
     if failed:
         handles.append(_handle("failed", "failed trial (no score)"))
+    diverged = [t["index"] for t in ordered if t.get("state") == "diverged"]
+    _failed_rug(left, diverged, "diverged")
+    if diverged:
+        handles.append(_handle("diverged", "diverged (objective never finite)"))
     b = _boundary(ordered)
     if b is not None:
         left.axvline(b - 0.5, color="grey", ls="--", lw=1, zorder=1)
@@ -521,7 +527,8 @@ def write_report(study: dict[str, Any], trials: list[dict[str, Any]], out_dir: s
     rows = []
     for t in sorted(trials, key=lambda t: t["index"]):
         test = ((t.get("extra") or {}).get("test") or {}).get(test_metric)
-        cls = "best" if best and t["index"] == best["index"] else ("failed" if t.get("state") == "failed" else "")
+        cls = "best" if best and t["index"] == best["index"] else (
+            t.get("state") if t.get("state") in ("failed", "diverged") else "")
         cfg = ", ".join(f"{k}={_fmt(v)}" for k, v in t.get("config", {}).items())
         rows.append(
             f"<tr class='{cls}'><td>{t['index']}</td><td>{t['phase']}</td><td>{t.get('state')}</td>"
@@ -542,7 +549,7 @@ body {{ font-family: system-ui, sans-serif; margin: 24px; color: #222; }}
 img {{ max-width: 100%; border: 1px solid #ddd; margin: 8px 0 20px; }}
 table {{ border-collapse: collapse; font-size: 13px; }}
 td, th {{ border: 1px solid #ddd; padding: 3px 7px; text-align: left; }}
-tr.best {{ background: #e8f5e9; font-weight: bold; }} tr.failed {{ color: #c44e52; }}
+tr.best {{ background: #e8f5e9; font-weight: bold; }} tr.failed {{ color: #c44e52; }} tr.diverged {{ color: #8c6d1f; }}
 </style></head><body>
 <h1>BOSS study <code>{html.escape(name)}</code></h1>
 <p>{n_done} of {spec.get('budget', {}).get('trials', '?')} trials finished.

@@ -130,10 +130,13 @@ def result_message(result: dict[str, Any], budget: int = MESSAGE_BUDGET) -> str:
     test = {str(k): v for k, v in (result.get("test") or {}).items()}
     core: dict[str, Any] = {
         "boss": MESSAGE_FORMAT, "study": result["study"], "trial": result["trial"], "phase": result.get("phase"),
-        "metric": metric, "value": float(result["value"]), "sha256": result.get("sha256"),
+        "metric": metric, "value": None if result.get("diverged") and result.get("value") is None
+        else float(result["value"]), "sha256": result.get("sha256"),
         "checkpoint": result.get("checkpoint"), "best_epoch": result.get("best_epoch"),
         "stopped_early": result.get("stopped_early"), "seconds": _round(result.get("seconds"), 6),
     }
+    if core["value"] is None:
+        core["diverged"] = True
 
     def render(digits: int | None, test_: dict[str, Any], curve_: list[Any], cut: list[str], core_=core) -> str:
         msg = {**core_, "test": {k: _round(v, digits) for k, v in test_.items()},
@@ -223,17 +226,24 @@ def checked_result(msg: Any, metric_history: str | None = None) -> dict[str, Any
         "study": _text(msg, "study", 253), "trial": _whole(msg, "trial", 0, 10**9, required=True),
         "metric": _text(msg, "metric", 256),
     }
-    value = msg.get("value")
-    if not _number(value):
-        raise ValueError("value is missing or not a number")
-    if not math.isfinite(value):
-        raise ValueError("value is not a finite number")
-    out["value"] = float(value)
-    sha = msg.get("sha256")
-    if not (isinstance(sha, str) and _SHA256.match(sha)):  # every real trial reports its checkpoint's
-        raise ValueError("sha256 is missing or not a SHA-256 digest (of the checkpoint)")
-    out["sha256"] = sha
-    out["checkpoint"] = _text(msg, "checkpoint", 4096, required=False)
+    value, diverged = msg.get("value"), msg.get("diverged")
+    if diverged not in (None, False, True):
+        raise ValueError("diverged is not true or false")
+    if diverged is True:  # trained, never a finite objective: no value, no checkpoint
+        if value is not None or msg.get("sha256") is not None or msg.get("checkpoint") is not None:
+            raise ValueError("a diverged result has a value or a checkpoint")
+        out.update(value=None, sha256=None, checkpoint=None, diverged=True)
+    else:
+        if not _number(value):
+            raise ValueError("value is missing or not a number")
+        if not math.isfinite(value):
+            raise ValueError("value is not a finite number")
+        out["value"] = float(value)
+        sha = msg.get("sha256")
+        if not (isinstance(sha, str) and _SHA256.match(sha)):  # every real trial reports its checkpoint's
+            raise ValueError("sha256 is missing or not a SHA-256 digest (of the checkpoint)")
+        out["sha256"] = sha
+        out["checkpoint"] = _text(msg, "checkpoint", 4096, required=False)
     phase = msg.get("phase")
     if phase not in (None, "warmup", "boss"):
         raise ValueError("phase is not warmup or boss")
@@ -373,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     if result is None:
         return 0  # not rank 0: rank 0 reports the trial
     print(json.dumps({"trial": spec.index, spec.objective.metric: result["value"]}))
-    if not leave_message(result_message(result)):
+    if not leave_message(result_message(result)):  # a diverged trial too: its result is that it diverged
         return EXIT_FAILED  # on a cluster the result would be lost: a retry may write it
     return 0
 
