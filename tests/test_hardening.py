@@ -499,3 +499,28 @@ def test_a_second_boss_run_on_the_same_folder_is_refused_in_one_line_and_fresh_k
     aside = [p for p in tmp_path.iterdir() if p.name.startswith("run.old-")]
     assert len(aside) == 1 and (aside[0] / "state.json").read_text() == saved, fresh.stderr
     assert f"kept in {aside[0].name}" in fresh.stderr
+
+
+# ---- what a user reads (issue 23) ---------------------------------------------------------------
+
+
+def test_a_missing_conditional_hyperparameter_and_a_huge_loss_read_well(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from boss.loop import _num
+    from boss.store import to_uri
+    from boss.trial import TrialSpec
+
+    assert (_num(0.96100123), _num(3.2e31), _num(float("nan")), _num(float("inf"))) == ("0.9610", "3.2e+31", "nan", "inf")
+    (tmp_path / "cond.py").write_text("from boss.trainers.digits import DigitsTrainer\n\n\nclass UsesMomentum(DigitsTrainer):\n"
+                                      "    def configure_model(self):\n        self.config['momentum']\n"
+                                      "        return super().configure_model()\n")
+    spec = TrialSpec(study="s", index=0, phase="warmup", config={"lr": 0.1, "optimizer": "adamw"},
+                     plugin="cond:UsesMomentum", epochs=1, output_uri=to_uri(tmp_path / "out"),
+                     metrics_textfile=str(tmp_path / "m.prom"))
+    r = subprocess.run([sys.executable, "-m", "boss.trial"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, **spec.to_env(), "PYTHONPATH": str(tmp_path)})
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 1 and "KeyError: 'momentum'" in last and "absent when its `when` is false" in last, last

@@ -294,7 +294,7 @@ def _run(spec: TrialSpec, trainer: Trainer | None, dist: distributed.Dist,
         if reporter is not None:
             reporter.epoch_end(epoch, {k: v for k, v in row.items() if k != "epoch"})
         say(f"trial {spec.index} epoch {epoch}/{spec.epochs} "
-             + " ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch")
+             + " ".join(f"{k}={_num(v)}" for k, v in row.items() if k != "epoch")
              + f" ({time.time() - epoch_started:.1f} s)")
         st.epoch = epoch
         if spec.early_stop is not None and epoch < spec.epochs and not st.diverged:
@@ -358,6 +358,11 @@ def _run(spec: TrialSpec, trainer: Trainer | None, dist: distributed.Dist,
     reporter.final(metric, value)  # last: the objective appears only once weights and result exist
     store.delete(resume_uri)  # the trial is done: its resume point is no longer needed
     return result
+
+
+def _num(v: float) -> str:
+    """A metric for a log line: 0.9610, and 3.2e+31 rather than 32 digits of a loss that blew up."""
+    return f"{v:.4f}" if v != v or abs(v) < 1e6 else f"{v:.4g}"
 
 
 def _say(line: str) -> None:

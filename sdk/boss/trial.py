@@ -377,7 +377,11 @@ def main(argv: list[str] | None = None) -> int:
                     f"({type(e).__name__}: {first[:200]})", rank=rank)
             return EXIT_FAILED
         traceback.print_exc()
-        _failed(f"boss.trial: trial {spec.index} failed{who}: {type(e).__name__}: {first} "
+        hint = ""
+        if isinstance(e, KeyError) and e.args and isinstance(e.args[0], str) and e.args[0] not in spec.config:
+            hint = (f"; if {e.args[0]!r} is a hyperparameter: this trial's config has none (a conditional one is "
+                    f"absent when its `when` is false: read it with self.config.get({e.args[0]!r}, default))")
+        _failed(f"boss.trial: trial {spec.index} failed{who}: {type(e).__name__}: {first}{hint} "
                 "(the traceback is in the trial's log)", rank=rank)
         return EXIT_FAILED
     if result is None:
