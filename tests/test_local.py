@@ -123,6 +123,9 @@ def test_failures_are_counted_and_end_the_study(tmp_path, monkeypatch):
     assert all(t["message"].startswith("RuntimeError") for t in state["trials"])
     status = run_cli("status", tmp_path / "run")
     assert status.returncode == 1 and "Failed" in status.stdout  # as `boss run` of it was
+    assert run_cli("report", tmp_path / "run").returncode == 0
+    page = (tmp_path / "run" / "report" / "report.html").read_text()
+    assert "Phase: <b>Failed</b>: 2 trials failed; maxFailedTrials is 1" in page and ", 2 failed." in page
     # a study's name where its run folder was meant, with no cluster: the run folder is named
     (tmp_path / "runs").mkdir()
     (tmp_path / "run").rename(tmp_path / "runs" / "tiny")

@@ -542,6 +542,14 @@ def write_report(study: dict[str, Any], trials: list[dict[str, Any]], out_dir: s
                    f"config {html.escape(', '.join(f'{k}={_fmt(v)}' for k, v in best['config'].items()))}; "
                    f"checkpoint <code>{html.escape(str(best.get('checkpoint')))}</code>")
     n_done = sum(t.get("state") != "running" for t in trials)
+    status = study.get("status") or {}
+    phase = status.get("phase") or "?"
+    verdict = f"<p class='phase {html.escape(phase.lower())}'>Phase: <b>{html.escape(phase)}</b>"
+    if status.get("message"):
+        verdict += f": {html.escape(status['message'])}"
+    verdict += "</p>"
+    counts = {k: sum(t.get("state") == k for t in trials) for k in ("failed", "diverged")}
+    counted = "".join(f", {n} {k}" for k, n in counts.items() if n)
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>BOSS report: {html.escape(name)}</title>
 <style>
@@ -550,9 +558,11 @@ img {{ max-width: 100%; border: 1px solid #ddd; margin: 8px 0 20px; }}
 table {{ border-collapse: collapse; font-size: 13px; }}
 td, th {{ border: 1px solid #ddd; padding: 3px 7px; text-align: left; }}
 tr.best {{ background: #e8f5e9; font-weight: bold; }} tr.failed {{ color: #c44e52; }} tr.diverged {{ color: #8c6d1f; }}
+p.phase.failed {{ background: #fdecea; border-left: 4px solid #c44e52; padding: 6px 10px; }}
 </style></head><body>
 <h1>BOSS study <code>{html.escape(name)}</code></h1>
-<p>{n_done} of {spec.get('budget', {}).get('trials', '?')} trials finished.
+{verdict}
+<p>{n_done} of {spec.get('budget', {}).get('trials', '?')} trials finished{counted}.
 {summary}</p>
 <h2>Progress</h2><img id="progress" alt="best so far" src="data:image/png;base64,{imgs['progress.png']}">
 <h2>Lineage</h2><p>Each BOSS trial starts from one earlier checkpoint (solid arrow) and learns from
