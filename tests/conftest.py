@@ -180,7 +180,7 @@ def node(k8s, host_net, images, tmp_path_factory):
     n = worker_number()
     with Node(k8s, tmp_path_factory.mktemp("node"), registry=images["trainer"].split("/")[0],
               pause_image=images["pause"], name=f"node-{n}", number=host_net.node_number(0), slot=f"w{n}-a",
-              proxy=True, images=tuple(images.values())) as nd:
+              images=tuple(images.values())) as nd:  # kube-proxy on demand: Node.service_proxy
         yield nd
 
 

@@ -167,6 +167,7 @@ class Node:
         self.kubelet_dir = Path(tempfile.mkdtemp(prefix=f"boss-kubelet-{number}-", dir="/tmp"))
         self.socket = self.run_dir / "containerd.sock"
         self.components: dict[str, _Component] = {}
+        self._proxy_lock = None  # the host's kube-proxy lock, while this node runs kube-proxy
         self.root: Path | None = None  # containerd's root, once chosen
         self._lock = None
         self._sysctls: dict[str, str] = {}
@@ -193,7 +194,11 @@ class Node:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._sysctls = {k: Path("/proc/sys", k).read_text().strip() for k in SYSCTLS if Path("/proc/sys", k).exists()}
         _note_host_paths()
-        self._iptables_before = {t: set(_iptables_rules(t)) for t in ("filter", "nat", "mangle")}
+        with _iptables_lock():
+            self._iptables_before = {t: set(_iptables_rules(t)) for t in ("filter", "nat", "mangle")}
+            if not _live_nodes() and not _BASELINE().exists():  # the first node on this machine
+                _BASELINE().parent.mkdir(parents=True, exist_ok=True)
+                _BASELINE().write_text(json.dumps({t: sorted(r) for t, r in self._iptables_before.items()}))
         self._make_bridge()
         self._make_cgroups()
         self.root = self._containerd_root()
@@ -216,7 +221,8 @@ class Node:
         kubelet = self.components.get("kubelet")
         if kubelet is not None and kubelet.alive():
             self._drain()
-        for name in ("kube-proxy", "kubelet", "containerd"):
+        self._stop_proxy()
+        for name in ("kubelet", "containerd"):
             c = self.components.get(name)
             if c is not None:
                 c.stop(20)
@@ -428,11 +434,42 @@ state = "{state}"
         c = self.components["kubelet"] = _Component("kubelet", argv, w / "kubelet.log")
         c.start()
 
-    def _start_proxy(self) -> None:
+    @contextlib.contextmanager
+    def service_proxy(self, timeout: float = 1800):
+        """kube-proxy for this node while the block runs (Service IPs from pods, e.g. the
+        `kubernetes` Service an in-cluster operator uses). One at a time on a machine:
+        kube-proxy's iptables chains (KUBE-SERVICES, ...) have fixed names, so a second
+        kube-proxy (another test worker's cluster) would rewrite the first's rules and send its
+        pods to the other cluster's API server. A host-wide lock makes the next one wait."""
+        if "kube-proxy" in self.components:
+            yield
+            return
+        self._start_proxy(timeout)
+        try:
+            yield
+        finally:
+            self._stop_proxy()
+
+    def _start_proxy(self, timeout: float = 1800) -> None:
         """kube-proxy in iptables mode, as system:kube-proxy (RBAC's default system:node-proxier).
         No cluster CIDR: nothing is masqueraded; a pod's packet to a Service IP is DNATed to the
         endpoint (the API server at the host's address) and answered through conntrack. No
-        conntrack tuning: it leaves the host's conntrack sysctls alone."""
+        conntrack tuning: it leaves the host's conntrack sysctls alone. Holds the host's
+        kube-proxy lock (service_proxy) until _stop_proxy."""
+        locks = cache_dir() / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        lock = open(locks / "kube-proxy.lock", "w")
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    lock.close()
+                    raise NodeError(f"another kube-proxy has run on this machine for {timeout:.0f} s") from None
+                time.sleep(1)
+        self._proxy_lock = lock
         w = self.workdir
         kubeconfig = self.cp.client_kubeconfig("system:kube-proxy", (), w / "kube-proxy.kubeconfig")
         config = {
@@ -448,6 +485,18 @@ state = "{state}"
         argv = [str(self.cp.binary), "kube-proxy", f"--v={self.verbosity}", f"--config={w / 'kube-proxy.yaml'}"]
         c = self.components["kube-proxy"] = _Component("kube-proxy", argv, w / "kube-proxy.log")
         c.start()
+
+    def _stop_proxy(self) -> None:
+        """Stop kube-proxy, remove its iptables chains (`kube-proxy --cleanup`: the Service rules
+        must not outlive it), and let the next one start."""
+        c = self.components.pop("kube-proxy", None)
+        if c is not None:
+            c.stop(20)
+            _run(str(self.cp.binary), "kube-proxy", "--cleanup", f"--config={self.workdir / 'kube-proxy.yaml'}",
+                 check=False)
+        lock, self._proxy_lock = getattr(self, "_proxy_lock", None), None
+        if lock is not None:
+            lock.close()
 
     def _wait_ready(self, deadline: float) -> None:
         while True:
@@ -522,19 +571,36 @@ state = "{state}"
                 _run("umount", "-l", m, check=False)
 
     def _restore_iptables(self) -> None:
-        """Remove the rules and chains the kubelet, kube-proxy and the CNI plugins added."""
-        for table, before in self._iptables_before.items():
+        """Remove the rules and chains the kubelet, kube-proxy and the CNI plugins added. The
+        kubelet's and kube-proxy's chains (KUBE-*) have the same names on every node of this
+        machine: while another node runs they are its too, and stay; the last node to stop
+        takes the host back to what it was before the first one started (the baseline)."""
+        with _iptables_lock():
+            others = [n for n in _live_nodes() if n != self._record_path().name]
+            baseline = None
+            if not others and _BASELINE().exists():
+                with contextlib.suppress(OSError, ValueError):
+                    baseline = {t: set(r) for t, r in json.loads(_BASELINE().read_text()).items()}
+            self._restore_iptables_to(baseline or self._iptables_before, shared=bool(others))
+            if not others:
+                _BASELINE().unlink(missing_ok=True)
+
+    def _restore_iptables_to(self, rules: dict[str, set[str]], shared: bool) -> None:
+        def mine(rule: str) -> bool:
+            return not (shared and "KUBE-" in rule)
+
+        for table, before in rules.items():
             now = _iptables_rules(table)
             for rule in reversed(now):
-                if rule.startswith("-A ") and rule not in before:
+                if rule.startswith("-A ") and rule not in before and mine(rule):
                     # iptables -S quotes what has spaces (comments): split as a shell would
                     _run("iptables", "-t", table, "-D", *shlex.split(rule)[1:], check=False)
             for rule in now:
-                if rule.startswith("-N ") and rule not in before:
+                if rule.startswith("-N ") and rule not in before and mine(rule):
                     chain = rule.split()[1]
                     _run("iptables", "-t", table, "-F", chain, check=False)
             for rule in now:
-                if rule.startswith("-N ") and rule not in before:
+                if rule.startswith("-N ") and rule not in before and mine(rule):
                     _run("iptables", "-t", table, "-X", rule.split()[1], check=False)
 
     def pull(self, refs) -> float:
@@ -565,12 +631,44 @@ state = "{state}"
              container_id.removeprefix("containerd://"))
 
 
+def _BASELINE() -> Path:  # noqa: N802  (a path, computed: BOSS_CACHE may change in tests)
+    """The host's iptables rules before the first node on this machine started."""
+    return cache_dir() / "nodes" / "iptables-baseline.json"
+
+
+@contextlib.contextmanager
+def _iptables_lock():
+    """One node at a time reads or changes the host's iptables baseline."""
+    locks = cache_dir() / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / "iptables.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _live_nodes() -> list[str]:
+    """The record names (NAME.json) of the nodes whose containerd runs now, on this machine."""
+    live = []
+    for path in (cache_dir() / "nodes").glob("*.json"):
+        if path.name == _BASELINE().name:
+            continue
+        try:
+            workdir = json.loads(path.read_text())["workdir"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if _pids_with_arg(str(Path(workdir) / "containerd.toml")):
+            live.append(path.name)
+    return live
+
+
 def clean_leftovers() -> list[str]:
     """Undo what nodes of runs that were killed left on the host (their records in
     BOSS_CACHE/nodes, whose containerd no longer runs): shims, mounts, network namespaces,
     bridges, cgroups, iptables rules, sysctls. Returns the nodes cleaned."""
     cleaned = []
     for path in sorted((cache_dir() / "nodes").glob("*.json")):
+        if path.name == _BASELINE().name:
+            continue
         try:
             node = Node._from_record(path)
         except (OSError, ValueError, KeyError, TypeError):

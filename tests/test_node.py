@@ -113,65 +113,66 @@ def test_the_operator_runs_as_the_charts_deployment_and_survives_pod_kills(k8s, 
         return "\n".join(k8s.kubectl("logs", "-n", ns, p.metadata.name, "--tail=40", check=False).stdout[-3000:]
                          for p in operator_pods())
 
-    helm_set("replicas=1", f"pushgateway.url={pushgateway}", f"storage.endpoint={s3_server}", "pollSeconds=5",
-             *(["logLevel=debug"] if os.environ.get("BOSS_TEST_DEBUG") else []))
-    try:
-        pod = until("the operator's pod to run", lambda: [p for p in operator_pods() if p.status.phase == "Running"
-                                                          and all(s.ready for s in p.status.container_statuses or [])], 180)[0]
-        assert pod.spec.node_name == node.name and pod.spec.containers[0].image == images["operator"]
-        assert pod.spec.service_account_name == "boss-operator"
-        # long enough (12 trials of 4 epochs) that both kills land mid-study: a study that ends
-        # before the new operator looks gives it nothing to take over
-        c.apply(study_doc(c, "incluster", **{"spec.budget": {"trials": 12, "warmupTrials": 3, "parallelism": 2},
-                                             "spec.trainer.epochs": 4}))
-
-        def completed() -> int:
-            return (get(c, "incluster").get("status") or {}).get("trialsCompleted") or 0
-
-        def carries_on(what: str, since: int, pod_name: str) -> None:
-            """Progress made with only the new operator alive: it took the study over."""
-            try:
-                until(what, lambda: completed() > since, 300)
-            except AssertionError as e:
-                r = k8s.kubectl("logs", "-n", ns, pod_name, check=False)
-                lines = [x for x in r.stdout.splitlines() if "Handler '" not in x and (
-                    "DEBUG" not in x or any(w in x for w in ("incluster", "aemon", "run_study", "Traceback")))]
-                raise AssertionError(f"{e}: {r.returncode} {r.stderr[-500:]}\n" + "\n".join(lines[-60:]) +
-                                     f"\nthe study: {get(c, 'incluster').get('status')}") from None
-
+    with node.service_proxy():  # the operator reaches the API server through the `kubernetes` Service
+        helm_set("replicas=1", f"pushgateway.url={pushgateway}", f"storage.endpoint={s3_server}", "pollSeconds=5",
+                 *(["logLevel=debug"] if os.environ.get("BOSS_TEST_DEBUG") else []))
         try:
-            until("a first finished trial", completed, 300)
-        except AssertionError as e:
-            raise AssertionError(f"{e}; the study: {get(c, 'incluster').get('status')}; the operator:\n{operator_logs()}") from None
-        # the pod killed (no grace: no overlap with the next one); the ReplicaSet makes another
-        core.delete_namespaced_pod(pod.metadata.name, ns, grace_period_seconds=0)
-        until("the killed pod to go", lambda: pod.metadata.name not in [p.metadata.name for p in core.list_namespaced_pod(
-            ns, label_selector="app.kubernetes.io/name=boss-operator").items], 120)
-        done = completed()
-        replaced = until("a new operator pod", lambda: [p for p in operator_pods() if p.metadata.name != pod.metadata.name
-                                                        and p.status.phase == "Running"], 180)[0]
-        carries_on("the new pod to carry the study on", done, replaced.metadata.name)
-        # the container killed under its pod (SIGKILL through containerd, as the OOM killer or a
-        # crash would end it): the kubelet starts it again (restartPolicy Always)
-        replaced = until("its container", lambda: [p for p in operator_pods() if p.metadata.name == replaced.metadata.name
-                                                    and p.status.container_statuses
-                                                    and p.status.container_statuses[0].container_id], 60)[0]
-        node.kill_container(replaced.status.container_statuses[0].container_id)
-        done = completed()
-        until("the restarted container", lambda: [p for p in operator_pods() if p.metadata.name == replaced.metadata.name
-                                                  and p.status.container_statuses[0].restart_count >= 1], 120)
-        if done < 12:
-            carries_on("the restarted container to carry the study on", done, replaced.metadata.name)
-        deadline = time.time() + 600
-        while (get(c, "incluster").get("status") or {}).get("phase") not in FINAL_PHASES:
-            assert time.time() < deadline, get(c, "incluster").get("status")
-            time.sleep(1)
-        status = get(c, "incluster")["status"]
-        assert status["phase"] == "Succeeded" and len(status["trials"]) == 12, status.get("conditions")
-        assert [pods_run(c, j.metadata.name) for j in jobs_of(c, "incluster")] == [1] * 12  # no trial ran twice
-    finally:
-        helm_set("replicas=0")
-        until("the operator's pod to go", lambda: not operator_pods(), 120)
+            pod = until("the operator's pod to run", lambda: [p for p in operator_pods() if p.status.phase == "Running"
+                                                              and all(s.ready for s in p.status.container_statuses or [])], 180)[0]
+            assert pod.spec.node_name == node.name and pod.spec.containers[0].image == images["operator"]
+            assert pod.spec.service_account_name == "boss-operator"
+            # long enough (12 trials of 4 epochs) that both kills land mid-study: a study that ends
+            # before the new operator looks gives it nothing to take over
+            c.apply(study_doc(c, "incluster", **{"spec.budget": {"trials": 12, "warmupTrials": 3, "parallelism": 2},
+                                                 "spec.trainer.epochs": 4}))
+
+            def completed() -> int:
+                return (get(c, "incluster").get("status") or {}).get("trialsCompleted") or 0
+
+            def carries_on(what: str, since: int, pod_name: str) -> None:
+                """Progress made with only the new operator alive: it took the study over."""
+                try:
+                    until(what, lambda: completed() > since, 300)
+                except AssertionError as e:
+                    r = k8s.kubectl("logs", "-n", ns, pod_name, check=False)
+                    lines = [x for x in r.stdout.splitlines() if "Handler '" not in x and (
+                        "DEBUG" not in x or any(w in x for w in ("incluster", "aemon", "run_study", "Traceback")))]
+                    raise AssertionError(f"{e}: {r.returncode} {r.stderr[-500:]}\n" + "\n".join(lines[-60:]) +
+                                         f"\nthe study: {get(c, 'incluster').get('status')}") from None
+
+            try:
+                until("a first finished trial", completed, 300)
+            except AssertionError as e:
+                raise AssertionError(f"{e}; the study: {get(c, 'incluster').get('status')}; the operator:\n{operator_logs()}") from None
+            # the pod killed (no grace: no overlap with the next one); the ReplicaSet makes another
+            core.delete_namespaced_pod(pod.metadata.name, ns, grace_period_seconds=0)
+            until("the killed pod to go", lambda: pod.metadata.name not in [p.metadata.name for p in core.list_namespaced_pod(
+                ns, label_selector="app.kubernetes.io/name=boss-operator").items], 120)
+            done = completed()
+            replaced = until("a new operator pod", lambda: [p for p in operator_pods() if p.metadata.name != pod.metadata.name
+                                                            and p.status.phase == "Running"], 180)[0]
+            carries_on("the new pod to carry the study on", done, replaced.metadata.name)
+            # the container killed under its pod (SIGKILL through containerd, as the OOM killer or a
+            # crash would end it): the kubelet starts it again (restartPolicy Always)
+            replaced = until("its container", lambda: [p for p in operator_pods() if p.metadata.name == replaced.metadata.name
+                                                        and p.status.container_statuses
+                                                        and p.status.container_statuses[0].container_id], 60)[0]
+            node.kill_container(replaced.status.container_statuses[0].container_id)
+            done = completed()
+            until("the restarted container", lambda: [p for p in operator_pods() if p.metadata.name == replaced.metadata.name
+                                                      and p.status.container_statuses[0].restart_count >= 1], 120)
+            if done < 12:
+                carries_on("the restarted container to carry the study on", done, replaced.metadata.name)
+            deadline = time.time() + 600
+            while (get(c, "incluster").get("status") or {}).get("phase") not in FINAL_PHASES:
+                assert time.time() < deadline, get(c, "incluster").get("status")
+                time.sleep(1)
+            status = get(c, "incluster")["status"]
+            assert status["phase"] == "Succeeded" and len(status["trials"]) == 12, status.get("conditions")
+            assert [pods_run(c, j.metadata.name) for j in jobs_of(c, "incluster")] == [1] * 12  # no trial ran twice
+        finally:
+            helm_set("replicas=0")
+            until("the operator's pod to go", lambda: not operator_pods(), 120)
 
 
 def test_one_studys_trials_run_on_two_nodes_and_pass_checkpoints_through_storage(cluster):  # noqa: F811
