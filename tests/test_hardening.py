@@ -524,3 +524,43 @@ def test_a_missing_conditional_hyperparameter_and_a_huge_loss_read_well(tmp_path
                        env={**os.environ, **spec.to_env(), "PYTHONPATH": str(tmp_path)})
     last = r.stderr.strip().splitlines()[-1]
     assert r.returncode == 1 and "KeyError: 'momentum'" in last and "absent when its `when` is false" in last, last
+
+
+def test_a_finished_cluster_study_whose_budget_grows_goes_on_with_its_trials_kept():
+    """`kubectl edit` of budget.trials on a Succeeded study: the event handler sets it Resuming
+    (its daemon's filter then starts it again), the next step adopts the grown budget, runs the
+    extra trial, and the status keeps every earlier trial as it was."""
+    import kopf
+    from boss_operator import handlers
+
+    kube = FakeKube(spec(**{"spec.budget": {"trials": 2, "warmupTrials": 2, "parallelism": 2}}))
+    r = StudyReconciler(kube, CONFIG, "default", "s")
+    r.step()
+    for name in ("s-t0000", "s-t0001"):
+        kube.finish(name, json.dumps(good(trial=int(name[-1]), checkpoint=f"s3://ckpt/default/s/trial-000{name[-1]}/"
+                                              "model.safetensors", value=0.5 + int(name[-1]) / 10)))
+    assert r.step() is None and kube.obj["status"]["phase"] == "Succeeded"
+    before = copy.deepcopy(kube.obj["status"]["trials"])
+    assert not handlers._not_over(kube.obj["status"])  # kopf stops (and does not start) its daemon
+    grown = copy.deepcopy(kube.obj["spec"])
+    grown["budget"]["trials"] = 3
+    kube.obj["spec"] = grown
+    memo = kopf.Memo(kube=kube)
+    asyncio.run(handlers._resume_if_grown("default", "s", copy.deepcopy(kube.obj), memo, logging.getLogger("t")))
+    assert kube.obj["status"]["phase"] == "Resuming" and handlers._not_over(kube.obj["status"])
+    again = StudyReconciler(kube, CONFIG, "default", "s")  # the daemon, started again
+    assert again.step() is not None and "s-t0002" in kube.jobs
+    assert kube.obj["status"]["studySpec"]["budget"]["trials"] == 3
+    assert "BudgetGrown" in [e[1] for e in kube.events]
+    kube.finish("s-t0002", json.dumps(good(trial=2, phase="boss", checkpoint="s3://ckpt/default/s/trial-0002/"
+                                                                            "model.safetensors")))
+    assert again.step() is None
+    status = kube.obj["status"]
+    assert status["phase"] == "Succeeded" and len(status["trials"]) == 3 and status["trials"][:2] == before
+    assert status["engine"]["smacTrials"] == {"warmup": 2, "boss": 1}  # the sizes it started with
+    # any other edit of a finished study changes nothing
+    other = copy.deepcopy(kube.obj["spec"])
+    other["trainer"]["epochs"] = 9
+    kube.obj["spec"] = other
+    asyncio.run(handlers._resume_if_grown("default", "s", copy.deepcopy(kube.obj), memo, logging.getLogger("t")))
+    assert kube.obj["status"]["phase"] == "Succeeded"

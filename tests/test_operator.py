@@ -756,3 +756,26 @@ def test_an_edit_made_before_the_first_status_cannot_replace_the_started_spec(k8
     job = batch.read_namespaced_job("early-t0000", namespace)
     trial = json.loads(next(e.value for e in job.spec.template.spec.containers[0].env if e.name == "BOSS_TRIAL"))
     assert trial["epochs"] == 2
+
+
+def test_a_finished_study_grows_with_kubectl_and_keeps_its_trials(cluster):
+    """`kubectl patch` of budget.trials on a Succeeded study: it goes on (kopf starts its daemon
+    again), runs the extra trial, and every earlier trial stays as it was; the status says which
+    generation of the spec it reflects."""
+    c = cluster
+    c.op.start()
+    with c.node():
+        c.apply(study_doc(c, "grow", **{"spec.budget": {"trials": 2, "warmupTrials": 2, "parallelism": 2,
+                                                         "maxFailedTrials": 0}}))
+        first = wait_phase(c, "grow", FINAL_PHASES)["status"]
+        assert first["phase"] == "Succeeded" and len(first["trials"]) == 2
+        c.k8s.kubectl("patch", "bossstudy", "grow", "-n", c.ns, "--type", "merge", "-p",
+                      json.dumps({"spec": {"budget": {"trials": 3}}}))
+        until("the study to go on", lambda: len((get(c, "grow").get("status") or {}).get("trials") or []) == 3, 120)
+        study = wait_phase(c, "grow", FINAL_PHASES)
+    status = study["status"]
+    assert status["phase"] == "Succeeded" and status["trials"][:2] == first["trials"], status.get("conditions")
+    assert status["trials"][2]["phase"] == "boss" and status["studySpec"]["budget"]["trials"] == 3
+    assert status["observedGeneration"] == study["metadata"]["generation"]
+    assert [pods_run(c, j.metadata.name) for j in jobs_of(c, "grow")] == [1, 1, 1]
+    assert "BudgetGrown" in [e.reason for e in events_of(c, "grow")]

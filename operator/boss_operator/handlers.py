@@ -17,6 +17,7 @@ import os
 import time
 
 import kopf
+from boss.spec import growth
 from prometheus_client import start_http_server
 
 from . import opmetrics
@@ -25,7 +26,7 @@ from .crd import GROUP, PLURAL, VERSION
 from .jobs import LABEL_STUDY, job_outcome, job_queued
 from .kube import Kube
 from .readback import forget_pushgateway_groups
-from .study import StudyReconciler
+from .study import FINAL, StudyReconciler, condition
 from .watched import Watched
 
 PREFIX = GROUP
@@ -62,7 +63,14 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
 # a deleted study's daemon is asked to stop, kopf waits `instant_exit_timeout` for it, then looks
 # again at `cancellation_backoff` (a step that was computing still ends in seconds), and only
 # after that at the cancellation timeout
-@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_backoff=5.0, cancellation_timeout=30)
+def _not_over(status: kopf.Status, **_) -> bool:
+    """Daemons run for studies that are not over: none is started for a finished study (an
+    operator may find thousands), kopf stops a study's daemon when it ends, and starts it again
+    when the study goes on (its budget grown: study_changed)."""
+    return (status or {}).get("phase") not in FINAL
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, when=_not_over, cancellation_backoff=5.0, cancellation_timeout=30)
 def run_study(stopped: kopf.DaemonStopped, name: str, namespace: str, memo: kopf.Memo,
               logger: logging.Logger, **_) -> None:
     key = (namespace, name)
@@ -77,6 +85,10 @@ def run_study(stopped: kopf.DaemonStopped, name: str, namespace: str, memo: kopf
             reconciler.engine = None  # rebuild from the status and history, the only truth
             wait = min(memo.config.poll_seconds, 5.0)
         if wait is None:
+            # over (or going): kopf stops this daemon when it sees the final phase (the `when`
+            # filter), which lets it start again if the study grows; a daemon that returned on
+            # its own would never be started again for this study
+            stopped.wait(300)
             return
         deadline = time.monotonic() + wait
         while not stopped and not wake.is_set() and time.monotonic() < deadline:
@@ -102,6 +114,25 @@ async def trial_job_changed(type: str, body: kopf.Body, name: str, namespace: st
         watched.wake(key)  # finished, or admitted by Kueue (queued -> running shows at once)
 
 
+async def _resume_if_grown(namespace: str, name: str, body: dict, memo: kopf.Memo, logger: logging.Logger) -> None:
+    """A finished study whose budget was raised (`kubectl edit`/`apply`: budget.trials or
+    budget.maxFailedTrials, nothing else) goes on: its phase becomes Resuming, which starts its
+    daemon again (run_study's filter); the daemon then adopts the grown budget."""
+    status = body.get("status") or {}
+    started, spec = status.get("studySpec"), body.get("spec")
+    if not started or started == spec:
+        return
+    recorded = len(status.get("trials") or []) + int((status.get("history") or {}).get("trials") or 0)
+    wrap = {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"), "metadata": {"name": name}}
+    diff, grew = growth({**wrap, "spec": started}, {**wrap, "spec": spec}, recorded)
+    if diff is not None or not grew:
+        return  # not a growth: a finished study's other edits change nothing
+    logger.info(f"{namespace}/{name}: {grew}; the study goes on")
+    await asyncio.to_thread(memo.kube.patch_status, namespace, name, {
+        "phase": "Resuming",
+        "conditions": [condition("Ready", True, "BudgetGrown", f"{grew}; the recorded trials are kept")]})
+
+
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def study_changed(type: str, uid: str, name: str, namespace: str, spec: kopf.Spec, status: kopf.Status,
                   body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_) -> None:
@@ -117,6 +148,8 @@ async def study_changed(type: str, uid: str, name: str, namespace: str, spec: ko
     writes do not wake it."""
     watched: Watched | None = memo.get("watched")
     key = (namespace, name)
+    if type != "DELETED" and (status or {}).get("phase") in FINAL and body is not None:
+        await _resume_if_grown(namespace, name, dict(body), memo, logger)
     if type != "DELETED":
         if watched is not None and body is not None:
             old = watched.study(key)

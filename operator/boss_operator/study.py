@@ -28,13 +28,13 @@ import math
 import time
 from typing import Any
 
-from boss.spec import SpecError, Study, first_difference, fixed_part, parse_study
+from boss.spec import SpecError, Study, first_difference, fixed_part, growth, parse_study
 from boss.store import join
 from boss.trial import parse_result_message
 
 from . import opmetrics
 from .config import OperatorConfig
-from .engine import BOSS, DIVERGED, FAILED, Engine, ReplayError, Trial, recorded_ahead
+from .engine import BOSS, DIVERGED, FAILED, Engine, ReplayError, Trial, recorded_ahead, smac_trials_of
 from .history import History, HistoryError
 from .jobs import build_job, job_failure, job_name, job_outcome, oom_killed, queued_trials, termination_message
 from .kube import Kube
@@ -90,6 +90,7 @@ class StudyReconciler:
         self._events: list[tuple[dict[str, Any], str, str, str]] | None = None  # a step's, posted at its end
         self._started: dict[str, Any] | None = None  # the spec the study started with (status.studySpec)
         self._stale: set[str] = set()  # Jobs of an earlier study of this name, already reported
+        self._smac_trials: dict[str, int] | None = None  # SMAC's sizes when the budget grew before a replay
 
     # ---- one step ---------------------------------------------------------------------------
 
@@ -133,7 +134,9 @@ class StudyReconciler:
                 started = time.perf_counter()
                 records = history.load(obj)
                 self.engine = Engine.replay(study.spec, records, study.name, history.snapshots,
-                                            ahead=computes_ahead(status))
+                                            ahead=computes_ahead(status),
+                                            smac_trials=(status.get("engine") or {}).get("smacTrials")
+                                            or self._smac_trials)
                 opmetrics.REPLAY_SECONDS.observe(time.perf_counter() - started)
             except (ReplayError, HistoryError) as e:
                 self._fail(obj, "ReplayFailed", f"the recorded trials cannot be replayed: {e}")
@@ -254,10 +257,20 @@ class StudyReconciler:
             except SpecError as e:  # a bad edit of a running study: keep running as started
                 log.warning("%s; the edit is ignored", e)
                 return study, study
+            recorded = len(status.get("trials") or []) + int((status.get("history") or {}).get("trials") or 0)
+            diff, grew = growth(study.to_document(), live.to_document(), recorded)
+            if diff is None and grew:  # the budget grew: the study goes on with it, all recorded trials kept
+                self._smac_trials = self._smac_trials or (status.get("engine") or {}).get("smacTrials") \
+                    or smac_trials_of(study.spec)  # each phase's SMAC keeps the size it started with
+                self._started = obj.get("spec")
+                if self.engine is not None:
+                    self.engine.spec = live.spec
+                self._event(obj, "Normal", "BudgetGrown", f"{grew}; the recorded trials are kept")
+                return live, live
             changed = first_difference(fixed_part(study.to_document()), fixed_part(live.to_document()))
             if changed:
-                log.warning("%s/%s: %s changed after the study started; only suspend and parallelism apply",
-                            self.namespace, self.name, changed)
+                log.warning("%s/%s: %s changed after the study started; only suspend, parallelism, "
+                            "budget.trials and budget.maxFailedTrials apply", self.namespace, self.name, changed)
         return study, live
 
     def _cluster_problem(self, study: Study) -> str | None:
@@ -510,7 +523,8 @@ class StudyReconciler:
                      for t in top[:STATUS_TOP_K]],
             "topKSize": len(top),
             "conditions": conditions,
-            "engine": {"computeAhead": e.ahead},
+            "engine": {"computeAhead": e.ahead, "smacTrials": e.smac_trials},
+            "observedGeneration": obj["metadata"].get("generation"),  # the spec this status reflects
         }
         status.update(self._trials_status())
         earlier = {c["type"]: c for c in ((self._written or obj.get("status") or {}).get("conditions") or [])}
@@ -518,8 +532,7 @@ class StudyReconciler:
             old = earlier.get(c["type"])
             if old and (old.get("status"), old.get("reason")) == (c["status"], c["reason"]):
                 c["lastTransitionTime"] = old.get("lastTransitionTime", c["lastTransitionTime"])
-        if phase in FINAL:
-            status["completedAt"] = _now()
+        status["completedAt"] = _now() if phase in FINAL else None  # None: a grown study runs again
         if status != self._written:  # a poll that changed nothing writes nothing
             self.kube.patch_status(self.namespace, self.name, status)
             self._written = status
