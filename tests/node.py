@@ -613,14 +613,16 @@ state = "{state}"
         for ref in refs:
             _run(*ctr, "images", "pull", "--plain-http", "--hosts-dir", str(self.workdir / "certs.d"), ref)
             digest = _run(*ctr, "images", "ls", f"name=={ref}").stdout.split("\n")[1].split()[2]
-            keep.add(digest)
             # the repo@digest name a kubelet's pull (CRI) adds too: pods then report the registry's
             # digest as their imageID, as they would after a pull of their own
-            _run(*ctr, "images", "tag", "--force", ref, f"{ref.rsplit(':', 1)[0]}@{digest}", check=False)
-        for line in _run(*ctr, "images", "ls").stdout.splitlines()[1:]:
-            name, _, digest = line.split()[:3]
-            if digest not in keep:
-                _run(*ctr, "images", "rm", name, check=False)
+            named = f"{ref.rsplit(':', 1)[0]}@{digest}"
+            _run(*ctr, "images", "tag", "--force", ref, named, check=False)
+            keep |= {ref, named}
+        # every other name goes, also one of the same image under an earlier registry's address
+        # (a pod would report that name as its image); content another name holds stays
+        for line in _run(*ctr, "images", "ls", "-q").stdout.splitlines():
+            if line.strip() and line.strip() not in keep:
+                _run(*ctr, "images", "rm", line.strip(), check=False)
         return time.monotonic() - t0
 
     # ---- helpers for tests ----------------------------------------------------------------------

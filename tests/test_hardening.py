@@ -135,9 +135,12 @@ def test_a_diverged_trial_is_recorded_as_diverged_not_failed():
     t = first_trial_told(json.dumps(msg))
     assert t["state"] == "diverged" and t["value"] is None and t["checksum"] is None
     assert t["extra"]["curve"] == [None, None]
-    # a diverged result that also claims a value or a checkpoint is no result
-    t = first_trial_told(json.dumps({**msg, "value": 0.9}))
-    assert t["state"] == FAILED and "diverged result has a value" in t["message"]
+    # a diverged result that claims a checkpoint is no result
+    t = first_trial_told(json.dumps({**msg, "sha256": SHA}))
+    assert t["state"] == FAILED and "diverged result has a checkpoint" in t["message"]
+    # a result with a value that says diverged (it blew up after its best epoch) is a result
+    t = first_trial_told(json.dumps(good(diverged=True)))
+    assert t["state"] == SUCCEEDED and t["value"] == 0.9
 
 
 def test_a_good_message_is_recorded_with_typed_fields():

@@ -229,9 +229,10 @@ def checked_result(msg: Any, metric_history: str | None = None) -> dict[str, Any
     value, diverged = msg.get("value"), msg.get("diverged")
     if diverged not in (None, False, True):
         raise ValueError("diverged is not true or false")
-    if diverged is True:  # trained, never a finite objective: no value, no checkpoint
-        if value is not None or msg.get("sha256") is not None or msg.get("checkpoint") is not None:
-            raise ValueError("a diverged result has a value or a checkpoint")
+    if diverged is True and value is None:  # trained, never a finite objective: no checkpoint either
+        # (a result *with* a value may say diverged too: its training blew up after its best epoch)
+        if msg.get("sha256") is not None or msg.get("checkpoint") is not None:
+            raise ValueError("a diverged result has a checkpoint")
         out.update(value=None, sha256=None, checkpoint=None, diverged=True)
     else:
         if not _number(value):
