@@ -139,6 +139,7 @@ class LocalRun:
 
     def run(self) -> Engine:
         """Run until the budget is spent or too many trials failed; returns the engine."""
+        self._held = _HeldInterrupt()  # each run stops on its own first Ctrl-C
         lock = RunLock(self.run_dir)  # one writer: a second run of this folder stops here, in one line
         try:
             self.engine = self._load()  # what the last writer left (it may have written since we read it)
@@ -314,11 +315,15 @@ class _HeldInterrupt:
     def __init__(self) -> None:
         self.held = False
         self.pending = False
+        self.raised = False  # the first press stops the run; later ones must not cut its clean stop short
 
     def handler(self, signum: int, frame: Any) -> None:
+        if self.raised:
+            return
         if self.held:
             self.pending = True
             return
+        self.raised = True
         raise KeyboardInterrupt
 
     @contextlib.contextmanager
@@ -329,7 +334,7 @@ class _HeldInterrupt:
         finally:
             self.held = False
         if self.pending:
-            self.pending = False
+            self.pending, self.raised = False, True
             raise KeyboardInterrupt
 
 

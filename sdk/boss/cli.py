@@ -259,6 +259,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             engine = local.run()
         except Interrupted as e:
+            # the run took the first Ctrl-C; later presses, up to the process's end, change nothing
+            # (one landing in a finalizer at exit would print a traceback)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             progress.stop()
             return _fail(f"interrupted: {e}; run the same command again to continue", 130)
     status = local.status()
