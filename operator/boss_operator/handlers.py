@@ -17,6 +17,7 @@ import os
 import time
 
 import kopf
+from boss.history import trial_count
 from boss.spec import growth
 from prometheus_client import start_http_server
 
@@ -122,9 +123,8 @@ async def _resume_if_grown(namespace: str, name: str, body: dict, memo: kopf.Mem
     started, spec = status.get("studySpec"), body.get("spec")
     if not started or started == spec:
         return
-    recorded = len(status.get("trials") or []) + int((status.get("history") or {}).get("trials") or 0)
     wrap = {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"), "metadata": {"name": name}}
-    diff, grew = growth({**wrap, "spec": started}, {**wrap, "spec": spec}, recorded)
+    diff, grew = growth({**wrap, "spec": started}, {**wrap, "spec": spec}, trial_count(status))
     if diff is not None or not grew:
         return  # not a growth: a finished study's other edits change nothing
     logger.info(f"{namespace}/{name}: {grew}; the study goes on")
@@ -169,8 +169,6 @@ async def study_changed(type: str, uid: str, name: str, namespace: str, spec: ko
     named = (spec.get("metrics") or {}).get("pushgateway")
     # only a Pushgateway the cluster admin configured or allowed: never a URL a study chose
     gateway = named if isinstance(named, str) and memo.config.allows_metrics_url(named) else memo.config.pushgateway
-    tail = [t.get("index") for t in status.get("trials") or [] if isinstance(t, dict)]
-    archived = int((status.get("history") or {}).get("trials") or 0)  # the rest: in the history ConfigMaps
-    trials = list(range(archived + len(tail)))  # every trial is either archived or in the tail
+    trials = list(range(trial_count(status)))  # every trial is either archived or in the tail
     if gateway and trials:  # HTTP calls: in a thread, not on the event loop
         await asyncio.to_thread(forget_pushgateway_groups, gateway, name, namespace, trials, logger)

@@ -28,6 +28,7 @@ import math
 import time
 from typing import Any
 
+from boss.history import trial_count
 from boss.spec import SpecError, Study, first_difference, fixed_part, growth, parse_study
 from boss.store import join
 from boss.trial import parse_result_message
@@ -257,8 +258,7 @@ class StudyReconciler:
             except SpecError as e:  # a bad edit of a running study: keep running as started
                 log.warning("%s; the edit is ignored", e)
                 return study, study
-            recorded = len(status.get("trials") or []) + int((status.get("history") or {}).get("trials") or 0)
-            diff, grew = growth(study.to_document(), live.to_document(), recorded)
+            diff, grew = growth(study.to_document(), live.to_document(), trial_count(status))
             if diff is None and grew:  # the budget grew: the study goes on with it, all recorded trials kept
                 self._smac_trials = self._smac_trials or (status.get("engine") or {}).get("smacTrials") \
                     or smac_trials_of(study.spec)  # each phase's SMAC keeps the size it started with

@@ -92,6 +92,11 @@ def recorded(status: dict[str, Any]) -> tuple[int, int]:
     return int(h.get("configMaps") or 0), int(h.get("trials") or 0)
 
 
+def trial_count(status: dict[str, Any]) -> int:
+    """How many trials the status records: archived in its chunks, or in its tail."""
+    return recorded(status)[1] + sum(isinstance(t, dict) for t in status.get("trials") or [])
+
+
 def named_chunks(study: str, uid: str | None, status: dict[str, Any],
                  configmaps: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
     """The chunks the status names, by number (owned by this study; others are ignored)."""
