@@ -74,6 +74,17 @@ class Slow(DigitsTrainer):
         return _SlowLoader(super().train_dataloader(), float(self.args.get("epoch_seconds", 1.0)))
 
 
+class RandomlySlow(DigitsTrainer):
+    """Each epoch waits a time drawn from $BOSS_TEST_DELAY_SEED and the trial index (up to
+    args.max_seconds): the same study file finishes its trials in another order per seed."""
+
+    def train_dataloader(self):
+        import random
+
+        rng = random.Random(f"{os.environ.get('BOSS_TEST_DELAY_SEED', '0')}:{_trial()['index']}")
+        return _SlowLoader(super().train_dataloader(), rng.uniform(0, float(self.args.get("max_seconds", 1.0))))
+
+
 class HogsMemory(DigitsTrainer):
     """args.hog_trial, args.hog_mb: that trial fills that much memory before training (over a
     memory limit: the kernel's OOM killer ends it)."""

@@ -5,6 +5,11 @@ somewhere (a local process, a Kubernetes Job) and tells it the result. Its whole
 the list of recorded trials: `Engine.replay` feeds them, in the order they happened, into
 fresh SMAC instances with the same seed and gets the same proposals back. That is how the
 operator survives restarts without keeping SMAC's own files.
+
+In reproducible mode (`budget.reproducible`) results are told in trial order, never in the
+order trials finish: trial i is proposed from the results of trials 0..i-P exactly (P, the lag:
+the parallelism the study started with), and the first trial after the warm-up from all of
+them, so every proposal, teacher and student is a function of the seed and the spec alone.
 """
 
 from __future__ import annotations
@@ -40,6 +45,11 @@ def smac_trials_of(spec: StudySpec) -> dict[str, int]:
     """Each phase's SMAC scenario size (n_trials) for a study's budget."""
     b = spec.budget
     return {WARMUP: b.warmup_trials, BOSS: max(1, b.trials - b.warmup_trials)}
+
+
+def lag_of(spec: StudySpec) -> int | None:
+    """Reproducible mode's lag for a new study (Engine.lag): its parallelism as it starts."""
+    return spec.budget.parallelism if spec.budget.reproducible else None
 
 
 def recorded_ahead(engine: dict[str, Any] | None, recorded: bool) -> bool:
@@ -91,9 +101,12 @@ class Engine:
     """Proposes trials for one study and keeps its observations (Λ, Λ') and checkpoints (Θ)."""
 
     def __init__(self, spec: StudySpec, name: str = "study", ahead: bool = True,
-                 smac_trials: dict[str, int] | None = None):
+                 smac_trials: dict[str, int] | None = None, lag: int | None = None):
         self.spec = spec
         self.name = name
+        # reproducible mode (module docstring): a result is held until a proposal is due that
+        # must see it. Recorded with the study, as the parallelism it comes from may change.
+        self.lag = lag if lag is not None else lag_of(spec)
         # each phase's SMAC is sized by the budget the study started with (its initial design
         # depends on it): a study whose budget grew later replays exactly as it was recorded
         self.smac_trials = dict(smac_trials or smac_trials_of(spec))
@@ -102,8 +115,9 @@ class Engine:
         # the model fit and acquisition search every few trials leave the path from a finished
         # trial to the next one. It changes which results that search sees (the ones before the
         # ask that made it due), so it is part of a study's record: studies recorded without it
-        # replay without it (`Engine.replay(..., ahead=False)`).
-        self.ahead = ahead
+        # replay without it (`Engine.replay(..., ahead=False)`). Reproducible mode never does: the
+        # next config is due only once the results it must see are in.
+        self.ahead = ahead and self.lag is None
         self.trials: list[Trial] = []
         self._smac: dict[str, HPO] = {}
         self._seeds: dict[str, int] = {}  # per phase: the seed of SMAC's trials
@@ -113,15 +127,19 @@ class Engine:
     # ---- the public protocol: ask, tell, replay -------------------------------------------
 
     def ask(self) -> Trial | None:
-        """The next trial to run, or None when nothing may start now (see `state`)."""
+        """The next trial to run, or None when nothing may start now: the budget is spent, too
+        many trials failed, the warm-up is still running, or (reproducible mode) a result it must
+        see is not in yet."""
+        index = len(self.trials)
+        if self.lag is not None and not self._admit(self._due(index)):
+            return None
         phase = self._next_phase()
         if phase is None:
             return None
-        index = len(self.trials)
         config, info, origin = self._propose(phase, index)
         trial = Trial(index=index, phase=phase, config=config, asked_after=self._told, origin=origin,
                       vector=snap.vector_of(info.config))
-        rule = self.early_stop(phase)
+        rule = self.early_stop(phase, upto=self._told)
         if rule is not None:  # fixed now, so a rerun after a restart judges the trial the same way
             trial.extra["earlyStop"] = rule
         if phase == BOSS:
@@ -160,7 +178,10 @@ class Engine:
         its config, so SMAC is told it, as the worst cost seen so far (SMAC's own crash cost is
         infinite, which its random forest cannot fit; the worst seen keeps the model's scale
         while ranking the config below every finished one); it never counts against
-        `maxFailedTrials`, and has no checkpoint to teach or seed."""
+        `maxFailedTrials`, and has no checkpoint to teach or seed.
+
+        In reproducible mode the result is held: SMAC, the top-K and early stopping see it when
+        the first proposal that must see it is asked (`_admit`)."""
         if not 0 <= index < len(self.trials):
             raise KeyError(f"trial {index} was never proposed")
         self.settle()  # a config due before this result is computed without it
@@ -168,33 +189,61 @@ class Engine:
         if t.done:
             return t
         if diverged and not failed:
-            t.told = self._told
-            self._told += 1
             t.state, t.message = DIVERGED, message or "the objective was never finite (the training diverged)"
-            worst = self._worst_cost(t.told)
-            if worst is not None:  # before any finished trial there is no scale to put it on
-                self._smac[t.phase].tell(self._infos[index], TrialValue(cost=worst), save=False)
-            return t
-        if not failed and (value is None or not math.isfinite(value)):
-            failed, message = True, message or f"objective is not a finite number: {value!r}"
-        if not failed and not checkpoint:
-            failed, message = True, message or "trial reported a score without a checkpoint"
+        else:
+            if not failed and (value is None or not math.isfinite(value)):
+                failed, message = True, message or f"objective is not a finite number: {value!r}"
+            if not failed and not checkpoint:
+                failed, message = True, message or "trial reported a score without a checkpoint"
+            if failed:
+                t.state, t.message = FAILED, message
+            else:
+                t.state, t.value, t.checkpoint, t.checksum, t.message = (
+                    SUCCEEDED, float(value), checkpoint, checksum, message)
+        if self.lag is None:
+            self._tell_smac(t)
+        return t
+
+    def _tell_smac(self, t: Trial) -> None:
+        """Make a finished trial's result the next one seen (`told`): by SMAC, the top-K and
+        early stopping."""
         t.told = self._told
         self._told += 1
-        if failed:
-            # A failed trial says nothing about its config (most failures are infrastructure;
-            # a diverging config ends with a poor score, not a failure), so SMAC is not told.
-            t.state, t.message = FAILED, message
-            return t
-        t.state, t.value, t.checkpoint, t.checksum, t.message = SUCCEEDED, float(value), checkpoint, checksum, message
-        cost = -t.value if self.spec.objective.goal == "maximize" else t.value
-        self._smac[t.phase].tell(self._infos[index], TrialValue(cost=cost), save=False)
-        return t
+        if t.state == DIVERGED:
+            worst = self._worst_cost(t.told)
+            if worst is not None:  # before any finished trial there is no scale to put it on
+                self._smac[t.phase].tell(self._infos[t.index], TrialValue(cost=worst), save=False)
+        elif t.state == SUCCEEDED:
+            assert t.value is not None
+            cost = -t.value if self.spec.objective.goal == "maximize" else t.value
+            self._smac[t.phase].tell(self._infos[t.index], TrialValue(cost=cost), save=False)
+        # A failed trial says nothing about its config (most failures are infrastructure; a
+        # diverging config ends diverged, not failed), so SMAC is not told.
+
+    def _due(self, index: int) -> int:
+        """Reproducible mode: how many results (trials 0..n-1) trial `index` is proposed from:
+        those of trials 0..index-lag, and all earlier ones for a trial after the warm-up (the
+        BOSS phase starts from every warm-up checkpoint)."""
+        assert self.lag is not None
+        warm = sum(t.phase == WARMUP for t in self.trials)
+        if self.phase == WARMUP and warm >= self.spec.budget.warmup_trials:
+            return index
+        return max(0, index - self.lag + 1)
+
+    def _admit(self, upto: int) -> bool:
+        """Reproducible mode: tell the held results of trials before `upto`, in trial order;
+        False while one of them still runs."""
+        while self._told < upto:
+            t = self.trials[self._told]
+            if not t.done:
+                return False
+            self._tell_smac(t)
+        return True
 
     @classmethod
     def replay(cls, spec: StudySpec, records: Iterable[Trial | dict[str, Any]], name: str = "study",
                snapshots: Iterable[dict[str, Any]] = (), ahead: bool = True,
-               smac_trials: dict[str, int] | None = None) -> Engine:
+               smac_trials: dict[str, int] | None = None, lag: int | None = None) -> Engine:
         """Rebuild an engine from recorded trials: same seed, same order, same proposals.
 
         With `snapshots` (Engine.snapshot(), newest first), the trials a usable one covers are put
@@ -208,6 +257,8 @@ class Engine:
         results = sorted((r for r in recs if r.told is not None), key=lambda r: r.told)
         if [r.told for r in results] != list(range(len(results))):
             raise ReplayError("recorded result order has gaps")
+        if (lag if lag is not None else lag_of(spec)) is not None and any(r.told != r.index for r in results):
+            raise ReplayError("a reproducible study's results are recorded out of trial order")
         dicts: list[dict[str, Any]] | None = None
         for s in snapshots:
             if not isinstance(s, dict) or s.get("version") not in snap.READABLE:
@@ -221,56 +272,84 @@ class Engine:
             if snap.digest(dicts, p, k) != s.get("digest"):
                 continue
             try:
-                return cls._replay(spec, recs, results, name, s, ahead, smac_trials)
+                return cls._replay(spec, recs, results, name, s, ahead, smac_trials, lag)
             except (ReplayError, ValueError, KeyError, TypeError) as e:
                 log.warning("%s: the snapshot after %d trials does not replay (%s); trying without it", name, p, e)
-        return cls._replay(spec, recs, results, name, None, ahead, smac_trials)
+        return cls._replay(spec, recs, results, name, None, ahead, smac_trials, lag)
 
     @classmethod
     def _replay(cls, spec: StudySpec, recs: list[Trial], results: list[Trial], name: str,
-                snapshot: dict[str, Any] | None, ahead: bool, smac_trials: dict[str, int] | None = None) -> Engine:
-        eng = cls(spec, name, ahead, smac_trials)
+                snapshot: dict[str, Any] | None, ahead: bool, smac_trials: dict[str, int] | None = None,
+                lag: int | None = None) -> Engine:
+        eng = cls(spec, name, ahead, smac_trials, lag)
         pending = iter(results)
 
-        def tell_next() -> None:
-            r = next(pending, None)
-            if r is None:
-                raise ReplayError("a trial was proposed after more results than were recorded")
+        def tell(r: Trial) -> None:
             if r.index >= len(eng.trials):
                 raise ReplayError(f"trial {r.index}'s result is recorded before the trial was proposed")
             eng.tell(r.index, r.value, checkpoint=r.checkpoint, checksum=r.checksum,
                      failed=r.state == FAILED, diverged=r.state == DIVERGED, message=r.message)
 
+        def tell_next() -> None:
+            r = next(pending, None)
+            if r is None:
+                raise ReplayError("a trial was proposed after more results than were recorded")
+            tell(r)
+
+        held = 0  # reproducible mode: the results of trials before this one are told (held)
+
+        def catch_up(told: int, before: int) -> None:
+            """Tell what the engine had been told when trial `before` was proposed after `told` results."""
+            nonlocal held
+            if eng.lag is None:
+                while eng._told < told:
+                    tell_next()
+                return
+            for r in recs[held:before]:
+                if r.done:
+                    tell(r)
+            held = max(held, before)
+            if not eng._admit(told):
+                raise ReplayError(f"{told} results were told in trial order, but a trial before then is not finished")
+
         skip = snapshot["proposed"] if snapshot else 0
 
         def restore() -> None:
-            while eng._told < snapshot["told"]:
-                tell_next()
+            catch_up(snapshot["told"], skip)
             eng._restore(snapshot)
 
         if snapshot and skip == 0:
             restore()
         for r in recs:
-            while eng._told < r.asked_after:
-                tell_next()
             if r.index < skip:
+                catch_up(r.asked_after, r.index)
                 eng._record(r)
                 if r.index == skip - 1:
                     restore()
                 continue
+            if eng.lag is None:
+                catch_up(r.asked_after, r.index)
+            else:
+                catch_up(0, r.index)  # the ask tells what the proposal must see itself
             t = eng.ask()
             if t is None:
                 raise ReplayError(f"trial {r.index} was recorded but the engine would not propose it now")
-            mine = (t.phase, t.config, t.teacher, t.student)
-            theirs = (r.phase, r.config, r.teacher, r.student)
-            if mine != theirs:
-                raise ReplayError(f"trial {r.index} replays as {mine}, recorded as {theirs}")
+            mine = (t.phase, t.config, t.teacher, t.student, t.asked_after)
+            theirs = (r.phase, r.config, r.teacher, r.student, r.asked_after)
+            if mine[:4] != theirs[:4] or (eng.lag is not None and mine != theirs):
+                raise ReplayError(f"trial {r.index} replays as {mine[:4]}, recorded as {theirs[:4]}")
             t.extra = dict(r.extra)
-        for _ in range(len(results) - eng._told):
-            tell_next()
+        catch_up(len(results), len(recs))
         for r in recs:  # keep the backend's bookkeeping of trials still running
             eng.trials[r.index].extra = dict(r.extra)
         return eng
+
+    def record(self) -> dict[str, Any]:
+        """What a study's record keeps of its engine, besides the trials, for `replay`."""
+        out: dict[str, Any] = {"computeAhead": self.ahead, "smacTrials": self.smac_trials}
+        if self.lag is not None:
+            out["lag"] = self.lag
+        return out
 
     def snapshot(self) -> dict[str, Any]:
         """The engine's state now, as JSON (snapshot.py): what `replay` needs besides the trials."""
@@ -339,7 +418,12 @@ class Engine:
 
     @property
     def too_many_failures(self) -> bool:
-        return len(self.failed) > self.spec.budget.max_failed_trials
+        """More failures than maxFailedTrials: no new trial starts. In reproducible mode only the
+        results the next proposal sees count, so when a study stops does not depend on timing."""
+        if self.lag is None:
+            return len(self.failed) > self.spec.budget.max_failed_trials
+        seen = max(self._told, self._due(len(self.trials)))
+        return sum(t.state == FAILED for t in self.trials[:seen]) > self.spec.budget.max_failed_trials
 
     @property
     def finished(self) -> bool:
@@ -356,7 +440,7 @@ class Engine:
         checkpoint, if any, is still reported.
         """
         b, n = self.spec.budget, len(self.trials)
-        if self.too_many_failures:
+        if len(self.failed) > b.max_failed_trials:
             return "Failed", "TooManyFailedTrials", f"{len(self.failed)} trials failed; maxFailedTrials is {b.max_failed_trials}"
         if not self.succeeded:
             return "Failed", "NoTrialSucceeded", f"none of the {n} trials succeeded"
@@ -388,8 +472,11 @@ class Engine:
 
     def top_k(self) -> list[Trial]:
         """Θ's top-K: the best fully trained checkpoints, warm-up and BOSS trials alike (a trial
-        stopped early holds a network trained for fewer epochs: it never teaches nor seeds)."""
-        full = [t for t in self.succeeded if not t.extra.get("stoppedEarly")]
+        stopped early holds a network trained for fewer epochs: it never teaches nor seeds), of
+        the results told: in reproducible mode one held back is not in it until a proposal sees it
+        or the whole budget is proposed (the last results are never told: no proposal sees them)."""
+        every = len(self.trials) >= self.spec.budget.trials
+        full = [t for t in self.succeeded if not t.extra.get("stoppedEarly") and (every or t.told is not None)]
         ranked = sorted(full, key=lambda t: (-self.score(t), t.index))
         return ranked[: self.spec.boss.top_k]
 

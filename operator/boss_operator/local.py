@@ -108,7 +108,8 @@ class LocalRun:
         started = parse_study(saved["study"]).spec if "smacTrials" not in engine else None
         return Engine.replay(self.study.spec, saved["trials"], self.study.name,
                              ahead=recorded_ahead(engine, bool(saved.get("trials"))),
-                             smac_trials=engine.get("smacTrials") or smac_trials_of(started))
+                             smac_trials=engine.get("smacTrials") or smac_trials_of(started),
+                             lag=engine.get("lag"))
 
     def save(self) -> None:
         """Write the state atomically: a crash leaves the old state or the new, never half."""
@@ -121,7 +122,7 @@ class LocalRun:
             "runner": None if self.interrupted or e.finished else {"pid": os.getpid(), "host": socket.gethostname()},
             "best": best.to_dict() if best else None,
             "trials": [t.to_dict() for t in e.trials],
-            "engine": {"computeAhead": e.ahead, "smacTrials": e.smac_trials},
+            "engine": e.record(),
         }
         tmp = self.state_path.with_name(f"{STATE}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(state, indent=1))

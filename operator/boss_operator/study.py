@@ -137,7 +137,8 @@ class StudyReconciler:
                 self.engine = Engine.replay(study.spec, records, study.name, history.snapshots,
                                             ahead=computes_ahead(status),
                                             smac_trials=(status.get("engine") or {}).get("smacTrials")
-                                            or self._smac_trials)
+                                            or self._smac_trials,
+                                            lag=(status.get("engine") or {}).get("lag"))
                 opmetrics.REPLAY_SECONDS.observe(time.perf_counter() - started)
             except (ReplayError, HistoryError) as e:
                 self._fail(obj, "ReplayFailed", f"the recorded trials cannot be replayed: {e}")
@@ -523,7 +524,7 @@ class StudyReconciler:
                      for t in top[:STATUS_TOP_K]],
             "topKSize": len(top),
             "conditions": conditions,
-            "engine": {"computeAhead": e.ahead, "smacTrials": e.smac_trials},
+            "engine": e.record(),
             "observedGeneration": obj["metadata"].get("generation"),  # the spec this status reflects
         }
         status.update(self._trials_status())

@@ -198,8 +198,17 @@ class _FirstPressInterrupts:
             raise KeyboardInterrupt
 
 
+def _reproducible(study: Study) -> Study:
+    """The study with budget.reproducible set (`boss run --reproducible`)."""
+    spec = study.spec
+    budget = spec.budget.model_copy(update={"reproducible": True})
+    return study.model_copy(update={"spec": spec.model_copy(update={"budget": budget})})
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     study = load_study(args.study)
+    if args.reproducible:
+        study = _reproducible(study)
     _check_plugin(study)
     if study.spec.trainer.pod_template or study.spec.trainer.queue_name:
         err.print("note: trainer.podTemplate and trainer.queueName shape trial pods on a cluster; "
@@ -428,6 +437,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--run-dir", help="where state, logs and checkpoints go (default runs/<study>)")
     r.add_argument("--fresh", action="store_true", help="start over: the run folder is moved aside (NAME.old-TIME), "
                    "nothing is deleted")
+    r.add_argument("--reproducible", action="store_true",
+                   help="as budget.reproducible: true: the same seed gives the same trials whatever order they "
+                        "finish in (a free slot may wait for an earlier trial)")
     r.add_argument("--quiet", "-q", action="store_true", help="no progress bar, no per-trial lines")
     r.add_argument("--output", "-o", choices=["table", "json"], default="table")
     r.set_defaults(func=cmd_run)

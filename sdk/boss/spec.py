@@ -145,6 +145,10 @@ class Budget(_Model):
     warmup_trials: int = Field(32, ge=2, description="Trials from random weights before BOSS starts.")
     parallelism: int = Field(1, ge=1, le=1_000, description="Trials running at once; may change while the study runs.")
     max_failed_trials: int = Field(3, ge=0, description="The study fails when more trials fail.")
+    reproducible: bool | None = Field(
+        None, description="true: the same seed gives the same trials (configs, teachers, students) whatever order "
+        "trials finish in: trial i sees the results of trials 0..i-P (P: parallelism as the study started), told "
+        "in trial order; a free slot may wait for an earlier trial.")
 
     @model_validator(mode="after")
     def _check(self) -> Budget:
