@@ -779,3 +779,62 @@ def test_a_finished_study_grows_with_kubectl_and_keeps_its_trials(cluster):
     assert status["observedGeneration"] == study["metadata"]["generation"]
     assert [pods_run(c, j.metadata.name) for j in jobs_of(c, "grow")] == [1, 1, 1]
     assert "BudgetGrown" in [e.reason for e in events_of(c, "grow")]
+
+
+@pytest.mark.slow
+def test_a_reproducible_study_gives_the_same_trials_whatever_the_timing_and_operator_kills(cluster, admin):
+    """budget.reproducible: the same study in two namespaces, its trials finishing in other orders
+    (a test trainer's random epoch times), the second with its operator SIGKILLed three times:
+    the same trials are recorded, checksums included (a checkpoint names its study, so both are
+    called "same")."""
+    c = cluster
+    budget = {"trials": 7, "warmupTrials": 3, "parallelism": 3, "maxFailedTrials": 0, "reproducible": True}
+    other = f"{c.ns}-b"[:63]
+    client.CoreV1Api(admin).create_namespace({"metadata": {"name": other, "labels": {
+        "pod-security.kubernetes.io/enforce": "restricted"}}})
+    create_storage_secret(admin, other)
+
+    def doc(ns: str, delay_seed: int) -> dict:
+        template = {"spec": {"containers": [{"name": "trial", "env": [
+            {"name": "BOSS_TEST_DELAY_SEED", "value": str(delay_seed)}]}]}}
+        d = study_doc(c, "same", **{
+            "spec.budget": budget, "spec.trainer.plugin": "flaky_trainers:RandomlySlow", "spec.trainer.epochs": 1,
+            "spec.trainer.args": {"train_fraction": 0.3, "max_seconds": 3.0}})
+        d["metadata"]["namespace"] = ns
+        return with_test_trainers(c, d, template)
+
+    def run(ns: str, delay_seed: int, kills: int) -> tuple[dict, list[int]]:
+        c.apply(doc(ns, delay_seed), ns=ns)
+        order: list[int] = []  # trials in the order the status shows them finished
+        rng = random.Random(delay_seed)
+        kill_at = sorted(rng.uniform(2, 30) for _ in range(kills))
+        started, deadline = time.time(), time.time() + 600
+        while True:
+            status = get(c, "same", ns).get("status") or {}
+            order += [t["index"] for t in status.get("trials") or [] if t["state"] != "running" and t["index"] not in order]
+            if status.get("phase") in FINAL_PHASES:
+                return status, order
+            if kill_at and time.time() - started > kill_at[0]:
+                kill_at.pop(0)
+                c.op.kill()
+                c.op.start()
+            assert time.time() < deadline, c.op.log()[-3000:]
+            time.sleep(0.2)
+
+    try:
+        c.op.start()
+        with c.node():
+            calm, calm_order = run(c.ns, 1, kills=0)
+            stormy, stormy_order = run(other, 2, kills=3)
+    finally:
+        client.CoreV1Api(admin).delete_namespace(other)
+    assert calm["phase"] == stormy["phase"] == "Succeeded", (calm.get("conditions"), stormy.get("conditions"))
+    assert c.op.starts == 4
+    assert calm_order != stormy_order, "the trials finished in the same order: the test shows nothing"
+
+    def key(status):
+        return [(t["index"], t["phase"], t["config"], t.get("teacher"), t.get("student"), t.get("checksum"), t.get("value"))
+                for t in status["trials"]]
+    assert key(calm) == key(stormy)
+    assert all(t.get("checksum") for t in calm["trials"]) and len(calm["trials"]) == 7
+    assert calm["engine"]["lag"] == 6

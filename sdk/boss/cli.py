@@ -12,14 +12,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
@@ -28,18 +31,44 @@ from .runs import RunLock
 from .spec import SpecError, Study, load_study
 
 # What we print quotes what users wrote (plugin paths, names, configs, messages, paths): no
-# console parses markup or emoji codes, so `a.b:Tada` or `[bold]x` prints as written. Our own
-# styling goes around it as Text parts (`styled`).
+# console parses markup or emoji codes, so `a.b:Tada` or `[bold]x` prints as written, and
+# control characters are shown escaped (LiteralConsole). Our own styling goes around it as
+# Text parts (`styled`).
 LITERAL = {"markup": False, "emoji": False, "highlight": False}
-console = Console(**LITERAL)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def escape_control(text: str) -> str:
+    """`text` with every control character but tab and newline written as its escape (\\x1b):
+    a terminal would act on them (an ESC sequence recolours, moves the cursor or retitles the
+    window; a CR overwrites the line), hiding what the user's text really holds."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+class LiteralConsole(Console):
+    """A console that prints the text it is given and nothing a terminal would act on: every
+    segment of user text (tables and trees too) has its control characters escaped; the
+    console's own styling is not text, and is kept."""
+
+    def render_str(self, text: str, **kw: Any) -> Text:  # before rich drops CR, BEL, BS, VT, FF from it
+        return super().render_str(escape_control(text), **kw)
+
+    def render(self, renderable: Any, options: Any = None) -> Iterable[Segment]:
+        for seg in super().render(renderable, options):
+            if seg.control is None and _CONTROL.search(seg.text):
+                seg = Segment(escape_control(seg.text), seg.style)
+            yield seg
+
+
+console = LiteralConsole(**LITERAL)
 if not console.is_terminal:  # piped or logged: no reason to wrap the table at 80 columns
-    console = Console(width=200, **LITERAL)
-err = Console(stderr=True, **LITERAL)
+    console = LiteralConsole(width=200, **LITERAL)
+err = LiteralConsole(stderr=True, **LITERAL)
 
 
 def styled(*parts: str | tuple[str, str]) -> Text:
     """A line of plain strings (printed as written) and (text, style) parts."""
-    return Text.assemble(*parts)
+    return Text.assemble(*(escape_control(p) if isinstance(p, str) else (escape_control(p[0]), p[1]) for p in parts))
 
 
 def _fail(message: str, code: int = 2) -> int:

@@ -147,8 +147,8 @@ class Budget(_Model):
     max_failed_trials: int = Field(3, ge=0, description="The study fails when more trials fail.")
     reproducible: bool | None = Field(
         None, description="true: the same seed gives the same trials (configs, teachers, students) whatever order "
-        "trials finish in: trial i sees the results of trials 0..i-P (P: parallelism as the study started), told "
-        "in trial order; a free slot may wait for an earlier trial.")
+        "trials finish in: trial i is proposed from the results of trials 0..i-2P (P: parallelism as the study "
+        "started), told in trial order; a free slot may wait for an earlier trial.")
 
     @model_validator(mode="after")
     def _check(self) -> Budget:
