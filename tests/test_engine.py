@@ -296,3 +296,45 @@ def test_a_study_recorded_without_computing_ahead_replays_as_recorded():
     assert computes_ahead({}) and computes_ahead({"trials": [], "history": {"trials": 0}})
     assert not computes_ahead({"trials": old[:3]}) and not computes_ahead({"trials": [], "history": {"trials": 100}})
     assert computes_ahead({"trials": old[:3], "engine": {"computeAhead": True}})
+
+
+def _fail_with(engine: Engine, t: Trial, message: str) -> None:
+    engine.tell(t.index, failed=True, message=message)
+
+
+def test_the_first_two_trials_failing_alike_stop_the_study_early():
+    """A mistake that breaks every trial costs two trials, not maxFailedTrials + 1."""
+    spec = spec_of(**{"spec.budget": {"trials": 10, "warmupTrials": 4, "parallelism": 1, "maxFailedTrials": 3}})
+    e = Engine(spec)
+    for _ in range(2):
+        _fail_with(e, e.ask(), "FileNotFoundError: data.txt")
+    assert e.ask() is None and e.finished
+    phase, reason, message = e.outcome()
+    assert (phase, reason) == ("Failed", "RepeatedFailure") and "data.txt" in message
+    # the user fixes the cause and grows the budget: the study goes on, the two failures kept
+    e.grown()
+    t = e.ask()
+    assert t is not None and t.index == 2
+    finish(e, t)
+    again = Engine.replay(spec, [x.to_dict() for x in e.trials], failure_floor=e.record()["failureFloor"])
+    assert again.ask() is not None  # the record keeps where the failures were forgiven
+
+
+def test_different_errors_or_a_success_do_not_stop_a_study_early():
+    spec = spec_of(**{"spec.budget": {"trials": 10, "warmupTrials": 4, "parallelism": 2, "maxFailedTrials": 3}})
+    e = Engine(spec)
+    a, b = e.ask(), e.ask()
+    _fail_with(e, a, "CUDA out of memory")
+    _fail_with(e, b, "RuntimeError: shape mismatch")
+    assert e.repeated_failure is None and e.ask() is not None
+    e = Engine(spec)
+    a, b, c = e.ask(), e.ask(), None
+    finish(e, a)
+    c = e.ask()
+    _fail_with(e, b, "boom")
+    _fail_with(e, c, "boom")
+    assert e.repeated_failure is None and e.ask() is not None  # the code ran once: not a mistake in it
+    # maxFailedTrials below two: the plain rule already stops at the second failure
+    e = Engine(spec_of(**{"spec.budget": {"trials": 10, "warmupTrials": 4, "parallelism": 1, "maxFailedTrials": 1}}))
+    _fail_with(e, e.ask(), "boom")
+    assert e.repeated_failure is None and e.ask() is not None

@@ -567,3 +567,29 @@ def test_a_finished_cluster_study_whose_budget_grows_goes_on_with_its_trials_kep
     kube.obj["spec"] = other
     asyncio.run(handlers._resume_if_grown("default", "s", copy.deepcopy(kube.obj), memo, logging.getLogger("t")))
     assert kube.obj["status"]["phase"] == "Succeeded"
+
+
+def test_a_cluster_study_whose_first_trials_fail_alike_stops_and_goes_on_once_its_budget_grows():
+    """The first two Jobs fail with the same message: Failed (RepeatedFailure) with an Event,
+    two Jobs spent instead of four; raising maxFailedTrials (`kubectl patch`) lets it go on."""
+    import kopf
+    from boss_operator import handlers
+
+    kube = FakeKube(spec(**{"spec.budget": {"trials": 4, "warmupTrials": 2, "parallelism": 2, "maxFailedTrials": 3}}))
+    r = StudyReconciler(kube, CONFIG, "default", "s")
+    r.step()
+    for name in ("s-t0000", "s-t0001"):
+        kube.finish(name, "Traceback: FileNotFoundError: /data/train.csv")  # not a result: the trial failed
+    assert r.step() is None
+    status = kube.obj["status"]
+    assert status["phase"] == "Failed" and len(status["trials"]) == 2, status.get("conditions")
+    assert [e[1] for e in kube.events if e[0] == "Warning"][-1] == "RepeatedFailure"
+    assert sorted(kube.jobs) == ["s-t0000", "s-t0001"]
+    grown = copy.deepcopy(kube.obj["spec"])
+    grown["budget"]["maxFailedTrials"] = 4
+    kube.obj["spec"] = grown
+    asyncio.run(handlers._resume_if_grown("default", "s", copy.deepcopy(kube.obj), kopf.Memo(kube=kube),
+                                          logging.getLogger("t")))
+    again = StudyReconciler(kube, CONFIG, "default", "s")
+    assert again.step() is not None and "s-t0002" in kube.jobs  # a warm-up trial more: none succeeded yet
+    assert kube.obj["status"]["engine"]["failureFloor"] == 2 and kube.obj["status"]["phase"] != "Failed"

@@ -369,3 +369,29 @@ def test_a_diverging_corner_of_the_space_is_a_result_not_a_failure(tmp_path, mon
     first_finished = min(t["told"] for t in state["trials"] if t["state"] == "succeeded")
     assert told == len(state["trials"]) - sum(t["told"] < first_finished for t in diverged)
     assert run_cli("report", tmp_path / "run").returncode == 0
+
+
+def test_a_mistake_that_breaks_every_trial_costs_two_trials_and_the_study_goes_on_once_fixed(tmp_path):
+    """The first two trials fail alike (a missing file): the study stops there, not after
+    maxFailedTrials + 1, says how to go on, and goes on once the file exists and the budget grows."""
+    (tmp_path / "needs_data.py").write_text(
+        "import os\nfrom boss.trainers.digits import DigitsTrainer\n\n\nclass NeedsData(DigitsTrainer):\n"
+        "    def __init__(self, config, args=None, seed=0):\n"
+        "        if not os.path.exists('data.txt'):\n"
+        "            raise FileNotFoundError('data.txt: run the data step first')\n"
+        "        super().__init__(config, args, seed)\n")
+    budget = {"trials": 6, "warmupTrials": 2, "parallelism": 1, "maxFailedTrials": 3}
+    doc = tiny_doc(**{"spec.trainer.plugin": "needs_data:NeedsData", "spec.trainer.epochs": 1, "spec.budget": budget})
+    study = write_study(tmp_path, doc)
+    r = run_cli("run", study, "--run-dir", "run", cwd=tmp_path)
+    assert r.returncode == 1, r.stderr
+    assert "the first 2 trials failed with the same error, so no more were started" in r.stderr
+    assert "data.txt: run the data step first" in r.stderr and "raise spec.budget.maxFailedTrials" in r.stderr
+    assert [t["state"] for t in json.loads((tmp_path / "run" / "state.json").read_text())["trials"]] == ["failed"] * 2
+    (tmp_path / "data.txt").write_text("ok")
+    study = write_study(tmp_path, {**doc, "spec": {**doc["spec"], "budget": {**budget, "maxFailedTrials": 4}}})
+    r = run_cli("run", study, "--run-dir", "run", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert [t["state"] for t in state["trials"]] == ["failed"] * 2 + ["succeeded"] * 4
+    assert state["engine"]["failureFloor"] == 2

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import re
 import statistics
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -40,11 +41,21 @@ SUCCEEDED = "succeeded"
 FAILED = "failed"
 DIVERGED = "diverged"  # trained, but its objective was never finite: a result about its config, not a failure
 
+# A study stops early when its first REPEATED results are failures with one and the same
+# message (a typo, a missing file, a broken hook: every trial would fail alike) instead of
+# spending maxFailedTrials + 1 trials on it; see Engine.repeated_failure.
+REPEATED = 2
+
 
 def smac_trials_of(spec: StudySpec) -> dict[str, int]:
     """Each phase's SMAC scenario size (n_trials) for a study's budget."""
     b = spec.budget
     return {WARMUP: b.warmup_trials, BOSS: max(1, b.trials - b.warmup_trials)}
+
+
+def _cause(message: str | None) -> str:
+    """A failure's message without what names its own trial (`boss run` adds where its log is)."""
+    return re.sub(r"\s*\(log: [^()]*\)\s*$", "", message or "")
 
 
 def lag_of(spec: StudySpec) -> int | None:
@@ -104,9 +115,12 @@ class Engine:
     """Proposes trials for one study and keeps its observations (Λ, Λ') and checkpoints (Θ)."""
 
     def __init__(self, spec: StudySpec, name: str = "study", ahead: bool = True,
-                 smac_trials: dict[str, int] | None = None, lag: int | None = None):
+                 smac_trials: dict[str, int] | None = None, lag: int | None = None, failure_floor: int = 0):
         self.spec = spec
         self.name = name
+        # results before this one are not judged by `repeated_failure`: the budget grew after
+        # them (`grown`), i.e. the user fixed the cause and went on
+        self.failure_floor = failure_floor
         # reproducible mode (module docstring): a result is held until a proposal is due that
         # must see it. Recorded with the study, as the parallelism it comes from may change.
         self.lag = lag if lag is not None else lag_of(spec)
@@ -248,7 +262,8 @@ class Engine:
     @classmethod
     def replay(cls, spec: StudySpec, records: Iterable[Trial | dict[str, Any]], name: str = "study",
                snapshots: Iterable[dict[str, Any]] = (), ahead: bool = True,
-               smac_trials: dict[str, int] | None = None, lag: int | None = None) -> Engine:
+               smac_trials: dict[str, int] | None = None, lag: int | None = None,
+               failure_floor: int = 0) -> Engine:
         """Rebuild an engine from recorded trials: same seed, same order, same proposals.
 
         With `snapshots` (Engine.snapshot(), newest first), the trials a usable one covers are put
@@ -277,16 +292,16 @@ class Engine:
             if snap.digest(dicts, p, k) != s.get("digest"):
                 continue
             try:
-                return cls._replay(spec, recs, results, name, s, ahead, smac_trials, lag)
+                return cls._replay(spec, recs, results, name, s, ahead, smac_trials, lag, failure_floor)
             except (ReplayError, ValueError, KeyError, TypeError) as e:
                 log.warning("%s: the snapshot after %d trials does not replay (%s); trying without it", name, p, e)
-        return cls._replay(spec, recs, results, name, None, ahead, smac_trials, lag)
+        return cls._replay(spec, recs, results, name, None, ahead, smac_trials, lag, failure_floor)
 
     @classmethod
     def _replay(cls, spec: StudySpec, recs: list[Trial], results: list[Trial], name: str,
                 snapshot: dict[str, Any] | None, ahead: bool, smac_trials: dict[str, int] | None = None,
-                lag: int | None = None) -> Engine:
-        eng = cls(spec, name, ahead, smac_trials, lag)
+                lag: int | None = None, failure_floor: int = 0) -> Engine:
+        eng = cls(spec, name, ahead, smac_trials, lag, failure_floor)
         pending = iter(results)
 
         def tell(r: Trial) -> None:
@@ -354,7 +369,14 @@ class Engine:
         out: dict[str, Any] = {"computeAhead": self.ahead, "smacTrials": self.smac_trials}
         if self.lag is not None:
             out["lag"] = self.lag
+        if self.failure_floor:
+            out["failureFloor"] = self.failure_floor
         return out
+
+    def grown(self) -> None:
+        """The budget grew (a user's way on after fixing what failed): the failures so far no
+        longer stop the study as a repeated failure."""
+        self.failure_floor = self._told
 
     def snapshot(self) -> dict[str, Any]:
         """The engine's state now, as JSON (snapshot.py): what `replay` needs besides the trials."""
@@ -421,21 +443,41 @@ class Engine:
                  if t.state == SUCCEEDED and t.told is not None and t.told < told and t.value is not None]
         return max(costs) if costs else None
 
+    def _judged(self) -> list[Trial]:
+        """The results the failure rules judge, in the order they were told. In reproducible
+        mode those the next proposal sees, so when a study stops does not depend on timing."""
+        if self.lag is None:
+            return sorted((t for t in self.trials if t.told is not None), key=lambda t: t.told)
+        seen = max(self._told, self._due(len(self.trials)))
+        return [t for t in self.trials[:seen] if t.done]
+
     @property
     def too_many_failures(self) -> bool:
-        """More failures than maxFailedTrials: no new trial starts. In reproducible mode only the
-        results the next proposal sees count, so when a study stops does not depend on timing."""
+        """More failures than maxFailedTrials: no new trial starts."""
         if self.lag is None:
             return len(self.failed) > self.spec.budget.max_failed_trials
-        seen = max(self._told, self._due(len(self.trials)))
-        return sum(t.state == FAILED for t in self.trials[:seen]) > self.spec.budget.max_failed_trials
+        return sum(t.state == FAILED for t in self._judged()) > self.spec.budget.max_failed_trials
+
+    @property
+    def repeated_failure(self) -> str | None:
+        """The message, when the first REPEATED results (since the budget last grew) failed with
+        that same message and no result since is a success or a divergence: no new trial starts.
+        Only where maxFailedTrials would let more fail; a later success lifts it."""
+        if self.spec.budget.max_failed_trials < REPEATED:
+            return None
+        judged = [t for t in self._judged() if (t.told if t.told is not None else t.index) >= self.failure_floor]
+        if len(judged) < REPEATED or any(t.state != FAILED for t in judged):
+            return None
+        first = {_cause(t.message) for t in judged[:REPEATED]}
+        return _cause(judged[0].message) if len(first) == 1 and judged[0].message else None
 
     @property
     def finished(self) -> bool:
         """No trial runs and none will start: the budget is spent or the study has failed."""
         if self.running:
             return False
-        return self.too_many_failures or len(self.trials) >= self.spec.budget.trials
+        return (self.too_many_failures or self.repeated_failure is not None
+                or len(self.trials) >= self.spec.budget.trials)
 
     def outcome(self) -> tuple[str, str, str]:
         """A finished study's (phase, reason, message): Succeeded only if it found what it promises.
@@ -447,6 +489,10 @@ class Engine:
         b, n = self.spec.budget, len(self.trials)
         if len(self.failed) > b.max_failed_trials:
             return "Failed", "TooManyFailedTrials", f"{len(self.failed)} trials failed; maxFailedTrials is {b.max_failed_trials}"
+        repeated = self.repeated_failure
+        if repeated is not None and len(self.trials) < b.trials:
+            return "Failed", "RepeatedFailure", (
+                f"the first {REPEATED} trials failed with the same error, so no more were started: {repeated}")
         if not self.succeeded:
             return "Failed", "NoTrialSucceeded", f"none of the {n} trials succeeded"
         boss = [t for t in self.trials if t.phase == BOSS]
@@ -543,7 +589,7 @@ class Engine:
 
     def _next_phase(self) -> str | None:
         b = self.spec.budget
-        if self.too_many_failures or len(self.trials) >= b.trials:
+        if self.too_many_failures or self.repeated_failure is not None or len(self.trials) >= b.trials:
             return None
         warm = [t for t in self.trials if t.phase == WARMUP]
         if self.phase == WARMUP:

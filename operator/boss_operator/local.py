@@ -106,10 +106,13 @@ class LocalRun:
             )
         engine = saved.get("engine") or {}
         started = parse_study(saved["study"]).spec if "smacTrials" not in engine else None
-        return Engine.replay(self.study.spec, saved["trials"], self.study.name,
-                             ahead=recorded_ahead(engine, bool(saved.get("trials"))),
-                             smac_trials=engine.get("smacTrials") or smac_trials_of(started),
-                             lag=engine.get("lag"))
+        e = Engine.replay(self.study.spec, saved["trials"], self.study.name,
+                          ahead=recorded_ahead(engine, bool(saved.get("trials"))),
+                          smac_trials=engine.get("smacTrials") or smac_trials_of(started),
+                          lag=engine.get("lag"), failure_floor=int(engine.get("failureFloor") or 0))
+        if self.grew:
+            e.grown()
+        return e
 
     def save(self) -> None:
         """Write the state atomically: a crash leaves the old state or the new, never half."""

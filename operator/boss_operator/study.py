@@ -92,6 +92,7 @@ class StudyReconciler:
         self._started: dict[str, Any] | None = None  # the spec the study started with (status.studySpec)
         self._stale: set[str] = set()  # Jobs of an earlier study of this name, already reported
         self._smac_trials: dict[str, int] | None = None  # SMAC's sizes when the budget grew before a replay
+        self._grew = False  # the budget grew before the engine was replayed
 
     # ---- one step ---------------------------------------------------------------------------
 
@@ -138,7 +139,11 @@ class StudyReconciler:
                                             ahead=computes_ahead(status),
                                             smac_trials=(status.get("engine") or {}).get("smacTrials")
                                             or self._smac_trials,
-                                            lag=(status.get("engine") or {}).get("lag"))
+                                            lag=(status.get("engine") or {}).get("lag"),
+                                            failure_floor=int((status.get("engine") or {}).get("failureFloor") or 0))
+                if self._grew:
+                    self.engine.grown()
+                    self._grew = False
                 opmetrics.REPLAY_SECONDS.observe(time.perf_counter() - started)
             except (ReplayError, HistoryError) as e:
                 self._fail(obj, "ReplayFailed", f"the recorded trials cannot be replayed: {e}")
@@ -266,6 +271,9 @@ class StudyReconciler:
                 self._started = obj.get("spec")
                 if self.engine is not None:
                     self.engine.spec = live.spec
+                    self.engine.grown()
+                else:
+                    self._grew = True  # told to the engine once it is replayed
                 self._event(obj, "Normal", "BudgetGrown", f"{grew}; the recorded trials are kept")
                 return live, live
             changed = first_difference(fixed_part(study.to_document()), fixed_part(live.to_document()))

@@ -313,8 +313,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if status == "Failed":
         _, reason, message = engine.outcome()
         more = (" once the cause is fixed, raise spec.budget.maxFailedTrials (and budget.trials for the trials to "
-                "run again) and run the same command: the recorded trials are kept" if reason == "TooManyFailedTrials"
-                else "")
+                "run again) and run the same command: the recorded trials are kept"
+                if reason in ("TooManyFailedTrials", "RepeatedFailure") else "")
         return _fail(f"study failed: {message}; the trials' logs: boss logs {run_dir} N;{more}".rstrip(";"), 1)
     return 0
 
