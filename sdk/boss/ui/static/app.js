@@ -23,6 +23,10 @@ function el(tag, attrs, ...kids) {
   for (const kid of kids.flat()) if (kid !== null && kid !== undefined) e.append(kid instanceof Node ? kid : String(kid));
   return e;
 }
+// replaceChildren, skipping the null/false a conditional part leaves (the DOM would print "null")
+function fill(node, ...kids) {
+  node.replaceChildren(...kids.flat().filter((k) => k !== null && k !== undefined && k !== false));
+}
 function sv(tag, attrs, ...kids) {
   const e = document.createElementNS(SVGNS, tag);
   for (const [k, v] of Object.entries(attrs || {})) {
@@ -195,9 +199,9 @@ function route() {
   if (events) { events.close(); events = null; }
   showError(null);
   const main = document.getElementById("main");
-  main.replaceChildren();
+  fill(main, );
   const crumbs = document.getElementById("crumbs");
-  crumbs.replaceChildren(el("a", { href: "#/", text: "studies" }));
+  fill(crumbs, el("a", { href: "#/", text: "studies" }));
   if (parts[0] === "s" && parts[1]) {
     const sid = decodeURIComponent(parts[1]);
     crumbs.append("/ ", el("a", { href: `#/s/${enc(sid)}`, text: sid }));
@@ -218,7 +222,7 @@ function studiesPage(main) {
   let timer = null;
   let data = null;
   const render = () => {
-    box.replaceChildren();
+    fill(box, );
     if (!data) return;
     box.append(el("p", { class: "muted small", text: `reading ${data.where}` }));
     if (data.empty) { box.append(el("p", { class: "message", id: "empty", text: data.empty })); return; }
@@ -246,7 +250,7 @@ function studiesPage(main) {
   };
   const load = async () => {
     try { data = await api("/api/studies"); showError(null); render(); }
-    catch (e) { showError(e.message); box.replaceChildren(el("p", { class: "message bad", text: e.message })); }
+    catch (e) { showError(e.message); fill(box, el("p", { class: "message bad", text: e.message })); }
   };
   load();
   listen({}, () => load());
@@ -283,7 +287,7 @@ function studyPage(main, sid) {
     const running = count("running"), queued = Math.min(s.queued || 0, running);
     const finished = count("succeeded") + count("failed") + count("diverged");
     const best = s.trials.find((t) => t.i === s.best);
-    head.replaceChildren(
+    fill(head, 
       el("h1", {}, s.name, " ", el("span", { class: `badge ${s.phase}`, id: "phase", text: s.phase })),
       el("div", { class: "muted small", text: `${s.where} · ${s.plugin || ""} · ${s.epochs ?? "?"} epochs · top-K ${s.topK ?? "?"} · objective ${s.metric} (${s.goal})` }),
       el("div", { class: "stats" },
@@ -303,7 +307,7 @@ function studyPage(main, sid) {
 
   function renderProgress() {
     const box = document.getElementById("progress");
-    box.replaceChildren();
+    fill(box, );
     const s = S.study, max = maximize();
     const done = s.trials.filter((t) => t.state === "succeeded" && t.value !== null);
     const ys = extent(done.map((t) => t.value));
@@ -384,7 +388,7 @@ function studyPage(main, sid) {
 
   function renderLineage() {
     const box = document.getElementById("lineage");
-    box.replaceChildren();
+    fill(box, );
     const s = S.study;
     const nodes = s.trials.filter((t) => t.state === "succeeded" && t.value !== null);
     if (!nodes.length) { box.append(el("p", { class: "muted", text: "no checkpoint yet: the graph grows as trials succeed" })); return; }
@@ -453,12 +457,12 @@ function studyPage(main, sid) {
     if (!S.metric || !metrics.has(S.metric)) S.metric = metrics.has(S.study.metric) ? S.study.metric : [...metrics][0] || S.study.metric;
     const select = el("select", { id: "curve-metric", onchange: (e) => { S.metric = e.target.value; renderCurves(); } },
       [...metrics].sort().map((m) => el("option", { value: m, text: m, selected: m === S.metric })));
-    controls.replaceChildren(el("span", { class: "small muted", text: S.picked ? "picked trials:" : "showing the best and the running trials (tick trials in the table to pick):" }),
+    fill(controls, el("span", { class: "small muted", text: S.picked ? "picked trials:" : "showing the best and the running trials (tick trials in the table to pick):" }),
       ...p.map((i, k) => el("span", { class: "chip" }, el("i", { style: `background:${PICK_COLORS[k % PICK_COLORS.length]}` }), el("a", { href: `#/s/${enc(sid)}/t/${i}`, text: `#${i}` }),
         el("button", { title: "remove", text: "×", onclick: () => { S.picked = p.filter((j) => j !== i); loadCurves(); renderTable(); } }))),
       el("label", { class: "small" }, " metric ", select),
       S.picked ? el("button", { text: "automatic", onclick: () => { S.picked = null; loadCurves(); renderTable(); } }) : null);
-    box.replaceChildren();
+    fill(box, );
     const series = p.map((i, k) => [i, (S.curves[String(i)] || []).filter((r) => r[S.metric] !== null && r[S.metric] !== undefined), PICK_COLORS[k % PICK_COLORS.length]]);
     const all = series.flatMap(([, rows]) => rows);
     if (!all.length) { box.append(el("p", { class: "muted", text: "no epoch finished yet in the picked trials" })); return; }
@@ -530,7 +534,7 @@ function studyPage(main, sid) {
         testKeys.map((k) => el("td", { class: "num", text: fmt((t.test || {})[k]) }))));
     }
     const box = document.getElementById("trials-box");
-    box.replaceChildren(
+    fill(box, 
       el("div", { class: "small muted", id: "trial-count", text: `${rows.length} of ${s.trials.length} trials` }),
       el("table", { id: "trials" }, thead, tbody),
       pages > 1 ? el("div", { class: "pager" }, el("button", { text: "‹ previous", disabled: S.page === 0, onclick: () => { S.page--; renderTable(); } }),
@@ -570,7 +574,7 @@ function studyPage(main, sid) {
     const names = Object.keys(s.space);
     for (const k of new Set(done.flatMap((t) => Object.keys(t.config)))) if (!names.includes(k)) names.push(k);
     const par = document.getElementById("parallel"), slices = document.getElementById("slices");
-    par.replaceChildren(); slices.replaceChildren();
+    fill(par, ); fill(slices, );
     if (!done.length || !names.length) { par.append(el("p", { class: "muted", text: "no succeeded trial yet" })); return; }
     const [vlo, vhi] = extent(done.map((t) => t.value), 0);
     // parallel coordinates
@@ -611,7 +615,7 @@ function studyPage(main, sid) {
     // slice plots
     for (const n of names) {
       const p = s.space[n] || {};
-      const f = frame(300, 200, [0, 1], extent(done.map((t) => t.value)), { xlabel: n, ylabel: s.metric });
+      const f = frame(300, 200, [0, 1], extent(done.map((t) => t.value)), { xlabel: n, ylabel: s.metric, xcat: true });
       const fx = paramAxis(n, p, done, f.m.l + 6, f.W - f.m.r - 6);
       const g = sv("g", { class: "axis" });
       const ticks = fx.choices ? fx.choices.map((c) => [fx(c), c]) : (fx.ticks ? fx.ticks(4) : []).map((v) => [fx(v), fmt(v, 2)]);
@@ -638,12 +642,12 @@ function studyPage(main, sid) {
     S.importanceDone = done;
     try {
       const r = await api(`/api/importance?id=${enc(sid)}`);
-      box.replaceChildren(el("div", { class: "small muted", id: "importance-method", text: `method: ${r.method}${r.trials ? ` (${r.trials} trials)` : ""}` }));
+      fill(box, el("div", { class: "small muted", id: "importance-method", text: `method: ${r.method}${r.trials ? ` (${r.trials} trials)` : ""}` }));
       if (r.message) { box.append(el("p", { class: "muted", text: r.message })); return; }
       const top = Math.max(...r.params.map((p) => p.importance), 1e-9);
       for (const p of r.params) box.append(el("div", { class: "bar" }, el("span", { class: "name", text: p.name }),
         el("span", { class: "fill", style: `width:${Math.max(1, (p.importance / top) * 420)}px` }), el("span", { class: "small", text: `${(p.importance * 100).toFixed(1)}% ± ${(p.spread * 100).toFixed(1)}` })));
-    } catch (e) { box.replaceChildren(el("p", { class: "message bad", text: e.message })); }
+    } catch (e) { fill(box, el("p", { class: "message bad", text: e.message })); }
   }
 
   function renderAll() {
@@ -661,7 +665,7 @@ function studyPage(main, sid) {
       relisten();
     } catch (e) {
       showError(e.message);
-      head.replaceChildren(el("h1", { text: sid }), el("p", { class: "message bad", id: "page-error", text: e.message }));
+      fill(head, el("h1", { text: sid }), el("p", { class: "message bad", id: "page-error", text: e.message }));
       if (!events) listen({ id: sid }, () => load());
     }
   }
@@ -694,7 +698,7 @@ function trialPage(main, sid, index) {
       [t, study, curves] = await Promise.all([api(`/api/trial?id=${enc(sid)}&i=${index}`), api(`/api/study?id=${enc(sid)}`), api(`/api/curves?id=${enc(sid)}&trials=${index}`)]);
     } catch (e) {
       showError(e.message);
-      box.replaceChildren(el("h1", { text: `trial ${index}` }), el("p", { class: "message bad", id: "page-error", text: e.message }));
+      fill(box, el("h1", { text: `trial ${index}` }), el("p", { class: "message bad", id: "page-error", text: e.message }));
       return;
     }
     if (stopped) return;
@@ -704,7 +708,7 @@ function trialPage(main, sid, index) {
     const link = (i) => i === null || i === undefined ? "—" : el("a", { href: `#/s/${enc(sid)}/t/${i}`, text: `#${i}` });
     const isBest = study.best === index;
     const children = study.trials.filter((c) => c.student === index || c.teacher === index);
-    box.replaceChildren(
+    fill(box, 
       el("div", { class: "card" },
         el("h1", {}, `${study.name}: trial #${index} `, el("span", { class: `badge ${t.state}`, id: "trial-state", text: t.stopped ? `stopped@${t.stopped}` : t.state }), isBest ? el("span", { class: "badge Succeeded", text: " best " }) : null),
         el("dl", { class: "kv", id: "trial-facts" },

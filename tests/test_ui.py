@@ -1,0 +1,281 @@
+"""`boss ui`: the dashboard, seen in real headless Chromium (over the DevTools protocol) against a
+local run that is running, its JSON and event stream against finished runs and bad input, and
+(with the real control plane) cluster studies read with a user's own rights."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from boss.spec import parse_study
+from boss_operator.local import LocalRun
+from cdp import Browser, chromium
+from conftest import tiny_doc, write_study
+
+BOSS = [sys.executable, "-m", "boss.cli"]
+TESTS = Path(__file__).parent
+
+
+def _env() -> dict[str, str]:
+    path = os.environ.get("PYTHONPATH", "")
+    return {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{path}" if path else str(TESTS)}
+
+
+@contextmanager
+def ui(*args, env=None):
+    """`boss ui ARGS --port 0` in its own process group; yields (url, the process, its stderr file)."""
+    err = Path(os.environ.get("TMPDIR", "/tmp")) / f"boss-ui-{os.getpid()}-{time.monotonic_ns()}.log"
+    with open(err, "w+") as errf:
+        proc = subprocess.Popen(BOSS + ["ui", *map(str, args), "--port", "0"], stdout=subprocess.PIPE, stderr=errf,
+                                text=True, env={**_env(), **(env or {})}, start_new_session=True)
+        try:
+            line = proc.stdout.readline()
+            assert "http://" in line, f"no URL from boss ui: {line!r} {err.read_text()}"
+            yield line.split(" at ")[1].split()[0].rstrip("/"), proc, err
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGINT)
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(10)
+            proc.stdout.close()
+            err.unlink(missing_ok=True)
+
+
+def get(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A folder of runs: a finished small study (5 trials, 2 warm-up)."""
+    root = tmp_path_factory.mktemp("runs")
+    doc = tiny_doc(**{"spec.budget": {"trials": 5, "warmupTrials": 2, "parallelism": 2}, "spec.trainer.epochs": 2})
+    LocalRun(parse_study(doc), root / "tiny").run()
+    return root
+
+
+# ---- the command and the JSON ---------------------------------------------------------------------
+
+
+def test_a_path_that_is_not_there_is_one_line_and_exit_2(tmp_path):
+    for bad, says in ((tmp_path / "nope", "no such folder"), (write_study(tmp_path, {"a": 1}), "not a folder")):
+        r = subprocess.run(BOSS + ["ui", str(bad)], capture_output=True, text=True, timeout=60, env=_env())
+        assert r.returncode == 2 and says in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_the_json_of_a_finished_run(runs):
+    state = json.loads((runs / "tiny" / "state.json").read_text())
+    with ui(runs) as (url, _, _):
+        status, listing = get(f"{url}/api/studies")
+        assert status == 200 and [s["id"] for s in listing["studies"]] == ["tiny"]
+        row = listing["studies"][0]
+        assert (row["phase"], row["finished"], row["budget"], row["failed"], row["running"]) == ("Succeeded", 5, 5, 0, 0)
+        assert row["best"]["value"] == state["best"]["value"] and row["best"]["i"] == state["best"]["index"]
+        status, study = get(f"{url}/api/study?id=tiny")
+        assert status == 200 and [t["i"] for t in study["trials"]] == [0, 1, 2, 3, 4]
+        assert [(t["teacher"], t["student"]) for t in study["trials"]] == [(t["teacher"], t["student"]) for t in state["trials"]]
+        assert study["best"] == state["best"]["index"] and set(study["space"]) == set(state["study"]["spec"]["searchSpace"])
+        assert "vector" not in study["trials"][0]  # compact rows
+        status, trial = get(f"{url}/api/trial?id=tiny&i=3")
+        assert status == 200 and trial["log"].startswith("--- trial 3 started") and trial["checksum"] == state["trials"][3]["checksum"]
+        status, curves = get(f"{url}/api/curves?id=tiny&trials=0,3")
+        assert [r["epoch"] for r in curves["3"]] == [1, 2]
+        assert curves["3"][-1]["val_accuracy"] == pytest.approx(state["trials"][3]["extra"]["curve"][-1], abs=1e-4)
+        assert {"train_loss", "distill_loss", "val_loss"} <= set(curves["3"][0])
+        status, imp = get(f"{url}/api/importance?id=tiny")
+        assert status == 200 and "random forest" in imp["method"] and "at least 8" in imp["message"]
+
+
+def test_bad_input_is_one_line_on_the_page_and_in_the_log(runs, tmp_path):
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "state.json").write_text("{not json")
+    (tmp_path / "nothing").mkdir()
+    with ui(tmp_path) as (url, _, err):
+        for path, code, says in (("/api/study?id=unknown", 404, "no run folder 'unknown'"),
+                                 ("/api/study?id=broken", 400, "unreadable run state"),
+                                 ("/api/study", 400, "which study")):
+            status, body = get(url + path)
+            assert status == code and says in body["error"] and "\n" not in body["error"]
+        _, listing = get(f"{url}/api/studies")
+        assert [s["id"] for s in listing["studies"]] == ["broken"] and "unreadable" in listing["studies"][0]["error"]
+        time.sleep(0.3)
+        log = err.read_text()
+        assert "no run folder 'unknown'" in log and "unreadable run state" in log and "Traceback" not in log
+    with ui(runs) as (url, _, _):
+        status, body = get(f"{url}/api/trial?id=tiny&i=99")
+        assert status == 404 and "no trial 99" in body["error"]
+    with ui(tmp_path / "nothing") as (url, _, _):
+        _, listing = get(f"{url}/api/studies")
+        assert listing["studies"] == [] and "no run folders in" in listing["empty"]
+
+
+def _events(url: str, timeout: float):
+    """The data lines of an event stream, as they come."""
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        for raw in r:
+            line = raw.decode().strip()
+            if line.startswith("data: "):
+                yield json.loads(line[6:])
+
+
+def test_an_event_follows_a_change_of_the_run_within_2_s(runs, tmp_path):
+    import shutil
+    import threading
+
+    shutil.copytree(runs / "tiny", tmp_path / "tiny")
+    with ui(tmp_path) as (url, _, _):
+        stream = _events(f"{url}/api/events?id=tiny&watch=1", 10)
+        first = next(stream)
+        assert "state" in first["token"]
+        changed = {}
+
+        def touch():
+            time.sleep(0.5)
+            state = tmp_path / "tiny" / "state.json"
+            state.write_text(state.read_text() + " ")
+            changed["at"] = time.monotonic()
+
+        threading.Thread(target=touch).start()
+        second = next(stream)
+        assert second["token"]["state"] != first["token"]["state"] and time.monotonic() - changed["at"] < 2.0
+
+
+# ---- in a browser, against a run that is running ----------------------------------------------------
+
+
+def _needs_chromium():
+    if chromium() is None:
+        pytest.skip("Debian's chromium is not installed (make services installs it)")
+
+
+def _live_doc(name="live"):
+    return tiny_doc(**{"metadata.name": name,
+                       "spec.budget": {"trials": 6, "warmupTrials": 3, "parallelism": 1, "maxFailedTrials": 2},
+                       "spec.trainer.plugin": "ui_trainers:SlowDigits", "spec.trainer.epochs": 4,
+                       "spec.trainer.args": {"train_fraction": 0.3, "epoch_seconds": 0.6, "fail_trial": 1}})
+
+
+def test_the_dashboard_follows_a_running_study_in_chromium(tmp_path):
+    _needs_chromium()
+    study = write_study(tmp_path, _live_doc())
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    run = subprocess.Popen(BOSS + ["run", str(study), "--run-dir", str(runs / "live"), "-q"], cwd=tmp_path,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env(), start_new_session=True)
+    try:
+        with ui(runs) as (url, _, _), Browser() as b:
+            b.go(f"{url}/#/")
+            b.wait("!!(document.querySelector('#studies tbody tr[data-id=\"live\"]') || document.getElementById('empty'))", 60)
+            b.wait("!!document.querySelector('#studies tbody tr[data-id=\"live\"]')", 60)  # appears without a reload
+            b.go(f"{url}/#/s/live")
+            b.wait("document.querySelectorAll('#trials tbody tr').length >= 1", 60)
+            b.js("window.__not_reloaded = true")
+            finished_rows = "document.querySelectorAll('#trials tbody tr:not(.running)').length"
+            state = runs / "live" / "state.json"
+            seen, lags, grew = [], [], False
+            curve_points = "(() => { const p = document.querySelector('#curves path.curve[data-trial=\"%d\"]'); return p ? (p.getAttribute('d').match(/L/g) || []).length + 1 : 0; })()"
+            last_points: dict[int, int] = {}
+            deadline = time.monotonic() + 240
+            while run.poll() is None and time.monotonic() < deadline:
+                saved = json.loads(state.read_text()) if state.exists() else {"trials": []}
+                done = sum(t["state"] != "running" for t in saved["trials"])
+                at = time.monotonic()
+                while b.js(finished_rows) < done and time.monotonic() - at < 10:
+                    time.sleep(0.05)
+                if done and (not seen or done > seen[-1]):
+                    lags.append(time.monotonic() - at)
+                    seen.append(done)
+                running = [t["index"] for t in saved["trials"] if t["state"] == "running"]
+                for i in running:  # the running trial's curve gains points as its epochs end
+                    n = b.js(curve_points % i)
+                    if n > last_points.get(i, 0) > 0:
+                        grew = True
+                    last_points[i] = max(n, last_points.get(i, 0))
+                time.sleep(0.2)
+            assert run.wait(120) == 0, run.stderr.read()
+            saved = json.loads(state.read_text())
+            b.wait(f"document.getElementById('phase').textContent === {json.dumps(saved['status'])}", 10)
+            b.wait(f"{finished_rows} === 6", 10)
+            assert b.js("window.__not_reloaded") is True  # every change came in live
+            assert len(seen) >= 3 and seen == sorted(seen), seen  # the table gained rows as trials finished
+            print(f"rows appeared {[round(x, 2) for x in lags]} s after state.json said so")
+            assert max(lags) < 4.0, lags  # (what the issue asks is 2 s; a loaded 2-core machine gets slack)
+            assert grew, last_points  # a running trial's curve grew while the page was open
+
+            # the lineage: a node per succeeded trial at its score, a student and a teacher edge per BOSS trial
+            ok = [t for t in saved["trials"] if t["state"] == "succeeded"]
+            b.wait(f"document.querySelectorAll('#lineage circle.node').length === {len(ok)}", 10)
+            nodes = b.js("[...document.querySelectorAll('#lineage circle.node')].map(c => +c.dataset.trial).sort((a, b) => a - b)")
+            assert nodes == [t["index"] for t in ok]
+            edges = b.js("[...document.querySelectorAll('#lineage path.edge')].map(e => [+e.dataset.from, +e.dataset.to, e.dataset.kind])")
+            want = [[t[k], t["index"], k] for t in ok for k in ("student", "teacher") if t.get(k) is not None]
+            assert sorted(edges) == sorted(want) and want
+            hot = b.js("[...document.querySelectorAll('#lineage circle.node.hot')].map(c => +c.dataset.trial)")
+            assert saved["best"]["index"] in hot
+            # a click on a node opens its trial
+            b.js(f"(() => {{ const c = document.querySelector('#lineage circle.node[data-trial=\"{ok[-1]['index']}\"]'); const r = c.getBoundingClientRect();"
+                 f" c.ownerSVGElement.dispatchEvent(new MouseEvent('click', {{clientX: r.x + r.width / 2, clientY: r.y + r.height / 2, bubbles: true}})); }})()")
+            b.wait(f"location.hash === '#/s/live/t/{ok[-1]['index']}'", 10)
+            b.wait("document.getElementById('log') && document.getElementById('log').textContent.includes('epoch 4/4')", 20)
+            assert b.js("document.getElementById('trial-checksum').textContent") == ok[-1]["checksum"]
+
+            # the failed trial: its message as text (it holds HTML), its log
+            b.go(f"{url}/#/s/live/t/1")
+            b.wait("!!document.getElementById('trial-message')", 20)
+            failed = saved["trials"][1]
+            assert failed["state"] == "failed"
+            assert b.js("document.getElementById('trial-message').textContent") == failed["message"]
+            assert b.js("document.querySelectorAll('#trial-message *, #log *, main script').length") == 0
+            assert "fails on purpose" in b.js("document.getElementById('log').textContent")
+
+            # the table sorts and filters
+            b.go(f"{url}/#/s/live")
+            b.wait(f"{finished_rows} === 6", 20)
+            b.js("document.querySelector('#trials th[data-key=\"value\"]').click()")
+            values = b.js("[...document.querySelectorAll('#trials tbody tr')].map(r => +r.dataset.trial)")
+            by_value = sorted((t for t in saved["trials"] if t["value"] is not None), key=lambda t: (-t["value"], t["index"]))
+            assert values[:len(by_value)] == [t["index"] for t in by_value]
+            b.js("const f = document.getElementById('state-filter'); f.value = 'failed'; f.dispatchEvent(new Event('change'))")
+            assert b.js("[...document.querySelectorAll('#trials tbody tr')].map(r => +r.dataset.trial)") == [1]
+            assert b.errors == []
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGINT)
+            run.wait(60)
+        run.stderr.close()
+
+
+def test_bad_input_on_the_page_in_chromium(tmp_path, runs):
+    _needs_chromium()
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "state.json").write_text("[]")
+    with ui(tmp_path) as (url, _, _), Browser() as b:
+        b.go(f"{url}/#/s/nowhere")
+        line = b.wait("document.getElementById('page-error') && document.getElementById('page-error').textContent")
+        assert line.startswith("no run folder 'nowhere'") and "\n" not in line
+        assert b.js("document.getElementById('error').textContent") == line
+        b.go(f"{url}/#/")
+        b.wait("!!document.querySelector('#studies tbody tr[data-id=\"broken\"] .message')")
+        assert "not a BOSS run state" in b.js("document.querySelector('#studies tbody tr[data-id=\"broken\"] .message').textContent")
+    with ui(runs) as (url, _, _), Browser() as b:
+        b.go(f"{url}/#/s/tiny/t/42")
+        line = b.wait("document.getElementById('page-error') && document.getElementById('page-error').textContent")
+        assert "no trial 42" in line
+        assert b.errors == [] or all("404" in e for e in b.errors)
