@@ -279,3 +279,101 @@ def test_bad_input_on_the_page_in_chromium(tmp_path, runs):
         line = b.wait("document.getElementById('page-error') && document.getElementById('page-error').textContent")
         assert "no trial 42" in line
         assert b.errors == [] or all("404" in e for e in b.errors)
+
+
+# ---- a cluster: the real control plane, read with a user's own rights --------------------------------
+
+
+def _as_operator_writes(admin, ns: str, name: str, state: dict) -> None:
+    """The status and history ConfigMap the operator would write for these trials: the first three
+    archived in `<name>-history-0000` (owned by the study), the rest in the status."""
+    from boss.history import LABEL_HISTORY, LABEL_STUDY, TRIALS_KEY, chunk_name, pack
+    from kubernetes import client
+
+    custom, core = client.CustomObjectsApi(admin), client.CoreV1Api(admin)
+    obj = custom.get_namespaced_custom_object("boss.automl.io", "v1alpha1", ns, "bossstudies", name)
+    trials = state["trials"]
+    core.create_namespaced_config_map(ns, {
+        "metadata": {"name": chunk_name(name, 0), "labels": {LABEL_STUDY: name, LABEL_HISTORY: "trials"},
+                     "ownerReferences": [{"apiVersion": "boss.automl.io/v1alpha1", "kind": "BossStudy", "name": name,
+                                          "uid": obj["metadata"]["uid"], "controller": True}]},
+        "binaryData": {TRIALS_KEY: pack(trials[:3])}, "immutable": True})
+    best = state["best"]
+    custom.patch_namespaced_custom_object_status("boss.automl.io", "v1alpha1", ns, "bossstudies", name, {"status": {
+        "phase": "Succeeded", "trials": trials[3:], "history": {"configMaps": 1, "trials": 3},
+        "best": {"trial": best["index"], "value": best["value"], "checkpoint": best["checkpoint"]}}})
+
+
+def test_cluster_studies_with_the_users_own_rights(k8s, admin, installed_chart, namespace, runs, tmp_path):
+    from kubernetes import client
+
+    ns = namespace
+    state = json.loads((runs / "tiny" / "state.json").read_text())
+    study = write_study(tmp_path, tiny_doc(**{"metadata.name": "seen"}))
+    k8s.kubectl("apply", "-n", ns, "-f", str(study))
+    admin_env = {"KUBECONFIG": str(k8s.kubeconfig)}
+    with ui("--cluster", "-n", ns, env=admin_env) as (url, _, _):
+        _, listing = get(f"{url}/api/studies")
+        assert [s["id"] for s in listing["studies"]] == [f"{ns}/seen"]  # applied with kubectl: it shows up
+        _as_operator_writes(admin, ns, "seen", state)
+        status, got = get(f"{url}/api/study?id={ns}/seen")
+        assert status == 200 and got["phase"] == "Succeeded" and got["warning"] is None
+        assert [t["i"] for t in got["trials"]] == [0, 1, 2, 3, 4]  # three from the ConfigMap, two from the status
+        assert got["best"] == state["best"]["index"]
+        status, body = get(f"{url}/api/study?id={ns}/unseen")
+        assert status == 404 and body["error"] == f"no BossStudy 'unseen' in namespace '{ns}'"
+        status, trial = get(f"{url}/api/trial?id={ns}/seen&i=4")
+        assert status == 200 and trial["checksum"] == state["trials"][4]["checksum"]
+        assert "no pod for trial 4" in trial["logError"]  # no Job ran here: said, not an empty box
+        if chromium() is not None:
+            with Browser() as b:
+                b.go(f"{url}/#/")
+                b.wait(f"!!document.querySelector('#studies tbody tr[data-id=\"{ns}/seen\"]')", 30)
+                b.go(f"{url}/#/s/{ns}%2Fseen")
+                b.wait("document.querySelectorAll('#trials tbody tr').length === 5", 30)
+                b.wait(f"document.querySelectorAll('#lineage circle.node').length === {sum(t['state'] == 'succeeded' for t in state['trials'])}", 10)
+                assert b.errors == []
+
+    # a user who may read the studies but not ConfigMaps: one clear message, and what the status holds
+    rbac = client.RbacAuthorizationV1Api(admin)
+    rbac.create_namespaced_role(ns, {"metadata": {"name": "studies-only"}, "rules": [
+        {"apiGroups": ["boss.automl.io"], "resources": ["bossstudies"], "verbs": ["get", "list", "watch"]}]})
+    rbac.create_namespaced_role_binding(ns, {
+        "metadata": {"name": "carol-studies-only"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "studies-only"},
+        "subjects": [{"kind": "User", "name": "carol", "apiGroup": "rbac.authorization.k8s.io"}]})
+    carol = k8s.client_kubeconfig("carol", (), tmp_path / "carol.kubeconfig")
+    with ui("--cluster", "-n", ns, env={"KUBECONFIG": str(carol)}) as (url, _, err):
+        status, got = get(f"{url}/api/study?id={ns}/seen")
+        assert status == 200 and [t["i"] for t in got["trials"]] == [3, 4]
+        assert got["warning"].startswith(f"you may not read ConfigMaps in namespace {ns}") and "3 archived trials" in got["warning"]
+        status, trial = get(f"{url}/api/trial?id={ns}/seen&i=3")
+        assert "does not let you list pods" in trial["logError"]
+        status, body = get(f"{url}/api/studies")  # carol may not list in another namespace
+        if chromium() is not None:
+            with Browser() as b:
+                b.go(f"{url}/#/s/{ns}%2Fseen")
+                warning = b.wait("document.getElementById('warning') && document.getElementById('warning').textContent", 30)
+                assert "you may not read ConfigMaps" in warning and "\n" not in warning
+                assert b.js("document.querySelectorAll('#trials tbody tr').length") == 2
+        assert "Traceback" not in err.read_text()
+    with ui("--cluster", "-n", "elsewhere", env={"KUBECONFIG": str(carol)}) as (url, _, err):
+        status, body = get(f"{url}/api/studies")
+        assert status == 403 and body["error"].startswith("the API server does not let you list BossStudies in namespace elsewhere")
+
+
+def test_an_unreachable_cluster_is_one_line(tmp_path):
+    kubeconfig = tmp_path / "kubeconfig"  # a cluster nobody listens for
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\nclusters:\n- name: gone\n  cluster:\n"
+                          "    server: https://127.0.0.1:1\n    insecure-skip-tls-verify: true\nusers:\n- name: u\n"
+                          "  user: {token: x}\ncontexts:\n- name: c\n  context: {cluster: gone, user: u}\n"
+                          "current-context: c\n")
+    with ui("--cluster", "-n", "default", env={"KUBECONFIG": str(kubeconfig)}) as (url, _, err):
+        status, body = get(f"{url}/api/studies")
+        assert status == 503 and body["error"].startswith("cannot reach the cluster to list BossStudies in namespace default")
+        assert "\n" not in body["error"]
+        time.sleep(0.3)
+        assert "cannot reach the cluster" in err.read_text() and "Traceback" not in err.read_text()
+    with ui("--cluster", env={"KUBECONFIG": str(tmp_path / "missing")}) as (url, _, err):
+        status, body = get(f"{url}/api/studies")
+        assert status == 503 and body["error"].startswith("no cluster to talk to")

@@ -72,6 +72,6 @@ def importance(space: dict[str, Any], trials: list[dict[str, Any]]) -> dict[str,
     means = np.clip(got.importances_mean, 0, None)
     total = float(means.sum()) or 1.0
     params = [{"name": n, "importance": float(m) / total, "spread": float(s) / total}
-              for n, m, s in zip(names, means, got.importances_std)]
+              for n, m, s in zip(names, means, got.importances_std, strict=True)]
     params.sort(key=lambda p: -p["importance"])
     return {"method": METHOD, "trials": len(done), "params": params}

@@ -133,7 +133,7 @@ def _fallback_curve(t: dict[str, Any], metric: str) -> list[dict[str, Any]]:
     return [{"epoch": e + 1, metric: _number(v)} for e, v in enumerate(curve)]
 
 
-def trial_detail(t: dict[str, Any], metric: str) -> dict[str, Any]:
+def trial_detail(t: dict[str, Any]) -> dict[str, Any]:
     extra = t.get("extra") or {}
     return {**row(t), "checkpoint": t.get("checkpoint"), "checksum": t.get("checksum"), "origin": t.get("origin"),
             "bestEpoch": extra.get("best_epoch"), "warning": extra.get("warning"),
@@ -285,8 +285,7 @@ class LocalSource:
 
     def trial(self, sid: str, index: int) -> dict[str, Any]:
         state, t, folder = self._raw_trial(sid, index)
-        metric = ((state["study"].get("spec") or {}).get("objective") or {}).get("metric", "val_accuracy")
-        out = trial_detail(t, metric)
+        out = trial_detail(t)
         if t.get("state") == "running" and state.get("status") and not runner_alive(state):
             out["state"] = "interrupted"
         log = self._log_path(folder, index)
@@ -541,8 +540,7 @@ class ClusterSource:
         t = next((t for t in trials if t.get("index") == index), None)
         if t is None:
             raise SourceError(f"{sid}: no trial {index} (the study has {len(trials)})", 404)
-        obj_metric = "val_accuracy"
-        out = trial_detail(t, obj_metric)
+        out = trial_detail(t)
         out["log"], err = self._pod_log(sid, index)
         if err:
             out["logError"] = err
