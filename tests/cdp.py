@@ -156,9 +156,15 @@ class Browser:
                 raise TimeoutError(f"not true after {timeout} s: {expression}")
             time.sleep(every)
 
-    def screenshot(self, path: str | Path, full: bool = True) -> Path:
+    def screenshot(self, path: str | Path, full: bool = True, selector: str | None = None) -> Path:
+        """The page (whole, or the viewport), or one element of it (`selector`)."""
         params: dict[str, Any] = {"format": "png"}
-        if full:
+        if selector is not None:
+            box = self.js(f"(() => {{ const r = document.querySelector({json.dumps(selector)}).getBoundingClientRect();"
+                          " return {x: r.x + scrollX, y: r.y + scrollY, width: r.width, height: r.height}; })()")
+            params["clip"] = {**box, "scale": 1}
+            params["captureBeyondViewport"] = True
+        elif full:
             height = int(self.js("Math.ceil(document.documentElement.scrollHeight)") or self.height)
             params["clip"] = {"x": 0, "y": 0, "width": self.width, "height": height, "scale": 1}
             params["captureBeyondViewport"] = True
