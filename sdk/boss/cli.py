@@ -371,8 +371,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from .ui.server import run_cli
-
+    try:
+        from .ui.server import run_cli
+    except ImportError as e:  # aiohttp: the `ui` extra (kopf brings it with the operator)
+        return _fail(f"`boss ui` needs aiohttp: pip install 'boss-sdk[ui]' ({e})")
     return run_cli(args.target, args.cluster, args.namespace, args.all_namespaces, args.host, args.port)
 
 

@@ -493,17 +493,17 @@ class ClusterSource:
                           trials, queued=int(status.get("trialsQueued") or 0), created=created, warning=warning)
 
     def studies(self) -> list[dict[str, Any]]:
+        """One row a study from its object alone (no ConfigMap read for the list): the operator's
+        counters in the status cover the archived trials too."""
         out = []
         for obj in self._list():
-            view = self._view(obj, with_history=False)
-            s = summarize(view)
-            h = (obj.get("status") or {}).get("history") or {}
-            archived = int(h.get("trials") or 0)
-            if archived:  # the counts of a study with archived trials: finished ones sit in its ConfigMaps
-                s["finished"] += archived
-                s["succeeded"] += archived  # approximate: the summary line says so
-                s["archived"] = archived
-            best = (obj.get("status") or {}).get("best")
+            s = summarize(self._view(obj, with_history=False))
+            status = obj.get("status") or {}
+            for field, key in (("trialsCompleted", "finished"), ("trialsRunning", "running"), ("trialsQueued", "queued"),
+                               ("trialsFailed", "failed"), ("trialsDiverged", "diverged")):
+                if isinstance(status.get(field), int):
+                    s[key] = status[field]
+            best = status.get("best")
             if best and best.get("value") is not None:
                 s["best"] = {"i": best.get("trial"), "value": best.get("value")}
             out.append(s)
