@@ -20,6 +20,7 @@ from boss.spec import parse_study
 from boss_operator.local import LocalRun
 from cdp import Browser, chromium
 from conftest import tiny_doc, write_study
+from test_chart import FULL, by_kind, helm, helm_bin, validate_all  # noqa: F401 (helm, helm_bin: fixtures)
 
 BOSS = [sys.executable, "-m", "boss.cli"]
 TESTS = Path(__file__).parent
@@ -379,3 +380,52 @@ def test_an_unreachable_cluster_is_one_line(tmp_path):
     with ui("--cluster", env={"KUBECONFIG": str(tmp_path / "missing")}) as (url, _, err):
         status, body = get(f"{url}/api/studies")
         assert status == 503 and body["error"].startswith("no cluster to talk to")
+
+
+# ---- the chart's option: the dashboard in the cluster, read-only --------------------------------------
+
+# what each Kubernetes client call ClusterSource (and boss.history, which it uses) makes needs
+UI_CALLS = {"get_namespaced_custom_object": ("boss.automl.io", "bossstudies", "get"),
+            "list_namespaced_custom_object": ("boss.automl.io", "bossstudies", "list"),
+            "list_cluster_custom_object": ("boss.automl.io", "bossstudies", "list"),
+            "list_namespaced_config_map": ("", "configmaps", "list"),
+            "list_namespaced_pod": ("", "pods", "list"),
+            "read_namespaced_pod_log": ("", "pods/log", "get")}
+
+
+def _ui_calls() -> set[tuple[str, str, str]]:
+    import re
+
+    sdk = Path(__file__).parents[1] / "sdk" / "boss"
+    names = set()
+    for path in (sdk / "ui" / "sources.py", sdk / "history.py"):
+        names |= set(re.findall(r"\.((?:create|delete|get|list|patch|read|replace|connect)_[a-z_]+)\b", path.read_text()))
+    names = {n for n in names if n.endswith(("_object", "_map", "_pod", "_log"))}
+    unknown = names - set(UI_CALLS)
+    assert not unknown, f"boss ui calls {unknown}: add them to UI_CALLS and to charts/.../templates/ui.yaml"
+    return {UI_CALLS[n] for n in names}
+
+
+def test_the_chart_can_deploy_the_dashboard_with_read_only_rbac(helm):  # noqa: F811
+    template = helm
+    assert not [d for d in template() if d["metadata"]["name"].endswith("-ui")]  # off by default
+    for values, role_kind, scope in (({"ui": {"enabled": True}}, "ClusterRole", ["--all-namespaces"]),
+                                     ({"ui": {"enabled": True}, "watchNamespace": "team-a"}, "Role", ["--namespace", "team-a"])):
+        docs = template(values)
+        validate_all(docs)
+        kinds = by_kind(docs)
+        ui_docs = {(d["kind"], d["metadata"]["name"]) for d in docs if d["metadata"]["name"] == f"{FULL}-ui"}
+        assert ui_docs == {("ServiceAccount", f"{FULL}-ui"), (role_kind, f"{FULL}-ui"), (f"{role_kind}Binding", f"{FULL}-ui"),
+                           ("Deployment", f"{FULL}-ui"), ("Service", f"{FULL}-ui"), ("NetworkPolicy", f"{FULL}-ui")}
+        role = next(d for d in kinds[role_kind] if d["metadata"]["name"] == f"{FULL}-ui")
+        granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+        assert granted == _ui_calls()  # exactly what the code reads; nothing it could write with
+        dep = next(d for d in kinds["Deployment"] if d["metadata"]["name"] == f"{FULL}-ui")
+        pod = dep["spec"]["template"]["spec"]
+        c = pod["containers"][0]
+        assert c["command"][:5] == ["python", "-m", "boss.cli", "ui", "--cluster"] and c["command"][-len(scope):] == scope
+        assert pod["serviceAccountName"] == f"{FULL}-ui" and c["securityContext"]["readOnlyRootFilesystem"]
+        labels = dep["spec"]["template"]["metadata"]["labels"]
+        operator_np = next(d for d in kinds["NetworkPolicy"] if d["metadata"]["name"] == FULL)
+        assert labels["app.kubernetes.io/component"] == "ui"  # not the operator's pod for its NetworkPolicy
+        assert {"key": "app.kubernetes.io/component", "operator": "DoesNotExist"} in operator_np["spec"]["podSelector"]["matchExpressions"]
