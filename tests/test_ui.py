@@ -429,3 +429,37 @@ def test_the_chart_can_deploy_the_dashboard_with_read_only_rbac(helm):  # noqa: 
         operator_np = next(d for d in kinds["NetworkPolicy"] if d["metadata"]["name"] == FULL)
         assert labels["app.kubernetes.io/component"] == "ui"  # not the operator's pod for its NetworkPolicy
         assert {"key": "app.kubernetes.io/component", "operator": "DoesNotExist"} in operator_np["spec"]["podSelector"]["matchExpressions"]
+
+
+def test_text_from_a_study_is_shown_as_text_never_as_html(runs, tmp_path):
+    """A name, a config value, a message and a log line that hold HTML: shown as written, and
+    nothing of them runs (an <img onerror> would set window.__xss)."""
+    import shutil
+
+    _needs_chromium()
+    evil = "<img src=x onerror=\"window.__xss=1\">"
+    shutil.copytree(runs / "tiny", tmp_path / "tiny")
+    state = json.loads((tmp_path / "tiny" / "state.json").read_text())
+    state["study"]["metadata"]["name"] = f"tiny{evil}"
+    state["message"] = f"done {evil}"
+    t = state["trials"][2]
+    t["config"]["optimizer"] = evil
+    t["state"], t["value"], t["message"] = "failed", None, f"boom {evil}"
+    (tmp_path / "tiny" / "state.json").write_text(json.dumps(state))
+    log = tmp_path / "tiny" / "trials" / "0002" / "log.txt"
+    log.write_text(log.read_text() + f"{evil}\n")
+    with ui(tmp_path) as (url, _, _), Browser() as b:
+        b.go(f"{url}/#/")
+        b.wait("document.querySelectorAll('#studies tbody tr').length === 1")
+        assert b.js("document.querySelector('#studies tbody tr a').textContent") == f"tiny{evil}"
+        b.go(f"{url}/#/s/tiny")
+        b.wait("document.querySelectorAll('#trials tbody tr').length === 5")
+        assert evil in b.js("document.querySelector('#trials tbody tr[data-trial=\"2\"] td.cfg').textContent")
+        assert evil in b.js("document.getElementById('head').textContent")
+        b.go(f"{url}/#/s/tiny/t/2")
+        b.wait("!!document.getElementById('trial-message')")
+        assert b.js("document.getElementById('trial-message').textContent") == f"boom {evil}"
+        assert b.js("document.getElementById('log').textContent").endswith(f"{evil}\n")
+        assert b.js("document.querySelectorAll('main img').length") == 0
+        time.sleep(0.5)
+        assert b.js("window.__xss") is None and b.errors == []

@@ -173,7 +173,8 @@ class LocalSource:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         if not self.root.exists():
-            raise SourceError(f"{root}: no such folder")
+            raise SourceError(f"{root}: no such folder (a run folder appears once `boss run STUDY.yaml` starts, "
+                              "in runs/NAME or its --run-dir; `make demo` writes runs/digits-demo)")
         if not self.root.is_dir():
             raise SourceError(f"{root}: not a folder (give a run folder of `boss run`, or a folder of them)")
         self._studies = _Cache()
