@@ -225,11 +225,20 @@ def test_the_dashboard_follows_a_running_study_in_chromium(tmp_path):
             b.wait(f"document.querySelectorAll('#lineage circle.node').length === {len(ok)}", 10)
             nodes = b.js("[...document.querySelectorAll('#lineage circle.node')].map(c => +c.dataset.trial).sort((a, b) => a - b)")
             assert nodes == [t["index"] for t in ok]
-            edges = b.js("[...document.querySelectorAll('#lineage path.edge')].map(e => [+e.dataset.from, +e.dataset.to, e.dataset.kind])")
+            edges_js = "[...document.querySelectorAll('#lineage path.edge')].map(e => [+e.dataset.from, +e.dataset.to, e.dataset.kind])"
+            edges = b.js(edges_js)
             want = [[t[k], t["index"], k] for t in ok for k in ("student", "teacher") if t.get(k) is not None]
             assert sorted(edges) == sorted(want) and want
             hot = b.js("[...document.querySelectorAll('#lineage circle.node.hot')].map(c => +c.dataset.trial)")
             assert saved["best"]["index"] in hot
+            ys = "Object.fromEntries([...document.querySelectorAll('#lineage circle.node')].map(c => [c.dataset.trial, +c.getAttribute('cy')]))"
+            by_score = b.js(ys)
+            b.js("{ const s = document.getElementById('lineage-y'); s.value = 'rank'; s.dispatchEvent(new Event('change')); }")
+            by_rank = b.js(ys)  # the same graph, each node at its rank: the best on top, in score order
+            assert sorted(by_rank) == sorted(by_score) and sorted(b.js(edges_js)) == sorted(want)
+            order = sorted(ok, key=lambda t: (-t["value"], t["index"]))
+            assert [by_rank[str(t["index"])] for t in order] == sorted(by_rank.values())
+            b.js("{ const s = document.getElementById('lineage-y'); s.value = 'score'; s.dispatchEvent(new Event('change')); }")
             # a click on a node opens its trial
             b.js(f"(() => {{ const c = document.querySelector('#lineage circle.node[data-trial=\"{ok[-1]['index']}\"]'); const r = c.getBoundingClientRect();"
                  f" c.ownerSVGElement.dispatchEvent(new MouseEvent('click', {{clientX: r.x + r.width / 2, clientY: r.y + r.height / 2, bubbles: true}})); }})()")
@@ -253,7 +262,7 @@ def test_the_dashboard_follows_a_running_study_in_chromium(tmp_path):
             values = b.js("[...document.querySelectorAll('#trials tbody tr')].map(r => +r.dataset.trial)")
             by_value = sorted((t for t in saved["trials"] if t["value"] is not None), key=lambda t: (-t["value"], t["index"]))
             assert values[:len(by_value)] == [t["index"] for t in by_value]
-            b.js("const f = document.getElementById('state-filter'); f.value = 'failed'; f.dispatchEvent(new Event('change'))")
+            b.js("{ const f = document.getElementById('state-filter'); f.value = 'failed'; f.dispatchEvent(new Event('change')); }")
             assert b.js("[...document.querySelectorAll('#trials tbody tr')].map(r => +r.dataset.trial)") == [1]
             assert b.errors == []
     finally:
@@ -302,6 +311,8 @@ def _as_operator_writes(admin, ns: str, name: str, state: dict) -> None:
     best = state["best"]
     custom.patch_namespaced_custom_object_status("boss.automl.io", "v1alpha1", ns, "bossstudies", name, {"status": {
         "phase": "Succeeded", "trials": trials[3:], "history": {"configMaps": 1, "trials": 3},
+        "trialsCompleted": len(trials), "trialsRunning": 0, "trialsQueued": 0,
+        "trialsFailed": sum(t["state"] == "failed" for t in trials), "trialsDiverged": 0,
         "best": {"trial": best["index"], "value": best["value"], "checkpoint": best["checkpoint"]}}})
 
 
@@ -336,7 +347,7 @@ def test_cluster_studies_with_the_users_own_rights(k8s, admin, installed_chart, 
         assert "no pod for trial 4" in trial["logError"]  # no Job ran here: said, not an empty box
         b.go(f"{url}/#/")
         b.wait(f"!!document.querySelector('#studies tbody tr[data-id=\"{ns}/seen\"]')", 30)
-        assert b.js(f"document.querySelector('#studies tbody tr[data-id=\"{ns}/seen\"] td:nth-child(4)').textContent") == "5/5"
+        assert b.js(f"document.querySelector('#studies tbody tr[data-id=\"{ns}/seen\"] td:nth-child(4)').textContent") == "5/6"
         assert b.errors == []
 
     # a user who may read the studies but not ConfigMaps: one clear message, and what the status holds

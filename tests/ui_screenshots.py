@@ -61,6 +61,8 @@ def main() -> None:
                 time.sleep(0.5)
                 b.screenshot(out / "ui-study.png")
                 b.screenshot(out / "ui-lineage.png", selector="#lineage")
+                b.js("{ const s = document.getElementById('lineage-y'); s.value = 'rank'; s.dispatchEvent(new Event('change')); }")
+                b.screenshot(out / "ui-lineage-rank.png", selector="#lineage")
                 best = b.js("+document.querySelector('#lineage circle.node.best').dataset.trial")
                 b.go(f"{url}/#/s/digits-demo/t/{best}")
                 b.wait("document.getElementById('log') && document.getElementById('log').textContent.length > 0")
@@ -73,7 +75,7 @@ def main() -> None:
                 run.wait(60)
             os.killpg(ui.pid, signal.SIGINT)
             ui.wait(20)
-    for name in ("ui-studies", "ui-study-running", "ui-study", "ui-lineage", "ui-trial"):
+    for name in ("ui-studies", "ui-study-running", "ui-study", "ui-lineage", "ui-lineage-rank", "ui-trial"):
         print(out / f"{name}.png")
 
 

@@ -500,6 +500,9 @@ class ClusterSource:
         for obj in self._list():
             s = summarize(self._view(obj, with_history=False))
             status = obj.get("status") or {}
+            from ..history import recorded
+
+            s["finished"] += recorded(status)[1]  # archived trials are finished ones (the counters below say more)
             for field, key in (("trialsCompleted", "finished"), ("trialsRunning", "running"), ("trialsQueued", "queued"),
                                ("trialsFailed", "failed"), ("trialsDiverged", "diverged")):
                 if isinstance(status.get(field), int):

@@ -134,9 +134,9 @@ function frame(width, height, xs, ys, opts = {}) {
   const x = opts.xcat ? null : scale(xs[0], xs[1], m.l, width - m.r, opts.xlog);
   const y = scale(ys[0], ys[1], height - m.b, m.t, opts.ylog);
   const g = sv("g", { class: "axis" });
-  for (const v of y.ticks(5)) {
+  for (const v of (opts.yint ? y.ticks(5).filter(Number.isInteger) : y.ticks(5))) {
     g.append(sv("line", { x1: m.l, x2: width - m.r, y1: y(v), y2: y(v), class: "grid" }));
-    g.append(sv("text", { x: m.l - 6, y: y(v) + 4, "text-anchor": "end", text: fmt(v, 3) }));
+    g.append(sv("text", { x: m.l - 6, y: y(v) + 4, "text-anchor": "end", text: opts.yfmt ? opts.yfmt(v) : fmt(v, 3) }));
   }
   if (x) for (const v of (opts.xint ? x.ticks(6).filter(Number.isInteger) : x.ticks(6))) {
     g.append(sv("line", { x1: x(v), x2: x(v), y1: height - m.b, y2: height - m.b + 4 }));
@@ -268,6 +268,9 @@ function studyPage(main, sid) {
   const lineage = el("div", { class: "card" }, el("h2", { text: "Lineage: each checkpoint at its score" }),
     el("div", { class: "legend" }, el("span", {}, el("i", { style: `background:${PHASE_COLOR.warmup}` }), "warm-up"), el("span", {}, el("i", { style: `background:${PHASE_COLOR.boss}` }), "BOSS"),
       el("span", { text: "── student init   ┄┄ teacher" }), el("span", {}, el("i", { style: `background:${HOT}` }), "the best trial's ancestry"), el("span", { text: "click a node to open its trial" })),
+    el("div", { class: "controls" }, el("label", { class: "small" }, "y axis ",
+      el("select", { id: "lineage-y", onchange: (e) => { S.lineageY = e.target.value; renderLineage(); } },
+        el("option", { value: "score", text: "score" }), el("option", { value: "rank", text: "rank (spreads a crowded top)" })))),
     el("div", { id: "lineage" }));
   const curves = el("div", { class: "card" }, el("h2", { text: "Per-epoch curves" }), el("div", { class: "controls", id: "curve-controls" }), el("div", { id: "curves" }));
   const trials = el("div", { class: "card" }, el("h2", { text: "Trials" }), el("div", { class: "controls", id: "trial-controls" }), el("div", { id: "trials-box" }));
@@ -395,8 +398,14 @@ function studyPage(main, sid) {
     const byI = new Map(nodes.map((t) => [t.i, t]));
     const hot = s.best !== null ? ancestry(s.best) : new Set();
     const n = Math.max(1, s.trials.length);
-    const f = frame(1280, 380, [-0.5, n - 0.5], extent(nodes.map((t) => t.value), 0.08),
-      { xlabel: "trial (each checkpoint at its score)", ylabel: s.metric, xint: true, cls: "lineage" });
+    // y: the score, or the rank among the checkpoints (1: the best), which spreads a crowded top
+    const ranked = [...nodes].sort((a, b) => (maximize() ? b.value - a.value : a.value - b.value) || a.i - b.i);
+    const rank = new Map(ranked.map((t, k) => [t.i, k + 1]));
+    const byRank = S.lineageY === "rank";
+    const yv = (t) => byRank ? -rank.get(t.i) : t.value;
+    const f = frame(1280, 380, [-0.5, n - 0.5], byRank ? [-nodes.length - 0.5, -0.5] : extent(nodes.map((t) => t.value), 0.08),
+      { xlabel: `trial (each checkpoint at its ${byRank ? "rank" : "score"})`, ylabel: byRank ? `rank by ${s.metric}` : s.metric,
+        xint: true, cls: "lineage", yint: byRank, yfmt: byRank ? (v) => String(-v) : null });
     const many = nodes.length > 600; // past that, cold edges and nodes are drawn as a few paths
     const edges = sv("g", { class: "edges" }), hotg = sv("g", { class: "hot" }), ng = sv("g", { class: "nodes" });
     let cold = { student: "", teacher: "" };
@@ -405,7 +414,7 @@ function studyPage(main, sid) {
         const j = t[kind];
         if (j === null || j === undefined || !byI.has(j)) continue;
         const p = byI.get(j);
-        const x1 = f.x(p.i), y1 = f.y(p.value), x2 = f.x(t.i), y2 = f.y(t.value);
+        const x1 = f.x(p.i), y1 = f.y(yv(p)), x2 = f.x(t.i), y2 = f.y(yv(t));
         const mx = (x1 + x2) / 2;
         const d = `M${x1.toFixed(1)} ${y1.toFixed(1)}C${mx.toFixed(1)} ${y1.toFixed(1)} ${mx.toFixed(1)} ${y2.toFixed(1)} ${x2.toFixed(1)} ${y2.toFixed(1)}`;
         const isHot = hot.has(t.i) && hot.has(j);
@@ -416,9 +425,9 @@ function studyPage(main, sid) {
     }
     if (many) for (const kind of ["student", "teacher"]) if (cold[kind]) edges.append(sv("path", { d: cold[kind], stroke: EDGE, "stroke-width": 0.6, fill: "none", opacity: 0.25, "stroke-dasharray": kind === "teacher" ? "4 3" : null }));
     const pts = [];
-    if (many) for (const ph of ["warmup", "boss"]) dots(ng, nodes.filter((t) => t.phase === ph && !hot.has(t.i)).map((t) => [f.x(t.i), f.y(t.value)]), PHASE_COLOR[ph], 3);
+    if (many) for (const ph of ["warmup", "boss"]) dots(ng, nodes.filter((t) => t.phase === ph && !hot.has(t.i)).map((t) => [f.x(t.i), f.y(yv(t))]), PHASE_COLOR[ph], 3);
     for (const t of nodes) {
-      const x = f.x(t.i), y = f.y(t.value);
+      const x = f.x(t.i), y = f.y(yv(t));
       pts.push([x, y, t.i]);
       if (many && !hot.has(t.i)) continue;
       const isBest = t.i === s.best;
@@ -427,7 +436,7 @@ function studyPage(main, sid) {
       if (!many || hot.has(t.i)) ng.append(sv("text", { x: x + 7, y: y - 7, class: "node-label", text: `#${t.i}` }));
     }
     f.svg.append(edges, hotg, ng);
-    pickable(f.svg, pts, open, (i) => { const t = byI.get(i); return `#${i} ${t.phase} ${fmt(t.value)}${t.student !== null ? `\nstudent init #${t.student}, teacher #${t.teacher}` : ""}\n${cfgText(t.config)}`; });
+    pickable(f.svg, pts, open, (i) => { const t = byI.get(i); return `#${i} ${t.phase} ${fmt(t.value)} (rank ${rank.get(i)})${t.student !== null ? `\nstudent init #${t.student}, teacher #${t.teacher}` : ""}\n${cfgText(t.config)}`; });
     box.append(f.svg);
   }
 
