@@ -345,6 +345,7 @@ def test_cluster_studies_with_the_users_own_rights(k8s, admin, installed_chart, 
         status, trial = get(f"{url}/api/trial?id={ns}/seen&i=4")
         assert status == 200 and trial["checksum"] == state["trials"][4]["checksum"]
         assert "no pod for trial 4" in trial["logError"]  # no Job ran here: said, not an empty box
+        assert trial["job"]["name"] == "seen-t0004" and "no Job" in trial["job"]["error"]
         b.go(f"{url}/#/")
         b.wait(f"!!document.querySelector('#studies tbody tr[data-id=\"{ns}/seen\"]')", 30)
         assert b.js(f"document.querySelector('#studies tbody tr[data-id=\"{ns}/seen\"] td:nth-child(4)').textContent") == "5/6"
@@ -365,6 +366,7 @@ def test_cluster_studies_with_the_users_own_rights(k8s, admin, installed_chart, 
         assert got["warning"].startswith(f"you may not read ConfigMaps in namespace {ns}") and "3 archived trials" in got["warning"]
         status, trial = get(f"{url}/api/trial?id={ns}/seen&i=3")
         assert "does not let you list pods" in trial["logError"]
+        assert "does not let you get Job seen-t0003" in trial["job"]["error"]
         with Browser() as b:
             b.go(f"{url}/#/s/{ns}%2Fseen")
             warning = b.wait("document.getElementById('warning') && document.getElementById('warning').textContent", 30)
@@ -401,7 +403,8 @@ UI_CALLS = {"get_namespaced_custom_object": ("boss.automl.io", "bossstudies", "g
             "list_cluster_custom_object": ("boss.automl.io", "bossstudies", "list"),
             "list_namespaced_config_map": ("", "configmaps", "list"),
             "list_namespaced_pod": ("", "pods", "list"),
-            "read_namespaced_pod_log": ("", "pods/log", "get")}
+            "read_namespaced_pod_log": ("", "pods/log", "get"),
+            "read_namespaced_job": ("batch", "jobs", "get")}
 
 
 def _ui_calls() -> set[tuple[str, str, str]]:
@@ -411,7 +414,7 @@ def _ui_calls() -> set[tuple[str, str, str]]:
     names = set()
     for path in (sdk / "ui" / "sources.py", sdk / "history.py"):
         names |= set(re.findall(r"\.((?:create|delete|get|list|patch|read|replace|connect)_[a-z_]+)\b", path.read_text()))
-    names = {n for n in names if n.endswith(("_object", "_map", "_pod", "_log"))}
+    names = {n for n in names if n.endswith(("_object", "_map", "_pod", "_log", "_job"))}
     unknown = names - set(UI_CALLS)
     assert not unknown, f"boss ui calls {unknown}: add them to UI_CALLS and to charts/.../templates/ui.yaml"
     return {UI_CALLS[n] for n in names}

@@ -548,7 +548,28 @@ class ClusterSource:
         out["log"], err = self._pod_log(sid, index)
         if err:
             out["logError"] = err
+        out["job"] = self._job(sid, index)
         return out
+
+    def _job(self, sid: str, index: int) -> dict[str, Any]:
+        """The trial's Job as the page shows it: its counts and conditions, or why there is none."""
+        from kubernetes import client
+
+        self._connect()
+        ns, name = self._split(sid)
+        job = f"{name}-t{index:04d}"
+        batch = client.BatchV1Api(self._apis[1].api_client)
+        try:
+            got = self._call(f"get Job {job} in namespace {ns}", batch.read_namespaced_job, job, ns)
+        except SourceError as e:
+            if e.status == 404:
+                return {"name": job, "error": "no Job: not created yet, or deleted after its trial finished "
+                                              "(the study keeps the newest spec.trainer.keepFinishedJobs)"}
+            return {"name": job, "error": str(e)}
+        st = got.status
+        conditions = [f"{c.type}: {c.reason or ''} {c.message or ''}".strip() for c in st.conditions or [] if c.status == "True"]
+        return {"name": job, "active": st.active or 0, "succeeded": st.succeeded or 0, "failed": st.failed or 0,
+                "conditions": conditions}
 
     def curves(self, sid: str, indices: list[int]) -> dict[str, list[dict[str, Any]]]:
         trials = {t.get("index"): t for t in self._raw_trials(sid)}

@@ -731,7 +731,9 @@ function trialPage(main, sid, index) {
           el("dt", { text: "best epoch" }), el("dd", { text: t.bestEpoch ?? "—" }),
           el("dt", { text: "checkpoint" }), el("dd", { id: "trial-checkpoint", text: t.checkpoint || "—" }),
           el("dt", { text: "sha256" }), el("dd", { id: "trial-checksum", text: t.checksum || "—" }),
-          el("dt", { text: "proposed by" }), el("dd", { text: t.origin || "—" })),
+          el("dt", { text: "proposed by" }), el("dd", { text: t.origin || "—" }),
+          t.job ? [el("dt", { text: "Job" }), el("dd", { id: "trial-job", text: t.job.error ? `${t.job.name}: ${t.job.error}`
+            : `${t.job.name}: ${t.job.active} active, ${t.job.succeeded} succeeded, ${t.job.failed} failed pod(s)${t.job.conditions.length ? "; " + t.job.conditions.join("; ") : ""}` })] : null),
         t.message ? el("div", { class: `message ${t.state === "failed" ? "bad" : ""}`, id: "trial-message", text: t.message }) : null,
         t.warning ? el("div", { class: "message", text: t.warning }) : null),
       el("div", { class: "grid2" },
