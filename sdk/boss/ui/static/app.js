@@ -570,7 +570,7 @@ function studyPage(main, sid) {
 
   function color(v, lo, hi) {
     const t = hi > lo ? (v - lo) / (hi - lo) : 0.5;
-    const q = maximize() ? t : 1 - t; // dark: worse, bright: better
+    const q = Math.round((maximize() ? t : 1 - t) * 24) / 24; // dark: worse, bright: better; 25 shades: a path each
     const stops = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
     const k = Math.min(3, Math.floor(q * 4)), r = q * 4 - k;
     const c = stops[k].map((x, j) => Math.round(x + (stops[k + 1][j] - x) * r));
