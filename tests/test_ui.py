@@ -477,3 +477,28 @@ def test_text_from_a_study_is_shown_as_text_never_as_html(runs, tmp_path):
         assert b.js("document.querySelectorAll('main img').length") == 0
         time.sleep(0.5)
         assert b.js("window.__xss") is None and b.errors == []
+
+
+def test_the_change_token_of_many_running_studies_is_stable(runs, tmp_path):
+    """More studies than the raw-state cache holds, all being written: reading one study or another
+    must not change what the event stream compares (a flip would wake every open page twice a second)."""
+    import shutil
+    import socket
+
+    from boss.ui.sources import LocalSource
+
+    for k in range(4):
+        shutil.copytree(runs / "tiny", tmp_path / f"s{k}")
+        state = json.loads((tmp_path / f"s{k}" / "state.json").read_text())
+        state["status"], state["runner"] = "Distilling", {"pid": os.getpid(), "host": socket.gethostname()}
+        (tmp_path / f"s{k}" / "state.json").write_text(json.dumps(state))
+    src = LocalSource(tmp_path)
+    first = src.token(None, [])
+    assert all(alive for _, _, alive in first)
+    src.studies()
+    src.trial("s0", 1)
+    src.curves("s3", [0, 1])
+    assert src.token(None, []) == first
+    one = src.token("s2", [1])
+    src.studies()
+    assert src.token("s2", [1]) == one

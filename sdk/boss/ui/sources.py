@@ -180,6 +180,7 @@ class LocalSource:
         self._studies = _Cache()
         self._raw = _Cache(2)  # the last trials read whole, for the trial page and the curves
         self._curves = _Cache(256)
+        self._runners: dict[str, Any] = {}  # who writes each folder, as its state last said
 
     def describe(self) -> str:
         return str(self.root)
@@ -240,6 +241,7 @@ class LocalSource:
             raise SourceError(f"{folder / STATE}: unreadable run state ({e})") from None
         if not isinstance(state, dict) or not isinstance(state.get("trials"), list) or not isinstance(state.get("study"), dict):
             raise SourceError(f"{folder / STATE}: not a BOSS run state (no study and trials)")
+        self._runners[sid] = state.get("runner")
         return self._raw.put(sid, stamp, state), folder
 
     def study(self, sid: str) -> dict[str, Any]:
@@ -258,8 +260,10 @@ class LocalSource:
         return self._studies.put(sid, stamp, view)
 
     def _alive(self, sid: str) -> bool:
-        hit = self._raw.items.get(sid)
-        return bool(hit and hit[1].get("runner") and runner_alive(hit[1]))
+        """Whether the run writing this folder is alive (known from its state, even when that state
+        is no longer cached: a flip here would look like a change and wake every page)."""
+        runner = self._runners.get(sid)
+        return bool(runner) and runner_alive({"runner": runner})
 
     def studies(self) -> list[dict[str, Any]]:
         out = []
@@ -326,8 +330,18 @@ class LocalSource:
         """What changes when the study (or, for the studies page, the folder) or a watched log does."""
         if sid is None:
             folders = self.folders()
+            for k in folders.keys() - self._runners.keys():  # a folder seen for the first time: who writes it
+                try:
+                    self._state(k)
+                except SourceError:
+                    self._runners[k] = None
             return [(k, self._stamp(f), self._alive(k)) for k, f in folders.items()]
         folder = self._folder(sid)
+        if sid not in self._runners:
+            try:
+                self._state(sid)
+            except SourceError:
+                self._runners[sid] = None
         logs = {}
         for i in watched:
             try:
