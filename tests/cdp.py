@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -83,14 +85,23 @@ class Browser:
         if self._loop.is_running():
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
-        if getattr(self, "proc", None) is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        shutil.rmtree(getattr(self, "_profile", ""), ignore_errors=True)
+        if getattr(self, "proc", None) is not None:
+            if self.proc.poll() is None:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(10)
+            try:  # its helper processes (renderer, GPU, zygote) share its session
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for _ in range(20):  # a helper that was still writing its profile may add a file as we delete
+            shutil.rmtree(getattr(self, "_profile", ""), ignore_errors=True)
+            if not os.path.exists(getattr(self, "_profile", "")):
+                break
+            time.sleep(0.1)
 
     # ---- the protocol -------------------------------------------------------------------------
 
