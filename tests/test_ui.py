@@ -20,7 +20,7 @@ from boss.spec import parse_study
 from boss_operator.local import LocalRun
 from cdp import Browser, chromium
 from conftest import tiny_doc, write_study
-from test_chart import FULL, by_kind, helm, helm_bin, validate_all  # noqa: F401 (helm, helm_bin: fixtures)
+from test_chart import FULL, admitted_pod, by_kind, can_i, helm, helm_bin, release, rules_on_server, validate_all  # noqa: F401 (fixtures)
 
 BOSS = [sys.executable, "-m", "boss.cli"]
 TESTS = Path(__file__).parent
@@ -502,3 +502,23 @@ def test_the_change_token_of_many_running_studies_is_stable(runs, tmp_path):
     one = src.token("s2", [1])
     src.studies()
     assert src.token("s2", [1]) == one
+
+
+def test_the_chart_installs_the_dashboard_read_only(k8s, release):  # noqa: F811
+    """Installed on the real API server: its pod passes Pod Security `restricted`, and its
+    ServiceAccount may do exactly the reads the code makes, per the real authorizer."""
+    release.install({"ui": {"enabled": True}})
+    manifest = release.manifest()
+    objs = release.on_server(manifest)
+    ns, ui_name = release.namespace, f"{release.full}-ui"
+    assert {(k, ui_name) for k in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service",
+                                   "NetworkPolicy")} <= set(objs)
+    pod = admitted_pod(k8s, ns, objs["Deployment", ui_name])
+    assert pod["spec"]["serviceAccountName"] == ui_name
+    sa, anybody = f"system:serviceaccount:{ns}:{ui_name}", f"system:serviceaccount:{ns}:nobody"
+    assert rules_on_server(k8s, sa, ns) - rules_on_server(k8s, anybody, ns) == _ui_calls()
+    for verb, group, resource in (("get", "", "secrets"), ("create", "boss.automl.io", "bossstudies"),
+                                  ("patch", "boss.automl.io", "bossstudies"), ("delete", "", "configmaps"),
+                                  ("create", "", "pods/exec"), ("create", "batch", "jobs")):
+        assert not can_i(k8s, sa, verb, group, resource, ns), (verb, resource)
+    release.uninstall_removes_everything(manifest)
