@@ -79,6 +79,16 @@ def test_a_path_that_is_not_there_is_one_line_and_exit_2(tmp_path):
         r = subprocess.run(BOSS + ["ui", str(bad)], capture_output=True, text=True, timeout=60, env=_env())
         assert r.returncode == 2 and says in r.stderr
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for args, says in (([str(tmp_path), "--port", str(port)], "cannot listen on 127.0.0.1"),
+                           ([str(tmp_path), "--cluster"], "give a run folder or --cluster, not both")):
+            r = subprocess.run(BOSS + ["ui", *args], capture_output=True, text=True, timeout=60, env=_env())
+            assert r.returncode == 2 and says in r.stderr and r.stderr.count("\n") == 1, r.stderr
 
 
 def test_the_json_of_a_finished_run(runs):

@@ -223,6 +223,9 @@ def run_cli(target: str | None, cluster: bool, namespace: str | None, all_namesp
             host: str, port: int | None) -> int:
     """`boss ui`: one line and exit 2 for a path that is not there; else serve and print the URL."""
     logging.basicConfig(level=logging.INFO, format="boss ui: %(message)s", stream=sys.stderr)
+    if cluster and target:
+        print(f"error: {target}: give a run folder or --cluster, not both", file=sys.stderr)
+        return 2
     try:
         if cluster:
             source: LocalSource | ClusterSource = ClusterSource(namespace=namespace, all_namespaces=all_namespaces)
