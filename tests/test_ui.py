@@ -21,6 +21,7 @@ from boss_operator.local import LocalRun
 from cdp import Browser, chromium
 from conftest import tiny_doc, write_study
 from test_chart import FULL, admitted_pod, by_kind, can_i, helm, helm_bin, release, rules_on_server, validate_all  # noqa: F401 (fixtures)
+from test_operator import FINAL_PHASES, cluster, study_doc, wait_phase  # noqa: F401 (cluster: a fixture)
 
 BOSS = [sys.executable, "-m", "boss.cli"]
 TESTS = Path(__file__).parent
@@ -532,3 +533,34 @@ def test_the_chart_installs_the_dashboard_read_only(k8s, release):  # noqa: F811
                                   ("create", "", "pods/exec"), ("create", "batch", "jobs")):
         assert not can_i(k8s, sa, verb, group, resource, ns), (verb, resource)
     release.uninstall_removes_everything(manifest)
+
+
+@pytest.mark.slow
+def test_a_study_on_a_real_node_shows_its_jobs_pod_logs_and_curves(cluster):  # noqa: F811
+    """The operator runs a study's trials as Jobs on a real node; the page follows it without a
+    reload, and a trial's log and per-epoch curves come from its pod through the API server."""
+    _needs_chromium()
+    c = cluster
+    c.op.start()
+    with c.node():
+        c.apply(study_doc(c, "watched", **{"spec.trainer.epochs": 3,
+                                           "spec.budget": {"trials": 4, "warmupTrials": 2, "parallelism": 2, "maxFailedTrials": 1}}))
+        with ui("--cluster", "-n", c.ns, env={"KUBECONFIG": str(c.k8s.kubeconfig)}) as (url, _, err), Browser() as b:
+            b.go(f"{url}/#/s/{c.ns}%2Fwatched")
+            b.wait("!!document.getElementById('phase')", 30)
+            b.js("window.__not_reloaded = true")
+            final = wait_phase(c, "watched", FINAL_PHASES, timeout=600)
+            assert final["status"]["phase"] == "Succeeded", final["status"].get("conditions")
+            b.wait("document.getElementById('phase').textContent === 'Succeeded'", 15)
+            b.wait("document.querySelectorAll('#trials tbody tr:not(.running)').length === 4", 15)
+            assert b.js("window.__not_reloaded") is True
+            status, trial = get(f"{url}/api/trial?id={c.ns}/watched&i=3")
+            assert status == 200 and "trial 3 epoch 3/3" in trial["log"], trial.get("logError")
+            assert trial["job"]["name"] == "watched-t0003" and trial["job"]["succeeded"] == 1
+            _, curves = get(f"{url}/api/curves?id={c.ns}/watched&trials=3")
+            assert [r["epoch"] for r in curves["3"]] == [1, 2, 3] and {"train_loss", "val_accuracy"} <= set(curves["3"][0])
+            b.go(f"{url}/#/s/{c.ns}%2Fwatched/t/3")
+            b.wait("document.getElementById('log') && document.getElementById('log').textContent.includes('epoch 3/3')", 30)
+            assert "1 succeeded" in b.js("document.getElementById('trial-job').textContent")
+            assert b.js("document.querySelectorAll('#trial-curves svg').length") >= 2 and b.errors == []
+            assert "Traceback" not in err.read_text()
