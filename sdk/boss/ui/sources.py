@@ -396,6 +396,7 @@ class ClusterSource:
         self._namespace = namespace
         self._apis: tuple | None = None
         self._trials = _Cache(4)
+        self._curves = _Cache(256)  # finished trials' per-epoch rows, from their pods' logs
 
     def _connect(self) -> tuple:
         if self._apis is not None:
@@ -593,10 +594,16 @@ class ClusterSource:
             t = trials.get(i)
             if t is None:
                 continue
-            rows = []
-            if t.get("state") == "running" or not (t.get("extra") or {}).get("curve"):
+            # every metric per epoch is in the pod's log; a finished trial's log no longer changes, so it
+            # is read once (a running one's each time the page asks); without a pod (its Job deleted after
+            # keepFinishedJobs), the objective's curve the trial recorded
+            done = t.get("state") != "running"
+            rows = self._curves.get((sid, i), "done") if done else None
+            if rows is None:
                 text, _ = self._pod_log(sid, i)
                 rows = parse_epochs(text, i)
+                if done:
+                    self._curves.put((sid, i), "done", rows)
             out[str(i)] = rows or _fallback_curve(t, view["metric"])
         return out
 
