@@ -3,6 +3,7 @@
     boss validate study.yaml          check a study; one line per problem, exit 2 when bad
     boss run study.yaml [--run-dir D] run a study on this machine (no cluster); again to continue
     boss show RUN_DIR                 the trials table, the best trial and its lineage
+    boss ui [runs/]                   a live web dashboard of run folders (or --cluster)
 
 Exit codes: 0 done, 1 the study failed, 2 bad input, 130 interrupted (run again to continue).
 """
@@ -407,6 +408,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    try:
+        from .ui.server import run_cli
+    except ImportError as e:  # aiohttp: the `ui` extra (kopf brings it with the operator)
+        return _fail(f"`boss ui` needs aiohttp: pip install 'boss-sdk[ui]' ({e})")
+    return run_cli(args.target, args.cluster, args.namespace, args.all_namespaces, args.host, args.port)
+
+
 def _load_any(target: str, namespace: str | None) -> tuple[dict, list[dict]]:
     """A local run folder, or the name of a BossStudy on the cluster of the current kubeconfig."""
     if Path(target).exists() or "/" in target:
@@ -493,6 +502,14 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", help="folder for report.html and the PNGs")
     rp.add_argument("--namespace", "-n", help="the study's namespace (cluster studies)")
     rp.set_defaults(func=cmd_report)
+    ui = sub.add_parser("ui", help="a live web dashboard of run folders, or of the studies on a cluster")
+    ui.add_argument("target", nargs="?", help="a run folder, or a folder of them (default runs/)")
+    ui.add_argument("--cluster", action="store_true", help="the BossStudies of the current kubeconfig, read with its rights")
+    ui.add_argument("--namespace", "-n", help="with --cluster: the namespace (default the kubeconfig's)")
+    ui.add_argument("--all-namespaces", "-A", action="store_true", help="with --cluster: every namespace you may read")
+    ui.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this machine only)")
+    ui.add_argument("--port", "-p", type=int, help="default 8765, or a free port if that one is taken")
+    ui.set_defaults(func=cmd_ui)
     return p
 
 
