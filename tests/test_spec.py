@@ -52,6 +52,7 @@ BAD = [
     ({"spec.searchSpace.lr": {"type": "float", "low": 0.1}}, "spec.searchSpace.lr: a float parameter needs both"),
     ({"spec.searchSpace.lr": {"type": "gaussian", "low": 0, "high": 1}}, "spec.searchSpace.lr.type:"),
     ({"spec.searchSpace.lr": {"type": "int", "low": 1.5, "high": 4}}, "whole-number bounds"),
+    ({"spec.searchSpace.batch_size.high": 2**63}, "spec.searchSpace.batch_size: an int parameter's bounds must lie within"),
     ({"spec.searchSpace.optimizer": {"type": "categorical", "choices": []}}, "spec.searchSpace.optimizer: a categorical parameter needs"),
     ({"spec.searchSpace.optimizer": {"type": "categorical", "choices": ["a", "a"]}}, "duplicates"),
     ({"spec.searchSpace.momentum.when": {"opt": "sgd"}}, "depends on 'opt', which is not in searchSpace"),

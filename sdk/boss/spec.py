@@ -52,6 +52,9 @@ def _finite(name: str, value: float) -> float:
     return value
 
 
+INT_BOUND = 2**53 - 1  # the largest whole number a float holds exactly
+
+
 class Param(_Model):
     """One hyperparameter: float/int (optionally log-scaled) or categorical, maybe conditional."""
 
@@ -90,6 +93,10 @@ class Param(_Model):
         _finite("high", self.high)
         if self.type == "int" and (self.low != int(self.low) or self.high != int(self.high)):
             raise ValueError(f"an int parameter needs whole-number bounds, got [{self.low}, {self.high}]")
+        if self.type == "int" and max(abs(self.low), abs(self.high)) > INT_BOUND:
+            # SMAC's ConfigSpace samples ints through 64-bit floats and integers
+            raise ValueError(f"an int parameter's bounds must lie within ±{INT_BOUND} (2**53 - 1), "
+                             f"got [{self.low:g}, {self.high:g}]")
         if not self.low < self.high:
             raise ValueError(f"low ({self.low:g}) must be less than high ({self.high:g})")
         if self.log and self.low <= 0:
