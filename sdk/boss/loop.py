@@ -130,7 +130,7 @@ def _run(spec: TrialSpec, trainer: Trainer | None, dist: distributed.Dist,
     if not isinstance(trainer, Trainer):
         raise TrialError(f"the trainer must be a boss.Trainer, got {_what(trainer)}")
     session = Session(spec, dist=dist, who="the trainer")
-    session.report_hint = False
+    session.report_hint = ""
 
     model = session.load_student(_model(trainer, "student" if spec.student_uri else "model"))
     model = session.net = distributed.prepare(model, dist, device)

@@ -130,7 +130,8 @@ class Session:
         self.spec = spec
         self.dist = dist or distributed.from_env()
         self.who = who  # how contract messages name the caller ("the script", "BossCallback"...)
-        self.report_hint = True  # contract messages point at trial.report() (not on the Trainer path)
+        self.report_hint = "; pass it to trial.report(...)"  # how to add a missing objective (per path)
+        self.pending_resume: tuple[nn.Module, int] | None = None  # a resume point to save later (Lightning)
         self.config: dict[str, Any] = {**dict(defaults or {}), **(spec.config if spec else {})}
         self.args: dict[str, Any] = dict(spec.args) if spec else {}
         self.seed = spec.seed if spec else 0
@@ -338,8 +339,11 @@ class Session:
                 diverged = True
         return self.record(row_in, diverged=diverged)
 
-    def record(self, row_in: Mapping[str, Any], *, diverged: bool = False, model: nn.Module | None = None) -> bool:
-        """One finished epoch: history, best weights, metrics, log line, early stopping, resume point."""
+    def record(self, row_in: Mapping[str, Any], *, diverged: bool = False, model: nn.Module | None = None,
+               save_resume: bool = True) -> bool:
+        """One finished epoch: history, best weights, metrics, log line, early stopping, resume point
+        (`save_resume` False: kept until `save_pending()`, for a framework that steps its scheduler
+        after the epoch's last hook)."""
         net = model if model is not None else self.net
         epoch = self.st.epoch + 1
         if net is None and self.spec is not None:
@@ -366,7 +370,7 @@ class Session:
         metric, maximize = self.spec.objective.metric, self.spec.objective.goal == "maximize"
         if metric not in row:
             raise TrialError(f"objective metric {metric!r} is not among the metrics {self.who} reports: "
-                             f"{', '.join(sorted(row))}" + ("; pass it to trial.report(...)" if self.report_hint else ""))
+                             f"{', '.join(sorted(row))}{self.report_hint}")
         value = float(row[metric])
         st = self.st
         if math.isfinite(value) and (st.best_value is None or (value > st.best_value if maximize else value < st.best_value)):
@@ -387,8 +391,18 @@ class Session:
         if st.diverged:
             self.should_stop = True
         if epoch < self.max_epochs and not self.should_stop and self.dist.main:
-            self._save_resume(net, epoch)
+            if save_resume:
+                self._save_resume(net, epoch)
+            else:
+                self.pending_resume = (net, epoch)
         return self.should_stop
+
+    def save_pending(self) -> None:
+        """Save the resume point `record(save_resume=False)` left for later."""
+        if self.pending_resume is not None:
+            net, epoch = self.pending_resume
+            self.pending_resume = None
+            self._save_resume(net, epoch)
 
     def _save_resume(self, net: nn.Module, epoch: int) -> None:
         assert self.store is not None
