@@ -158,6 +158,8 @@ class Session:
         self._dt_sum: torch.Tensor | None = None
         self._dt_n = 0
         self._teacher_ready = False
+        # how the teacher is called on a batch's inputs to give its logits (HF: keyword inputs, .logits)
+        self.teacher_forward: Callable[[nn.Module, Any], torch.Tensor] = lambda teacher, inputs: teacher(inputs)
 
     # -- identity ------------------------------------------------------------------------------
 
@@ -261,7 +263,7 @@ class Session:
             self.teacher.to(device=logits.device, dtype=ref.dtype if ref is not None else None)
             self._teacher_ready = True
         with torch.no_grad():
-            teacher_logits = self.teacher(inputs)
+            teacher_logits = self.teacher_forward(self.teacher, inputs)
         dt = distillation_loss(logits.float(), teacher_logits.float(), self.spec.distill_loss, self.spec.temperature)
         self._dt_sum = dt.detach() if self._dt_sum is None else self._dt_sum + dt.detach()
         self._dt_n += 1
@@ -296,6 +298,19 @@ class Session:
             self._say(f"trial {self.index}: resuming after epoch {st.epoch} of {self.max_epochs}")
         self._resumed = self.st.epoch
         return self._resumed
+
+    def resume_point(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+        """This trial's resume point as saved (tensors, metadata), without loading it anywhere; None
+        when there is none (outside a study, a first attempt, another trial's file)."""
+        if self.spec is None or self.store is None:
+            return None
+        try:
+            if not self.store.exists(self._resume_uri):
+                return None
+            tensors, meta = self.store.load_checkpoint(self._resume_uri)
+        except CheckpointError:
+            return None
+        return (tensors, meta) if meta.get("identity") == self._identity() else None
 
     def begin_epoch(self, epoch: int) -> None:
         """Seed the epoch's randomness from the trial's seed and the epoch (a resumed trial draws
@@ -356,7 +371,8 @@ class Session:
             raise TrialError(f"{self.who} called trial.report() after the trial finished")
         row = {"epoch": epoch}
         for k, v in row_in.items():
-            row[str(k)] = _float("trial.report()", str(k), v)
+            if k != "epoch":  # the session counts the epochs
+                row[str(k)] = _float("trial.report()", str(k), v)
         if "distill_loss" not in row and self._dt_n:
             row["distill_loss"] = float(self._dt_sum.item()) / self._dt_n  # type: ignore[union-attr]
         if diverged:
