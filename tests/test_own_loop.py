@@ -4,6 +4,7 @@ code, data made here or scikit-learn's digits: nothing downloaded."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 from boss.loop import run_trial
+from boss.spec import Objective
 from boss.store import Store, to_uri
 from boss.trainers.digits import SmallCNN
 from boss.trial import EXIT_FAILED, EXIT_WILL_FAIL_AGAIN, TrialSpec
@@ -26,11 +28,19 @@ PROBES = ROOT / "tests" / "own_loop"
 CONFIG = {"lr": 0.05, "optimizer": "sgd", "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 64}
 BOSS_CLI = [sys.executable, "-m", "boss.cli"]
 
-# each path: its example script, its probe script, and how its model names its weights
+# each path: its example script and study, its probe script, and how its model names its weights
 PATHS = {
-    "script": ("train.py", "script_probe.py", ""),
-    "lightning": ("train_lightning.py", "lightning_probe.py", "net."),
+    "script": ("train.py", "study.yaml", "script_probe.py", ""),
+    "lightning": ("train_lightning.py", "study-lightning.yaml", "lightning_probe.py", "net."),
+    "hf": ("train_hf.py", "study-hf.yaml", "hf_probe.py", None),
 }
+DIGITS = ["script", "lightning"]
+HF_TRIAL = {"config": {"lr": 3e-3, "weight_decay": 0.01, "batch_size": 32},
+            "objective": Objective(metric="eval_accuracy")}
+
+
+def path_kw(path: str) -> dict:
+    return dict(HF_TRIAL) if path == "hf" else {}
 
 
 def env(**extra: str) -> dict[str, str]:
@@ -51,22 +61,61 @@ def run_trial_process(ts: TrialSpec, cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-def save_model(tmp_path: Path, name: str, seed: int, prefix: str) -> tuple[str, str, dict]:
-    """A checkpoint of the digits CNN (weights from `seed`) under the path's names: (uri, sha, state)."""
+def hf_model():
+    from own_loop.hf_model import bert_config
+    from transformers import AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification.from_config(bert_config(dropout=0.0))
+
+
+def save_model(tmp_path: Path, name: str, seed: int, prefix: str | None) -> tuple[str, str, dict]:
+    """A checkpoint of the path's model (weights from `seed`), under its names: (uri, sha, state)."""
     torch.manual_seed(seed)
-    state = {prefix + k: v for k, v in SmallCNN().state_dict().items()}
+    if prefix is None:
+        state = {k: v.clone() for k, v in hf_model().state_dict().items()}
+    else:
+        state = {prefix + k: v for k, v in SmallCNN().state_dict().items()}
     uri = to_uri(tmp_path / f"{name}.safetensors")
     return uri, Store().save_checkpoint(uri, state, {"trial": seed}), state
 
 
+def copy_probe(tmp_path: Path, probe: str) -> None:
+    shutil.copy(PROBES / probe, tmp_path / probe)
+    shutil.copy(PROBES / "hf_model.py", tmp_path / "hf_model.py")
+
+
+def hand_loss(prefix: str | None, student_state: dict, teacher_state: dict, probe: dict, w: float):
+    """(task loss, task + w * MSE(student logits, teacher logits)) of the probed batch, computed here."""
+    if prefix is None:
+        student, teacher = hf_model(), hf_model()
+        student.load_state_dict(student_state)
+        teacher.load_state_dict(teacher_state)
+        teacher.eval()
+        inputs = {k: probe[k] for k in ("input_ids", "attention_mask")}
+        out = student.train()(**inputs, labels=probe["labels"])
+        with torch.no_grad():
+            t_logits = teacher(**inputs).logits
+        return out.loss, out.loss + w * F.mse_loss(out.logits, t_logits)
+    student, teacher = SmallCNN(), SmallCNN()
+    student.load_state_dict({k[len(prefix):]: v for k, v in student_state.items()})
+    teacher.load_state_dict({k[len(prefix):]: v for k, v in teacher_state.items()})
+    teacher.eval()
+    x, y = probe["x"], probe["y"]
+    s_logits = student.train()(x)
+    with torch.no_grad():
+        t_logits = teacher(x)
+    task = F.cross_entropy(s_logits, y)
+    return task, task + w * F.mse_loss(s_logits, t_logits)
+
+
 @pytest.mark.parametrize("path", list(PATHS))
 def test_a_study_with_warmup_and_boss_phase_succeeds(tmp_path, path):
-    example, _, _ = PATHS[path]
+    example, study, _, _ = PATHS[path]
     for f in EXAMPLES.iterdir():
         if f.is_file():
             shutil.copy(f, tmp_path / f.name)
-    doc = yaml.safe_load((EXAMPLES / "study.yaml").read_text())
-    doc["spec"]["trainer"] = {"script": example, "epochs": 2}
+    doc = yaml.safe_load((EXAMPLES / study).read_text())
+    doc["spec"]["trainer"]["epochs"] = 2
     doc["spec"]["budget"] = {"trials": 4, "warmupTrials": 2, "parallelism": 2, "maxFailedTrials": 0}
     doc["spec"]["boss"]["topK"] = 2
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(doc))
@@ -75,7 +124,6 @@ def test_a_study_with_warmup_and_boss_phase_succeeds(tmp_path, path):
     r = subprocess.run(BOSS_CLI + ["run", "s.yaml", "--run-dir", "run", "--output", "json"], cwd=tmp_path, env=env(),
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    import json
 
     state = json.loads((tmp_path / "run" / "state.json").read_text())
     assert state["status"] == "Succeeded"
@@ -86,17 +134,19 @@ def test_a_study_with_warmup_and_boss_phase_succeeds(tmp_path, path):
         Store().load_checkpoint(t["checkpoint"], t["checksum"])  # weights saved, intact
     log = (tmp_path / "run" / "trials" / "0003" / "log.txt").read_text()
     assert "teacher" in log and "distill_loss=" in log  # the BOSS phase distilled
+    for t in trials[2:]:
+        assert t["teacher"] is not None and t["student"] is not None
 
 
 @pytest.mark.parametrize("path", list(PATHS))
 def test_a_distilled_trial_starts_from_the_student_and_adds_the_teacher_term(tmp_path, path):
-    _, probe_script, prefix = PATHS[path]
-    shutil.copy(PROBES / probe_script, tmp_path / probe_script)
+    _, _, probe_script, prefix = PATHS[path]
+    copy_probe(tmp_path, probe_script)
     t_uri, t_sha, teacher_state = save_model(tmp_path, "teacher", 1, prefix)
     s_uri, s_sha, student_state = save_model(tmp_path, "student", 2, prefix)
     ts = spec(tmp_path, "distilled", probe_script, phase="boss", index=5, epochs=1, distill_weight=0.7,
               teacher_uri=t_uri, teacher_sha256=t_sha, student_uri=s_uri, student_sha256=s_sha,
-              args={"probe": str(tmp_path / "probe.safetensors")})
+              args={"probe": str(tmp_path / "probe.safetensors")}, **path_kw(path))
     r = run_trial_process(ts, tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     probe = load_file(str(tmp_path / "probe.safetensors"))
@@ -104,30 +154,22 @@ def test_a_distilled_trial_starts_from_the_student_and_adds_the_teacher_term(tmp
     assert first.keys() == student_state.keys()
     for k, v in student_state.items():  # the first step starts from the student's weights, exactly
         assert torch.equal(first[k], v), k
-    # the loss of that step by hand: CE + w * MSE(student logits, teacher logits), teacher in eval mode
-    student, teacher = SmallCNN(), SmallCNN()
-    student.load_state_dict({k[len(prefix):]: v for k, v in student_state.items()})
-    teacher.load_state_dict({k[len(prefix):]: v for k, v in teacher_state.items()})
-    teacher.eval()
-    x, y = probe["x"], probe["y"]
-    s_logits = student.train()(x)
-    with torch.no_grad():
-        t_logits = teacher(x)
-    want = F.cross_entropy(s_logits, y) + 0.7 * F.mse_loss(s_logits, t_logits)
-    assert abs(probe["loss"].item() - want.item()) < 1e-5, (probe["loss"].item(), want.item())
-    assert abs(probe["loss"].item() - F.cross_entropy(s_logits, y).item()) > 1e-3  # the teacher term is there
+    # the loss of that step by hand: task + w * MSE(student logits, teacher logits), teacher in eval mode
+    task, want = hand_loss(prefix, student_state, teacher_state, probe, 0.7)
+    assert abs(probe["loss"].item() - want.item()) < 2e-6, (probe["loss"].item(), want.item())
+    assert abs(probe["loss"].item() - task.item()) > 2e-5  # the teacher term is there (a fresh BERT's logits are small)
     result = Store().read_json(ts.result_uri)
     assert result["student"] == s_uri and result["teacher"] == t_uri and result["history"][0]["distill_loss"] > 0
 
 
 @pytest.mark.parametrize("path", list(PATHS))
 def test_sigkill_mid_trial_then_resume_ends_with_the_same_checkpoint(tmp_path, path):
-    _, probe_script, prefix = PATHS[path]
-    shutil.copy(PROBES / probe_script, tmp_path / probe_script)
+    _, _, probe_script, prefix = PATHS[path]
+    copy_probe(tmp_path, probe_script)
     t_uri, t_sha, _ = save_model(tmp_path, "teacher", 1, prefix)
     s_uri, s_sha, _ = save_model(tmp_path, "student", 2, prefix)
     boss_phase = dict(phase="boss", distill_weight=0.5, teacher_uri=t_uri, teacher_sha256=t_sha, student_uri=s_uri,
-                      student_sha256=s_sha, epochs=3)
+                      student_sha256=s_sha, epochs=3, **path_kw(path))
     marker = tmp_path / "killed-once"
     marker.write_text("")  # the reference is never killed
     args = {"die_at_epoch": 3, "marker": str(marker)}
@@ -152,13 +194,14 @@ def test_the_same_model_as_trainer_script_and_lightning_module_gives_the_same_ep
     common = dict(config=CONFIG, epochs=3, seed=11)
     trainer = run_trial(spec(tmp_path, "trainer", None, args={"train_fraction": 0.3, "label_noise": 0.2}, **common))
     rows = {"trainer": trainer["history"]}
-    for path, (example, _, _) in PATHS.items():
+    for path in DIGITS:
+        example = PATHS[path][0]
         shutil.copy(EXAMPLES / example, tmp_path / example)
         ts = spec(tmp_path, path, example, **common)
         r = run_trial_process(ts, tmp_path)
         assert r.returncode == 0, r.stderr[-3000:]
         rows[path] = Store().read_json(ts.result_uri)["history"]
-    for path in PATHS:
+    for path in DIGITS:
         assert len(rows[path]) == 3
         for want, got in zip(rows["trainer"], rows[path], strict=True):
             for k in ("train_loss", "val_loss", "val_accuracy"):
