@@ -265,3 +265,18 @@ def test_outside_a_study_the_script_runs_on_its_defaults(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "done 2" in r.stdout, r.stderr
     assert "val_accuracy=0.7000" in r.stderr and not list(tmp_path.glob("runs"))
+
+
+@pytest.mark.parametrize("example", ["train.py", "train_lightning.py", "train_hf.py"])
+def test_the_guide_shows_each_examples_diff_and_it_stays_small(example):
+    """docs/own-loop.md's diffs are the examples' diffs (under 10 changed lines each)."""
+    import difflib
+
+    before = (EXAMPLES / "before" / example).read_text().splitlines()
+    after = (EXAMPLES / example).read_text().splitlines()
+    changed = [line for line in difflib.unified_diff(before, after, lineterm="", n=0)
+               if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    assert 0 < len([line for line in changed if line.startswith("+")]) < 10
+    guide = (ROOT / "docs" / "own-loop.md").read_text().splitlines()
+    for line in changed:
+        assert line in guide, f"docs/own-loop.md lacks the {example} diff line {line!r}"
