@@ -86,7 +86,9 @@ class TrialSpec(BaseModel):
         return self.output_uri.rstrip("/") + "/" + RESULT
 
     def to_env(self) -> dict[str, str]:
-        return {ENV: self.model_dump_json()}
+        # without a script the spec reads as it did before the field: a trainer image of an earlier
+        # SDK still runs a plugin trial that a newer operator sends
+        return {ENV: self.model_dump_json(exclude=None if self.script else {"script"})}
 
 
 # Exit codes of `python -m boss.trial`; a Job's podFailurePolicy retries only the first kind.
