@@ -280,3 +280,28 @@ def test_the_guide_shows_each_examples_diff_and_it_stays_small(example):
     guide = (ROOT / "docs" / "own-loop.md").read_text().splitlines()
     for line in changed:
         assert line in guide, f"docs/own-loop.md lacks the {example} diff line {line!r}"
+
+
+def test_lightning_ddp_runs_a_distilled_trial_as_two_processes(tmp_path):
+    """strategy="ddp", devices=2 on the CPU (gloo): Lightning starts the second process of the trial
+    itself; both start from the student, process 0 reports, and the trial ends once, succeeded."""
+    _, _, probe_script, prefix = PATHS["lightning"]
+    copy_probe(tmp_path, probe_script)
+    t_uri, t_sha, teacher_state = save_model(tmp_path, "teacher", 1, prefix)
+    s_uri, s_sha, student_state = save_model(tmp_path, "student", 2, prefix)
+    ts = spec(tmp_path, "ddp", probe_script, phase="boss", index=2, epochs=2, distill_weight=0.7,
+              teacher_uri=t_uri, teacher_sha256=t_sha, student_uri=s_uri, student_sha256=s_sha,
+              args={"probe": str(tmp_path / "probe.safetensors"), "devices": 2})
+    r = subprocess.run([sys.executable, "-m", "boss.trial"], env=env(**ts.to_env(), BOSS_WARM_START="0"),
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "MEMBER: 1/2" in r.stderr and "MEMBER: 2/2" in r.stderr  # two processes, one process group
+    probe = load_file(str(tmp_path / "probe.safetensors"))
+    for k, v in student_state.items():
+        assert torch.equal(probe[f"model/{k}"], v), k
+    task, want = hand_loss(prefix, student_state, teacher_state, probe, 0.7)  # process 0's share of the batch
+    assert abs(probe["loss"].item() - want.item()) < 2e-6 and abs(probe["loss"].item() - task.item()) > 2e-5
+    result = Store().read_json(ts.result_uri)
+    assert [row["epoch"] for row in result["history"]] == [1, 2] and result["sha256"]
+    Store().load_checkpoint(result["checkpoint"], result["sha256"])
+    assert r.stderr.count("trial 2 epoch 2/2") == 1  # process 0 alone reports

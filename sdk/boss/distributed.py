@@ -52,11 +52,13 @@ class Dist:
 
 
 def from_env(env: Mapping[str, str] = os.environ) -> Dist:
-    """torchrun's WORLD_SIZE/RANK/LOCAL_RANK (MASTER_ADDR/PORT are read by init_process_group)."""
+    """torchrun's WORLD_SIZE/RANK/LOCAL_RANK (MASTER_ADDR/PORT are read by init_process_group).
+    Lightning's DDP launcher sets no RANK (one node: the rank is LOCAL_RANK)."""
     world = int(env.get("WORLD_SIZE", "1") or 1)
     if world <= 1:
         return Dist()
-    return Dist(rank=int(env["RANK"]), world=world, local_rank=int(env.get("LOCAL_RANK", env["RANK"])))
+    rank = env.get("RANK") or env.get("LOCAL_RANK") or "0"
+    return Dist(rank=int(rank), world=world, local_rank=int(env.get("LOCAL_RANK", rank)))
 
 
 def timeout() -> timedelta:

@@ -17,8 +17,11 @@ last epoch with the module's, the optimiser's and the scheduler's state (from BO
 safetensors resume point: Lightning's pickled .ckpt files are never loaded). After fit the
 module holds the best epoch's weights; `trainer.test(...)` metrics are reported as test metrics.
 
-One process: Lightning's DDP strategies (devices > 1) are refused with one line, for now.
-Works with `lightning` (2.x) and with `pytorch_lightning`.
+DDP (`strategy="ddp"`, `devices=N`, one node): Lightning starts N-1 more processes of the trial,
+each runs the script; all load the student and the teacher, process 0 keeps the best weights,
+saves the resume point and reports, and the processes stop together on process 0's word. Log
+the objective with `sync_dist=True` so it is the whole validation split's. Works with
+`lightning` (2.x) and with `pytorch_lightning`.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import distributed
 from . import session as _session
 from .trialspec import TrialError
 
@@ -74,8 +78,13 @@ class BossCallback(pl.Callback):
         if stage != "fit" or self.trial.net is not None:
             return
         if trainer.world_size > 1:
-            raise TrialError(f"BossCallback runs a trial as one process, but this Trainer has {trainer.world_size} "
-                             "(a DDP strategy); use devices=1 (or a boss.Trainer with trainer.gpus for DDP)")
+            if trainer.num_nodes > 1 or not type(trainer.strategy).__name__.startswith("DDP"):
+                raise TrialError(f"BossCallback runs one pod: a DDP strategy over its devices, but this Trainer has "
+                                 f"{type(trainer.strategy).__name__} on {trainer.num_nodes} node(s); use strategy=\"ddp\" "
+                                 "and num_nodes=1")
+            # every process runs the trial's script; process 0 keeps the weights, saves and reports
+            self.trial.dist = distributed.Dist(rank=trainer.global_rank, world=trainer.world_size,
+                                               local_rank=trainer.local_rank)
         self.trial.load_student(pl_module)
         build = self.build
         if build is not None:
@@ -119,7 +128,11 @@ class BossCallback(pl.Callback):
         metrics = {k: v for k, v in ((k, _scalar(v)) for k, v in trainer.callback_metrics.items()) if v is not None}
         diverged = any(not math.isfinite(v) for k, v in metrics.items() if k in ("train_loss", "loss"))
         # the scheduler steps after this hook: the resume point is saved at the next epoch's start
-        if self.trial.record(metrics, diverged=diverged, model=pl_module, save_resume=False):
+        stop = self.trial.record(metrics, diverged=diverged, model=pl_module, save_resume=False)
+        if trainer.world_size > 1:  # the processes stop together, as process 0 judged
+            stop = bool(trainer.strategy.broadcast(stop, src=0))
+            self.trial.should_stop = stop
+        if stop:
             trainer.should_stop = True
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:

@@ -29,7 +29,7 @@ class Probed(LitDigits):
         before = {f"model/{k}": v.detach().clone() for k, v in self.state_dict().items()}  # before BN's update
         loss = super().training_step(batch, batch_idx)
         args = trial.args
-        if args.get("probe") and self.current_epoch == 0 and batch_idx == 0:
+        if args.get("probe") and self.current_epoch == 0 and batch_idx == 0 and self.global_rank == 0:
             x, y = batch
             save_file({"x": x, "y": y, "loss": loss.detach(), **before}, args["probe"])
         return loss
@@ -38,7 +38,9 @@ class Probed(LitDigits):
 trial = boss.init({"lr": 0.05, "optimizer": "sgd", "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 64},
                   epochs=3)
 model = Probed(trial.config, trial.max_epochs)
-trainer = L.Trainer(max_epochs=trial.max_epochs, accelerator="cpu", devices=1, logger=False,
+devices = int(trial.args.get("devices", 1))
+trainer = L.Trainer(max_epochs=trial.max_epochs, accelerator="cpu", devices=devices,
+                    strategy="ddp" if devices > 1 else "auto", logger=False,
                     enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                     callbacks=[BossCallback(), Probe(trial.args)])
 trainer.fit(model, *loaders(int(trial.config["batch_size"])))
