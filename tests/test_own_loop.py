@@ -108,6 +108,7 @@ def hand_loss(prefix: str | None, student_state: dict, teacher_state: dict, prob
     return task, task + w * F.mse_loss(s_logits, t_logits)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", list(PATHS))
 def test_a_study_with_warmup_and_boss_phase_succeeds(tmp_path, path):
     example, study, _, _ = PATHS[path]

@@ -4,6 +4,7 @@ from a ConfigMap on PYTHONPATH, as tests/test_operator.py brings its trainers)."
 
 from __future__ import annotations
 
+import pytest
 from boss.store import Store
 from test_operator import (  # noqa: F401  (fixtures)
     FINAL_PHASES,
@@ -16,6 +17,7 @@ from test_operator import (  # noqa: F401  (fixtures)
 )
 
 
+@pytest.mark.slow
 def test_a_script_study_runs_as_jobs_through_both_phases(cluster):  # noqa: F811
     c = cluster
     c.op.start()
