@@ -158,8 +158,8 @@ class _Repeat:
         return iter([self.batch] * self.n)
 
 
-def _median_ms(ts: list[float], skip: int) -> float:
-    return statistics.median(ts[skip:]) * 1000
+def _steps(ts: list[float], skip: int) -> list[float]:
+    return ts[skip:]
 
 
 def paths_table(args, device: torch.device) -> None:
@@ -191,9 +191,7 @@ def paths_table(args, device: torch.device) -> None:
                          output_uri=to_uri(tmp / f"out-{metric}-{prefix or '-'}"),
                          objective=Objective(metric=metric, goal="minimize"), **kw)
 
-    rows: dict[str, float] = {}
-
-    def loop(with_boss: bool) -> float:
+    def loop(with_boss: bool) -> list[float]:
         torch.manual_seed(0)
         trial = boss_session.Session(spec("", "val_loss")) if with_boss else None
         model = trial.model(lambda c: make(args.model, device)[0]) if trial else make(args.model, device)[0]
@@ -208,9 +206,9 @@ def paths_table(args, device: torch.device) -> None:
             opt.step()
             loss.item()
             ts.append(time.perf_counter() - t)
-        return _median_ms(ts, skip)
+        return _steps(ts, skip)
 
-    def trainer_path() -> float:
+    def trainer_path() -> list[float]:
         """boss.loop itself (run_trial), each step timed between batches the loop asks for."""
         from boss.loop import run_trial
         from boss.trainer import Trainer
@@ -244,9 +242,9 @@ def paths_table(args, device: torch.device) -> None:
                 return torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
         run_trial(spec("", "val_loss"), Steps({}, {}))
-        return _median_ms(ts, skip)
+        return _steps(ts, skip)
 
-    def lightning_path(with_boss: bool) -> float:
+    def lightning_path(with_boss: bool) -> list[float]:
         import lightning as L
         from boss.lightning import BossCallback
 
@@ -282,9 +280,9 @@ def paths_table(args, device: torch.device) -> None:
                             enable_model_summary=False, callbacks=callbacks, num_sanity_val_steps=0)
         trainer.fit(Lit(), _Repeat((x, y), steps))
         boss_session._current = None
-        return _median_ms([b - a for a, b in zip(ts, ts[1:], strict=False)], skip)
+        return _steps([b - a for a, b in zip(ts, ts[1:], strict=False)], skip)
 
-    def hf_path(with_boss: bool) -> float:
+    def hf_path(with_boss: bool) -> list[float]:
         import os
 
         from boss.hf import BossCallback
@@ -320,18 +318,20 @@ def paths_table(args, device: torch.device) -> None:
                             callbacks=callbacks)
         trainer.train()
         boss_session._current = None
-        return _median_ms([b - a for a, b in zip(ts, ts[1:], strict=False)], skip)
+        return _steps([b - a for a, b in zip(ts, ts[1:], strict=False)], skip)
 
-    rows["script, no BOSS"] = loop(False)
-    rows["script + trial.distill"] = loop(True)
-    rows["Trainer (boss.loop)"] = trainer_path()
-    rows["Lightning, no BOSS"] = lightning_path(False)
-    rows["Lightning + BossCallback"] = lightning_path(True)
-    rows["HF Trainer, no BOSS"] = hf_path(False)
-    rows["HF Trainer + BossCallback"] = hf_path(True)
+    runs = {"script, no BOSS": lambda: loop(False), "script + trial.distill": lambda: loop(True),
+            "Trainer (boss.loop)": trainer_path, "Lightning, no BOSS": lambda: lightning_path(False),
+            "Lightning + BossCallback": lambda: lightning_path(True), "HF Trainer, no BOSS": lambda: hf_path(False),
+            "HF Trainer + BossCallback": lambda: hf_path(True)}
+    times: dict[str, list[float]] = {}
+    for _ in range(2):  # two rounds, interleaved: drift on a shared machine hits every path alike
+        for name, run in runs.items():
+            times.setdefault(name, []).extend(run())
+    rows = {name: statistics.median(ts) * 1000 for name, ts in times.items()}
     base = rows["script, no BOSS"]
     print(f"\nstep cost of each path: {args.model}, batch {args.batch}, {device} "
-          f"({torch.get_num_threads()} threads), median of {args.steps} steps, teacher distilling\n")
+          f"({torch.get_num_threads()} threads), median of 2 x {args.steps} steps, teacher distilling\n")
     print("| path | ms / step | ratio to a plain loop | ratio to the same path without BOSS |")
     print("|---|---|---|---|")
     plain = {"script + trial.distill": "script, no BOSS", "Trainer (boss.loop)": "script, no BOSS",
