@@ -306,3 +306,19 @@ def test_lightning_ddp_runs_a_distilled_trial_as_two_processes(tmp_path):
     assert [row["epoch"] for row in result["history"]] == [1, 2] and result["sha256"]
     Store().load_checkpoint(result["checkpoint"], result["sha256"])
     assert r.stderr.count("trial 2 epoch 2/2") == 1  # process 0 alone reports
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+def test_early_stopping_ends_the_loop_after_the_epoch_it_prunes(tmp_path, path):
+    """spec.earlyStopping's thresholds reach the script, the Lightning fit and the HF run alike."""
+    from boss.trial import EarlyStop
+
+    _, _, probe_script, _ = PATHS[path]
+    copy_probe(tmp_path, probe_script)
+    ts = spec(tmp_path, "pruned", probe_script, epochs=3, early_stop=EarlyStop(rule="median", thresholds={1: 2.0}),
+              **path_kw(path))  # no accuracy reaches 2.0: pruned after epoch 1
+    r = run_trial_process(ts, tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "stopped early after epoch 1 (median rule)" in r.stderr
+    result = Store().read_json(ts.result_uri)
+    assert result["stopped_early"] == 1 and [row["epoch"] for row in result["history"]] == [1] and result["sha256"]
