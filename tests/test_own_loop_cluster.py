@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import pytest
 from boss.store import Store
-from test_operator import (  # noqa: F401  (fixtures)
+from conftest import ROOT
+from test_operator import (
     FINAL_PHASES,
-    ROOT,
-    admin,
-    cluster,
+    cluster,  # noqa: F401  (the fixture, by its name)
     study_doc,
     wait_phase,
     with_test_trainers,
