@@ -322,3 +322,43 @@ def test_early_stopping_ends_the_loop_after_the_epoch_it_prunes(tmp_path, path):
     assert "stopped early after epoch 1 (median rule)" in r.stderr
     result = Store().read_json(ts.result_uri)
     assert result["stopped_early"] == 1 and [row["epoch"] for row in result["history"]] == [1] and result["sha256"]
+
+
+LIT_WRONG_EPOCHS = '''
+import sys, os
+sys.path.insert(0, os.environ["BOSS_EXAMPLES"])
+import boss, lightning as L
+from boss.lightning import BossCallback
+from train_lightning import LitDigits, loaders
+trial = boss.init()
+L.Trainer(max_epochs=5, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+          enable_progress_bar=False, callbacks=[BossCallback()]).fit(LitDigits(trial.config, 5), *loaders(64))
+'''
+
+HF_NO_EVAL = '''
+import os, boss
+from boss.hf import BossCallback
+from hf_model import Sequences, accuracy, bert_config
+from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments
+trial = boss.init()
+args = TrainingArguments(output_dir=os.environ.get("TMPDIR", "/tmp") + "/hf", num_train_epochs=trial.max_epochs,
+                         report_to="none", use_cpu=True, save_strategy="no", disable_tqdm=True)
+Trainer(model=AutoModelForSequenceClassification.from_config(bert_config()), args=args,
+        train_dataset=Sequences(64, 0), callbacks=[BossCallback()]).train()
+'''
+
+
+@pytest.mark.parametrize("case", ["lightning", "hf"])
+def test_a_framework_run_that_breaks_the_callbacks_contract_fails_in_one_line(tmp_path, case):
+    code, message = {
+        "lightning": (LIT_WRONG_EPOCHS, "BossCallback: the Trainer's max_epochs is 5 but the study's trainer.epochs "
+                                        "is 3; pass max_epochs=trial.max_epochs"),
+        "hf": (HF_NO_EVAL, "BossCallback reports each epoch's evaluation, but TrainingArguments has "
+                           "eval_strategy='no'; set eval_strategy=\"epoch\" (and an eval_dataset)"),
+    }[case]
+    (tmp_path / "broken.py").write_text(code)
+    shutil.copy(PROBES / "hf_model.py", tmp_path / "hf_model.py")
+    r = run_trial_process(spec(tmp_path, case, "broken.py", **path_kw(case)), tmp_path)
+    assert r.returncode == EXIT_WILL_FAIL_AGAIN, r.stderr[-3000:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("boss.trial: trial 0 failed: ") and message in last, last
