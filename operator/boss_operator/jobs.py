@@ -38,7 +38,7 @@ def build_job(study: Study, uid: str, namespace: str, ts: TrialSpec, image: str,
     labels = trial_labels(study.name, ts.index, ts.phase)
     # HOME and TMPDIR on the scratch mount: the root filesystem is read-only (torchrun, matplotlib
     # and friends write temporary files)
-    env: list[dict[str, Any]] = [{"name": ENV, "value": ts.model_dump_json()}, {"name": "HOME", "value": SCRATCH},
+    env: list[dict[str, Any]] = [{"name": ENV, "value": ts.to_env()[ENV]}, {"name": "HOME", "value": SCRATCH},
                                  {"name": "TMPDIR", "value": SCRATCH}, {"name": TERMINATION_ENV, "value": TERMINATION_LOG}]
     if secret:
         env += [{"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}}}

@@ -211,7 +211,8 @@ class LocalRun:
         gpus = self.study.spec.trainer.gpus
         if gpus > 1 or sys.platform != "linux" or os.environ.get("BOSS_WARM_START", "1") == "0":
             return ColdLauncher(self.python, processes=gpus)
-        return WarmLauncher([self.study.spec.trainer.plugin], python=self.python, cwd=self.workdir,
+        preload = [] if self.study.spec.trainer.script else [self.study.spec.trainer.plugin]
+        return WarmLauncher(preload, python=self.python, cwd=self.workdir,
                             env=self._base_env())
 
     def _trial_dir(self, index: int) -> Path:

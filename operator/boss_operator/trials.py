@@ -35,6 +35,7 @@ def make_trial_spec(study: Study, engine: Engine, trial: Trial, root: str, **whe
         config=config,
         seed=trial_seed(spec.seed, trial.index),
         plugin=spec.trainer.plugin,
+        script=spec.trainer.script,
         args=spec.trainer.args,
         epochs=spec.trainer.epochs,
         objective=spec.objective,

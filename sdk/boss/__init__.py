@@ -1,7 +1,8 @@
 """BOSS: Bayesian Optimization meets Self-Distillation. The SDK users import.
 
     import boss
-    class MyTrainer(boss.Trainer): ...
+    class MyTrainer(boss.Trainer): ...             # the SDK owns the loop, or:
+    trial = boss.init(defaults)                     # a loop of one's own (docs/own-loop.md)
     study = boss.load_study("study.yaml")
     model, trial = boss.load_best("runs/digits")   # the best network a study found
 """
@@ -9,7 +10,8 @@
 from .spec import SpecError, Study, StudySpec, load_study, parse_study
 from .store import CheckpointError, StorageError, Store
 
-_TORCH = {"Trainer": "trainer", "boss_loss": "losses", "distillation_loss": "losses", "load_best": "best"}
+_TORCH = {"Trainer": "trainer", "boss_loss": "losses", "distillation_loss": "losses", "load_best": "best",
+          "init": "session", "distill": "session", "Session": "session"}
 
 
 def __getattr__(name: str):
@@ -28,9 +30,12 @@ __all__ = [
     "Store",
     "Study",
     "StudySpec",
+    "Session",
     "Trainer",
     "boss_loss",
+    "distill",
     "distillation_loss",
+    "init",
     "load_best",
     "load_study",
     "parse_study",

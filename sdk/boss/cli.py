@@ -171,12 +171,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
         tried = _try_trainer(study)
     console.print(f"{args.study}: ok: study {study.name}, {s.budget.trials} trials "
                   f"({s.budget.warmup_trials} warm-up), {len(s.search_space)} hyperparameters, "
-                  f"trainer {s.trainer.plugin}{tried}", soft_wrap=True)
+                  f"trainer {s.trainer.script or s.trainer.plugin}{tried}", soft_wrap=True)
     return 0
 
 
 def _try_trainer(study: Study) -> str:
     """`boss validate --try`: one step of the trainer with the search space's default config."""
+    if study.spec.trainer.script:
+        raise SpecError(f"{study.name}: --try runs one step of a Trainer plugin; try a script by running it "
+                        f"(python {study.spec.trainer.script}: outside a study it trains on its defaults)")
     try:
         from boss_operator.space import build_space, native
     except ImportError:
@@ -199,8 +202,14 @@ def _try_trainer(study: Study) -> str:
 
 def _check_plugin(study: Study) -> None:
     """Import the plugin as a trial started here would, and check what it declares."""
-    from .plugins import PluginError, check_plugin
+    from .plugins import PluginError, check_plugin, check_script
 
+    if study.spec.trainer.script:
+        try:
+            check_script(study.spec.trainer.script)
+        except PluginError as e:
+            raise SpecError(f"spec.trainer.script: {e}") from None
+        return
     try:
         cls = check_plugin(study.spec.trainer.plugin)
     except PluginError as e:

@@ -27,6 +27,8 @@ import torch.distributed as td
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 
+from .trialspec import write_error_file  # noqa: F401  (torchrun's error file; named here as before)
+
 TIMEOUT_ENV = "BOSS_DIST_TIMEOUT"  # seconds a process waits for its peers before failing (default 30 min)
 DEFAULT_TIMEOUT = 1800.0
 PEER_LOST = "lost its peer processes"  # marks a failure that only follows another rank's
@@ -50,11 +52,13 @@ class Dist:
 
 
 def from_env(env: Mapping[str, str] = os.environ) -> Dist:
-    """torchrun's WORLD_SIZE/RANK/LOCAL_RANK (MASTER_ADDR/PORT are read by init_process_group)."""
+    """torchrun's WORLD_SIZE/RANK/LOCAL_RANK (MASTER_ADDR/PORT are read by init_process_group).
+    Lightning's DDP launcher sets no RANK (one node: the rank is LOCAL_RANK)."""
     world = int(env.get("WORLD_SIZE", "1") or 1)
     if world <= 1:
         return Dist()
-    return Dist(rank=int(env["RANK"]), world=world, local_rank=int(env.get("LOCAL_RANK", env["RANK"])))
+    rank = env.get("RANK") or env.get("LOCAL_RANK") or "0"
+    return Dist(rank=int(rank), world=world, local_rank=int(env.get("LOCAL_RANK", rank)))
 
 
 def timeout() -> timedelta:
@@ -220,20 +224,6 @@ class RankBatches:
 
 # ---- the launcher ---------------------------------------------------------------------------------
 
-def write_error_file(line: str) -> None:
-    """Leave a failed rank's one line where torchrun looks for it ($TORCHELASTIC_ERROR_FILE)."""
-    import time
-
-    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
-    if not path:
-        return
-    try:
-        with open(path, "w") as f:
-            json.dump({"message": line, "timestamp": int(time.time())}, f)
-    except OSError:
-        pass
-
-
 def _root_cause(failures: Mapping[int, Any]) -> tuple[int, Any]:
     """The failure that explains the others: a rank that knows it will fail again (exit 3) or
     was given a bad spec (2), then one that failed on its own, then one killed by a signal
@@ -257,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
-    from .trial import ENV, EXIT_BAD_SPEC, EXIT_FAILED, _failed
+    from .trialspec import ENV, EXIT_BAD_SPEC, EXIT_FAILED, _failed
 
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1 or not argv[0].isdigit() or int(argv[0]) < 1:

@@ -82,3 +82,36 @@ def check_plugin(path: str, cwd: str | None = None) -> type[Trainer]:
         return load_trainer_class(path)
     finally:
         sys.path[:] = saved
+
+
+def check_script(script: str, cwd: str | None = None) -> str:
+    """A study's `trainer.script` as a trial started in `cwd` would find it: a .py file that
+    exists and compiles, or a module on the trial's import path. PluginError (one line) if not."""
+    import importlib.util
+
+    cwd = os.path.abspath(cwd or os.getcwd())
+    if script.endswith(".py"):
+        path = os.path.join(cwd, script)
+        if not os.path.isfile(path):
+            raise PluginError(f"trainer script {script}: no such file in {cwd} (a trial runs it from the folder "
+                              "`boss run` starts in; on a cluster from the image's working directory)")
+        try:
+            with open(path, "rb") as f:
+                compile(f.read(), path, "exec")
+        except SyntaxError as e:
+            raise PluginError(f"trainer script {script} has a syntax error: {e.msg} (line {e.lineno})") from None
+        except (OSError, ValueError) as e:
+            raise PluginError(f"trainer script {script} cannot be read: {_one_line(e)}") from None
+        return path
+    saved = list(sys.path)
+    sys.path[:] = trial_sys_path(cwd)
+    try:
+        found = importlib.util.find_spec(script)
+    except (ImportError, ValueError) as e:
+        raise PluginError(f"trainer script {script}: cannot find the module ({_one_line(e)})") from None
+    finally:
+        sys.path[:] = saved
+    if found is None or found.origin is None:
+        raise PluginError(f"trainer script {script}: no such module; it is looked up in the current folder "
+                          f"({cwd}), in $PYTHONPATH and in the installed packages")
+    return found.origin

@@ -25,6 +25,7 @@ class TrainState:
     best_state: dict[str, torch.Tensor] | None = None
     diverged: bool = False
     stopped_early: int | None = None  # the epoch after which the early-stopping rule stopped it
+    extra: dict[str, Any] = field(default_factory=dict)  # a framework's own counters (JSON), e.g. HF's step
 
 
 def _split_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -61,6 +62,8 @@ def save(store: Store, uri: str, identity: dict[str, Any], model: torch.nn.Modul
     meta = {"identity": identity, "epoch": st.epoch, "history": st.history, "best_value": st.best_value,
             "best_epoch": st.best_epoch, "best_row": st.best_row, "diverged": st.diverged,
             "optimizer": opt_meta, "scheduler": scheduler.state_dict() if scheduler is not None else None}
+    if st.extra:
+        meta["extra"] = st.extra
     try:
         json.dumps(meta, allow_nan=True)
     except TypeError:
@@ -87,4 +90,4 @@ def load(store: Store, uri: str, identity: dict[str, Any], model: torch.nn.Modul
     best = {k[5:]: v for k, v in tensors.items() if k.startswith("best/")} or None
     return TrainState(epoch=meta["epoch"], history=meta["history"], best_value=meta["best_value"],
                       best_epoch=meta["best_epoch"], best_row=meta["best_row"], best_state=best,
-                      diverged=meta["diverged"])
+                      diverged=meta["diverged"], extra=meta.get("extra") or {})

@@ -23,6 +23,8 @@ DISTILL_WEIGHT = "distill_weight"  # the hyperparameter name of a searched disti
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PLUGIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$")
+_SCRIPT = re.compile(r"^[A-Za-z0-9_./-]+\.py$")
+_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _STORAGE_SCHEMES = ("file", "s3", "gs", "gcs", "memory")
 MAX_STUDY_NAME = 50  # trial Jobs are named <study>-t<index>, and a Job name must stay under 63
@@ -385,6 +387,10 @@ class TrainerSpec(_Model):
     plugin: str = Field(
         "boss.trainers.digits:DigitsTrainer", description="module:Class of a boss.Trainer subclass."
     )
+    script: str | None = Field(
+        None, description="Instead of a plugin: a training script with its own loop (train.py, relative to the "
+        "folder `boss run` starts in, or the image's working directory) or a module (pkg.train), run as each "
+        "trial; it reads its config and reports its epochs through boss.init() (docs/own-loop.md).")
     epochs: int = Field(10, ge=1, le=100_000, description="Epochs per trial (early stopping may end one sooner).")
     args: dict[str, Any] = Field(default_factory=dict, description="Passed to the Trainer as-is.")
     image: str | None = Field(None, description="Trial image on a cluster (default: the operator's).")
@@ -435,6 +441,22 @@ class TrainerSpec(_Model):
         if not _PLUGIN.match(v):
             raise ValueError(f"plugin must look like package.module:ClassName, got {v!r}")
         return v
+
+    @field_validator("script")
+    @classmethod
+    def _script(cls, v: str | None) -> str | None:
+        if v is not None and not (_SCRIPT.match(v) if v.endswith(".py") else _MODULE.match(v)):
+            raise ValueError(f"script must be a path to a .py file or a module name (pkg.train), got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _script_or_plugin(self) -> TrainerSpec:
+        if self.script is not None and "plugin" in self.model_fields_set:
+            raise ValueError("set plugin (a boss.Trainer) or script (a loop of one's own), not both")
+        if self.script is not None and self.gpus > 1:
+            raise ValueError("gpus above 1 runs a Trainer plugin under torchrun; a script runs as one process "
+                             "(a Lightning script starts its own DDP processes: see docs/own-loop.md)")
+        return self
 
     @model_validator(mode="after")
     def _gpus_match(self) -> TrainerSpec:

@@ -20,95 +20,29 @@ import re
 import signal
 import sys
 import traceback
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
-from .spec import Objective
-
-ENV = "BOSS_TRIAL"
-TERMINATION_ENV = "BOSS_TERMINATION_MESSAGE"  # where to leave the result (the container's terminationMessagePath)
-CHECKPOINT = "model.safetensors"
-RESULT = "result.json"
-MESSAGE_LIMIT = 4096  # what a kubelet keeps of a termination message (the last 4096 bytes of the file)
-MESSAGE_BUDGET = 3072  # what a result message may take: well under the kubelet's limit
-MESSAGE_FORMAT = 1
-
-
-class EarlyStop(BaseModel):
-    """When this trial stops early: thresholds by epoch, fixed by the engine when it was proposed."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    rule: Literal["median", "asha"]
-    thresholds: dict[int, float]
-
-    def stops(self, epoch: int, value: float, best: float | None, maximize: bool) -> float | None:
-        """The threshold this trial failed at `epoch`, or None to go on."""
-        threshold = self.thresholds.get(epoch)
-        if threshold is None:
-            return None
-        mine = best if self.rule == "median" else value
-        if mine is None or (mine < threshold if maximize else mine > threshold):
-            return threshold
-        return None
-
-
-class TrialSpec(BaseModel):
-    """Everything one trial needs to run, resolved by the engine's backend."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    study: str
-    namespace: str | None = Field(None, description="The study's namespace on a cluster (labels its metrics).")
-    index: int = Field(ge=0)
-    phase: Literal["warmup", "boss"]
-    config: dict[str, Any]
-    seed: int = 0
-    plugin: str
-    args: dict[str, Any] = Field(default_factory=dict)
-    epochs: int = Field(ge=1)
-    objective: Objective = Objective()
-    distill_loss: Literal["mse", "kl"] = "mse"
-    distill_weight: float = Field(0.0, ge=0)
-    temperature: float = Field(4.0, gt=0)
-    teacher_uri: str | None = None
-    teacher_sha256: str | None = None
-    teacher_config: dict[str, Any] | None = Field(
-        None, description="The teacher's architecture parameters where its shape differs (None: inactive).")
-    student_uri: str | None = None
-    student_sha256: str | None = None
-    output_uri: str = Field(description="This trial's folder in storage: checkpoint and result go here.")
-    storage_endpoint: str | None = None
-    pushgateway: str | None = None
-    metrics_textfile: str | None = None
-    threads: int | None = Field(None, ge=1)
-    early_stop: EarlyStop | None = None
-
-    @property
-    def checkpoint_uri(self) -> str:
-        return self.output_uri.rstrip("/") + "/" + CHECKPOINT
-
-    @property
-    def result_uri(self) -> str:
-        return self.output_uri.rstrip("/") + "/" + RESULT
-
-    def to_env(self) -> dict[str, str]:
-        return {ENV: self.model_dump_json()}
-
-
-# Exit codes of `python -m boss.trial`; a Job's podFailurePolicy retries only the first kind.
-EXIT_FAILED = 1  # may work on a retry: storage outage, out of memory, an unexpected error
-EXIT_BAD_SPEC = 2  # $BOSS_TRIAL is missing or invalid
-EXIT_WILL_FAIL_AGAIN = 3  # the same trial would fail the same way: broken plugin or checkpoint, no finite objective
-
-
-class TrialError(RuntimeError):
-    """A trial that cannot finish; the message is one line meant for the user.
-
-    `retry`: whether running the same trial again may succeed (e.g. storage was down)."""
-
-    def __init__(self, message: str, *, retry: bool = False):
-        super().__init__(message)
-        self.retry = retry
+# what a trial is and how it fails live in boss.trialspec (the bottom of the trial modules);
+# named here too, where the operator, the backends and the tests have always imported them
+from .trialspec import (  # noqa: F401
+    CHECKPOINT,
+    ENV,
+    EXIT_BAD_SPEC,
+    EXIT_FAILED,
+    EXIT_WILL_FAIL_AGAIN,
+    MESSAGE_BUDGET,
+    MESSAGE_FORMAT,
+    MESSAGE_LIMIT,
+    RESULT,
+    TERMINATION_ENV,
+    EarlyStop,
+    TrialError,
+    TrialSpec,
+    _failed,
+    leave_message,
+)
 
 
 def _round(value: Any, digits: int | None) -> float | None:
@@ -310,39 +244,6 @@ def parse_result_file(data: str | bytes, metric: str) -> dict[str, Any]:
     return checked_result(msg, metric_history=metric)
 
 
-def leave_message(text: str) -> bool:
-    """Write `text` where $BOSS_TERMINATION_MESSAGE says (a Job sets it); False if it could not be."""
-    path = os.environ.get(TERMINATION_ENV)
-    if not path:
-        return True
-    data = text.encode()[-MESSAGE_LIMIT:]
-    try:
-        with open(path, "wb") as f:
-            f.write(data)
-        return True
-    except OSError as e:
-        print(f"boss.trial: cannot write the termination message to {path}: {e}", file=sys.stderr)
-        return False
-
-
-def _failed(line: str, *, rank: int | None = None) -> str:
-    """Print a failed trial's one line, and leave it as the termination message.
-
-    `rank`: this is one of several processes (torchrun). Its line goes to torchrun's error file,
-    where `python -m boss.distributed` picks the root cause's; the termination message is left
-    only where no other process left one yet (the first failure usually explains the rest)."""
-    print(line, file=sys.stderr, flush=True)
-    if rank is None:
-        leave_message(line[-1024:])
-        return line
-    from .distributed import write_error_file
-
-    write_error_file(line)
-    path = os.environ.get(TERMINATION_ENV)
-    if path and not (os.path.exists(path) and os.path.getsize(path)):
-        leave_message(line[-1024:])
-    return line
-
 
 def main(argv: list[str] | None = None) -> int:
     """Run the trial described by $BOSS_TRIAL. Exit 0 on success, else one of the EXIT_* codes."""
@@ -360,13 +261,14 @@ def main(argv: list[str] | None = None) -> int:
     from .distributed import PEER_LOST, from_env
     from .loop import run_trial
     from .plugins import PluginError
+    from .session import run_script
     from .store import CheckpointError, StorageError
 
     dist = from_env()
     rank = dist.rank if dist.enabled else None
     who = f" (process {dist.rank} of {dist.world})" if dist.enabled else ""
     try:
-        result = run_trial(spec)
+        result = run_script(spec) if spec.script else run_trial(spec)
     except (TrialError, CheckpointError, StorageError, PluginError) as e:
         _failed(f"boss.trial: trial {spec.index} failed{who}: {e}", rank=rank)
         retry = isinstance(e, StorageError) or getattr(e, "retry", False)
@@ -381,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
         hint = ""
         if isinstance(e, KeyError) and e.args and isinstance(e.args[0], str) and e.args[0] not in spec.config:
             hint = (f"; if {e.args[0]!r} is a hyperparameter: this trial's config has none (a conditional one is "
-                    f"absent when its `when` is false: read it with self.config.get({e.args[0]!r}, default))")
+                    f"absent when its `when` is false: read it with {'trial' if spec.script else 'self'}.config.get("
+                    f"{e.args[0]!r}, default))")
         _failed(f"boss.trial: trial {spec.index} failed{who}: {type(e).__name__}: {first}{hint} "
                 "(the traceback is in the trial's log)", rank=rank)
         return EXIT_FAILED
