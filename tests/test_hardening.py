@@ -370,7 +370,19 @@ def test_a_deleted_studys_event_leaves_a_new_study_of_that_name_alone(monkeypatc
 # ---- an interrupt while a trial starts (boss run) --------------------------------------------------
 
 
-def test_ctrl_c_right_after_a_trial_process_started_still_stops_it(tmp_path):
+@pytest.fixture
+def foreground(monkeypatch):
+    """Ctrl-C as an interactive shell's foreground job gets it (KeyboardInterrupt), whatever an
+    earlier test of this process left (Lightning ignores SIGINT once it saw a KeyboardInterrupt;
+    a `boss run` in-process ignores it after its first press)."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_right_after_a_trial_process_started_still_stops_it(tmp_path, foreground):
     """The process exists before the run holds its handle; a Ctrl-C in between must not leave
     it running on its own (in its own session) beside the next `boss run` of the same trial."""
     import os
@@ -409,7 +421,7 @@ def test_ctrl_c_right_after_a_trial_process_started_still_stops_it(tmp_path):
                 os.killpg(pid, signal.SIGKILL)
 
 
-def test_ctrl_c_inside_a_tell_saves_the_result_whole(tmp_path, monkeypatch):
+def test_ctrl_c_inside_a_tell_saves_the_result_whole(tmp_path, monkeypatch, foreground):
     """A Ctrl-C that lands while a result is being told (its place in the order set, its state
     not yet) must not save a trial that a later run replays as failed."""
     import os

@@ -177,12 +177,14 @@ def test_the_operator_runs_as_the_charts_deployment_and_survives_pod_kills(k8s, 
 
 def test_one_studys_trials_run_on_two_nodes_and_pass_checkpoints_through_storage(cluster):  # noqa: F811
     """Two real nodes (each its own kubelet, containerd, bridge and cgroup root), no host path
-    shared: the warm-up trials spread over both (a preferred anti-affinity in the pod template,
+    shared: the warm-up trials spread over both (a required anti-affinity in the pod template,
     as a user spreads a study), and every BOSS trial starts from a student and a teacher of
     which one was trained on the other node: the checkpoint came through object storage."""
     c = cluster
-    anti = {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "podAffinityTerm": {
-        "topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {LABEL_STUDY: "spread"}}}}]}
+    # required: two of the study's running pods never share a node (the scheduler counts only pods
+    # not yet finished), so the two warm-up trials, which run together, land on both nodes
+    anti = {"requiredDuringSchedulingIgnoredDuringExecution": [{
+        "topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {LABEL_STUDY: "spread"}}}]}
     doc = study_doc(c, "spread", **{"spec.budget": {"trials": 4, "warmupTrials": 2, "parallelism": 2,
                                                     "maxFailedTrials": 0},
                                     "spec.trainer.podTemplate": {"spec": {"affinity": {"podAntiAffinity": anti}}}})

@@ -303,9 +303,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             grew = f" ({local.grew})" if local.grew else ""
             progress.console.print(f"continuing {run_dir}: {resumed} trial(s) recorded{grew}")
         on_event("resume", local.engine, None)
-        signal.signal(signal.SIGINT, _FirstPressInterrupts())
+        previous_int = signal.signal(signal.SIGINT, _FirstPressInterrupts())
         try:
             engine = local.run()
+            signal.signal(signal.SIGINT, previous_int)  # as it was (`main` called from Python)
         except Interrupted as e:
             # the run took the first Ctrl-C; later presses, up to the process's end, change nothing
             # (one landing in a finalizer at exit would print a traceback)
