@@ -252,15 +252,20 @@ def test_interrupted_then_resumed_equals_an_uninterrupted_run(tmp_path):
     assert len(read_state(run_dir)["trials"]) == 6
 
 
-def test_a_failed_study_continues_after_the_cause_is_fixed_and_a_budget_grows(tmp_path):
-    """Trials failed for a missing data file: after the file is made, raising maxFailedTrials
-    (and the trials) continues the study with every recorded trial kept as it was."""
-    (tmp_path / "needs_data.py").write_text(
+def write_needs_data(folder: Path) -> None:
+    """needs_data:NeedsData, a trainer whose every trial fails until folder/data.txt exists."""
+    (folder / "needs_data.py").write_text(
         "import os\nfrom boss.trainers.digits import DigitsTrainer\n\n\nclass NeedsData(DigitsTrainer):\n"
         "    def __init__(self, config, args=None, seed=0):\n"
         "        if not os.path.exists('data.txt'):\n"
         "            raise FileNotFoundError('data.txt: run the data step first')\n"
         "        super().__init__(config, args, seed)\n")
+
+
+def test_a_failed_study_continues_after_the_cause_is_fixed_and_a_budget_grows(tmp_path):
+    """Trials failed for a missing data file: after the file is made, raising maxFailedTrials
+    (and the trials) continues the study with every recorded trial kept as it was."""
+    write_needs_data(tmp_path)
     budget = {"trials": 4, "warmupTrials": 2, "parallelism": 1, "maxFailedTrials": 1}
     doc = tiny_doc(**{"spec.trainer.plugin": "needs_data:NeedsData", "spec.trainer.epochs": 1, "spec.budget": budget})
     study = write_study(tmp_path, doc)
@@ -374,12 +379,7 @@ def test_a_diverging_corner_of_the_space_is_a_result_not_a_failure(tmp_path, mon
 def test_a_mistake_that_breaks_every_trial_costs_two_trials_and_the_study_goes_on_once_fixed(tmp_path):
     """The first two trials fail alike (a missing file): the study stops there, not after
     maxFailedTrials + 1, says how to go on, and goes on once the file exists and the budget grows."""
-    (tmp_path / "needs_data.py").write_text(
-        "import os\nfrom boss.trainers.digits import DigitsTrainer\n\n\nclass NeedsData(DigitsTrainer):\n"
-        "    def __init__(self, config, args=None, seed=0):\n"
-        "        if not os.path.exists('data.txt'):\n"
-        "            raise FileNotFoundError('data.txt: run the data step first')\n"
-        "        super().__init__(config, args, seed)\n")
+    write_needs_data(tmp_path)
     budget = {"trials": 6, "warmupTrials": 2, "parallelism": 1, "maxFailedTrials": 3}
     doc = tiny_doc(**{"spec.trainer.plugin": "needs_data:NeedsData", "spec.trainer.epochs": 1, "spec.budget": budget})
     study = write_study(tmp_path, doc)

@@ -454,8 +454,6 @@ class Engine:
     @property
     def too_many_failures(self) -> bool:
         """More failures than maxFailedTrials: no new trial starts."""
-        if self.lag is None:
-            return len(self.failed) > self.spec.budget.max_failed_trials
         return sum(t.state == FAILED for t in self._judged()) > self.spec.budget.max_failed_trials
 
     @property
