@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-# The search space of examples/digits-study.yaml, for every method and both tasks.
+# The search space of examples/digits-study.yaml, for every method and every task.
 SPACE: dict[str, dict[str, Any]] = {
     "lr": {"type": "float", "low": 1.0e-3, "high": 0.5, "log": True},
     "weight_decay": {"type": "float", "low": 1.0e-5, "high": 1.0e-2, "log": True},
@@ -47,6 +47,8 @@ TASKS = {
                    {"train_fraction": 0.25, "label_noise": 0.3, "width": 8}, trials=32, epochs=4),
     # textured shapes in clutter on a ResNet-8: 4 epochs reach ~50% of a ~90% ceiling
     "shapes": Task("shapes", "boss.trainers.shapes:ShapesTrainer", {}, trials=16, epochs=4),
+    # a sequence task, not a picture: which of two planted motifs comes first, read by a GRU
+    "motifs": Task("motifs", "boss.trainers.motifs:MotifTrainer", {}, trials=16, epochs=4),
 }
 
 
