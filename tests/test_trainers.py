@@ -159,3 +159,23 @@ def test_cifar_without_data_says_so(tmp_path):
     with pytest.raises(RuntimeError, match="Dataset not found"):
         run_trial(spec(tmp_path, plugin="boss.trainers.cifar:ResNetTrainer", epochs=1,
                        args={"data_dir": str(tmp_path / "none"), "num_workers": 0}))
+
+
+def test_digits_splits_come_from_the_data_cache_without_importing_scikit_learn(tmp_path):
+    """The first trial process makes the splits and keeps them; the next loads the same arrays
+    without scikit-learn's import (about a second of CPU per trial); a damaged file is made again."""
+    probe = ("import sys, hashlib\nfrom boss.trainers.digits import digits_splits\n"
+             "s = digits_splits(3, 0.5, 0.1)\n"
+             "print(hashlib.sha256(b''.join(t.numpy().tobytes() for split in s for t in split)).hexdigest(),"
+             " 'sklearn' in sys.modules)\n")
+    env = {**os.environ, "BOSS_CACHE": str(tmp_path)}
+
+    def run() -> list[str]:
+        return subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True,
+                              check=True).stdout.split()
+
+    first, second = run(), run()
+    assert first[1] == "True" and second == [first[0], "False"]
+    (cached,) = (tmp_path / "digits").glob("*.npz")
+    cached.write_bytes(b"damaged")
+    assert run() == first

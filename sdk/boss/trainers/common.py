@@ -2,11 +2,41 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
+
+
+def cache_root() -> Path:
+    """Where generated or prepared data is kept between trials: $BOSS_CACHE or ~/.cache/boss."""
+    return Path(os.environ.get("BOSS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "boss"))
+
+
+def cached_arrays(folder: str, key: str, make: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """`make()`'s arrays, kept as an .npz under cache_root()/folder named by a hash of `key`: the
+    next trial process loads them instead of making them again. An unreadable file is made again,
+    an unwritable cache costs time, not correctness."""
+    path = cache_root() / folder / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
+    try:
+        with np.load(path) as f:
+            return {k: f[k] for k in f.files}
+    except (OSError, ValueError, KeyError, EOFError):
+        pass
+    arrays = make()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)  # atomic: trials running side by side never read half a file
+    except OSError:
+        pass
+    return arrays
 
 
 def make_optimizer(model: nn.Module, config: Mapping[str, Any], epochs: int):

@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from ..trainer import Trainer
-from .common import make_optimizer
+from .common import cached_arrays, make_optimizer
 
 
 class SmallCNN(nn.Module):
@@ -38,12 +38,26 @@ class SmallCNN(nn.Module):
 
 @lru_cache(maxsize=8)
 def digits_splits(split_seed: int = 0, train_fraction: float = 1.0, label_noise: float = 0.0):
-    """(train, val, test) tensors: 60/20/20 stratified, noise and subsampling on train only."""
+    """(train, val, test) tensors: 60/20/20 stratified, noise and subsampling on train only.
+    Kept in the data cache (common.cached_arrays): importing scikit-learn costs a trial process
+    about a second of CPU, as much as its torch import again, and a tiny trial trains for less."""
     if not 0 < train_fraction <= 1:
         raise ValueError(f"train_fraction must be in (0, 1], got {train_fraction}")
     if not 0 <= label_noise < 1:
         raise ValueError(f"label_noise must be in [0, 1), got {label_noise}")
-    from sklearn.datasets import load_digits  # here: scikit-learn's import costs a trial ~1 s of CPU
+    from importlib.metadata import version
+
+    key = f"digits-v1:{version('scikit-learn')}:{split_seed}:{float(train_fraction)!r}:{float(label_noise)!r}"
+    a = cached_arrays("digits", key, lambda: _make_splits(split_seed, train_fraction, label_noise))
+
+    def t(x, y):
+        return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y.astype(np.int64))
+
+    return t(a["x_tr"], a["y_tr"]), t(a["x_val"], a["y_val"]), t(a["x_te"], a["y_te"])
+
+
+def _make_splits(split_seed: int, train_fraction: float, label_noise: float) -> dict[str, np.ndarray]:
+    from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     x, y = load_digits(return_X_y=True)
@@ -59,11 +73,7 @@ def digits_splits(split_seed: int = 0, train_fraction: float = 1.0, label_noise:
         y_tr = y_tr.copy()
         flip = rng.random(len(y_tr)) < label_noise
         y_tr[flip] = rng.integers(0, 10, flip.sum())
-
-    def t(a, b):
-        return torch.from_numpy(np.ascontiguousarray(a)), torch.from_numpy(b.astype(np.int64))
-
-    return t(x_tr, y_tr), t(x_val, y_val), t(x_te, y_te)
+    return {"x_tr": x_tr, "y_tr": y_tr, "x_val": x_val, "y_val": y_val, "x_te": x_te, "y_te": y_te}
 
 
 class DigitsTrainer(Trainer):
