@@ -210,19 +210,19 @@ def running_trials(run_dir: Path) -> int:
 
 @pytest.mark.slow
 def test_interrupted_then_resumed_equals_an_uninterrupted_run(tmp_path):
-    doc = tiny_doc(**{"spec.budget": {"trials": 6, "warmupTrials": 3, "parallelism": 1}, "spec.trainer.epochs": 4})
+    doc = tiny_doc(**{"spec.budget": {"trials": 5, "warmupTrials": 2, "parallelism": 1}, "spec.trainer.epochs": 4})
     study = write_study(tmp_path, doc)
     reference = tmp_path / "reference"
     assert run_cli("run", study, "--run-dir", reference, "-q").returncode == 0
 
     run_dir = tmp_path / "interrupted"
-    for stop_after in (2, 4):  # Ctrl-C in the warm-up and again in the BOSS phase
+    for stop_after in (1, 3):  # Ctrl-C in the warm-up and again in the BOSS phase
         proc = subprocess.Popen(BOSS_CLI + ["run", str(study), "--run-dir", str(run_dir)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         # the next trial is training now (its first epoch is done, three are left): it gets cut off
         wait_for(lambda n=stop_after: finished_trials(run_dir) >= n and training(run_dir))
         proc.send_signal(signal.SIGINT)
-        if stop_after == 4:  # an impatient user keeps pressing Ctrl-C, also after the stop
+        if stop_after == 3:  # an impatient user keeps pressing Ctrl-C, also after the stop
             for _ in range(20):
                 time.sleep(0.05)
                 if proc.poll() is not None:
@@ -246,10 +246,10 @@ def test_interrupted_then_resumed_equals_an_uninterrupted_run(tmp_path):
     r = run_cli("run", study, "--run-dir", run_dir)
     assert r.returncode == 0, r.stderr
     assert "continuing" in r.stdout
-    got, want = check_study(run_dir, 6, 3), check_study(reference, 6, 3)
+    got, want = check_study(run_dir, 5, 2), check_study(reference, 5, 2)
     key = ("index", "phase", "config", "teacher", "student")
     assert [{k: t[k] for k in key} for t in got["trials"]] == [{k: t[k] for k in key} for t in want["trials"]]
-    assert len(read_state(run_dir)["trials"]) == 6
+    assert len(read_state(run_dir)["trials"]) == 5
 
 
 def write_needs_data(folder: Path) -> None:

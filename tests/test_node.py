@@ -121,9 +121,10 @@ def test_the_operator_runs_as_the_charts_deployment_and_survives_pod_kills(k8s, 
                                                               and all(s.ready for s in p.status.container_statuses or [])], 180)[0]
             assert pod.spec.node_name == node.name and pod.spec.containers[0].image == images["operator"]
             assert pod.spec.service_account_name == "boss-operator"
-            # long enough (12 trials of 4 epochs) that both kills land mid-study: a study that ends
-            # before the new operator looks gives it nothing to take over
-            c.apply(study_doc(c, "incluster", **{"spec.budget": {"trials": 12, "warmupTrials": 3, "parallelism": 2},
+            # long enough (8 trials of 4 epochs) that both kills land mid-study: a study that ends
+            # before the new operator looks gives it nothing to take over (while no operator runs
+            # at most `parallelism` trials finish)
+            c.apply(study_doc(c, "incluster", **{"spec.budget": {"trials": 8, "warmupTrials": 3, "parallelism": 2},
                                                  "spec.trainer.epochs": 4}))
 
             def completed() -> int:
@@ -161,15 +162,15 @@ def test_the_operator_runs_as_the_charts_deployment_and_survives_pod_kills(k8s, 
             done = completed()
             until("the restarted container", lambda: [p for p in operator_pods() if p.metadata.name == replaced.metadata.name
                                                       and p.status.container_statuses[0].restart_count >= 1], 120)
-            if done < 12:
+            if done < 8:
                 carries_on("the restarted container to carry the study on", done, replaced.metadata.name)
             deadline = time.time() + 600
             while (get(c, "incluster").get("status") or {}).get("phase") not in FINAL_PHASES:
                 assert time.time() < deadline, get(c, "incluster").get("status")
                 time.sleep(1)
             status = get(c, "incluster")["status"]
-            assert status["phase"] == "Succeeded" and len(status["trials"]) == 12, status.get("conditions")
-            assert [pods_run(c, j.metadata.name) for j in jobs_of(c, "incluster")] == [1] * 12  # no trial ran twice
+            assert status["phase"] == "Succeeded" and len(status["trials"]) == 8, status.get("conditions")
+            assert [pods_run(c, j.metadata.name) for j in jobs_of(c, "incluster")] == [1] * 8  # no trial ran twice
         finally:
             helm_set("replicas=0")
             until("the operator's pod to go", lambda: not operator_pods(), 120)

@@ -15,7 +15,7 @@ from boss_operator.engine import Engine
 from kubernetes import client
 from test_operator import FINAL_PHASES, boss_cli, cluster, get, jobs_of, pods_run, study_doc, wait_phase  # noqa: F401
 
-CHUNK = 3
+CHUNK = 2
 
 
 def watch_sizes(c, name, stop, seen):
@@ -49,7 +49,7 @@ def reader_kubeconfig(c, user: str):
 def test_a_study_over_several_history_configmaps_survives_a_kill_with_an_exact_replay(cluster):  # noqa: F811
     c = cluster
     c.op.env["BOSS_HISTORY_CHUNK"] = str(CHUNK)
-    budget = {"trials": 14, "warmupTrials": 4, "parallelism": 2, "maxFailedTrials": 2}
+    budget = {"trials": 9, "warmupTrials": 3, "parallelism": 2, "maxFailedTrials": 2}
     c.op.start()
     stop, seen = threading.Event(), []
     with c.node():
@@ -67,21 +67,21 @@ def test_a_study_over_several_history_configmaps_survives_a_kill_with_an_exact_r
     assert killed["status"]["phase"] == "Succeeded", killed["status"].get("conditions")
     core = client.CoreV1Api(c.api)
     every = read_trials(core, killed)
-    assert [t["index"] for t in every] == list(range(14))
+    assert [t["index"] for t in every] == list(range(9))
     # exact: a fresh engine, asked trial by trial in the recorded order of results, proposes every
     # recorded trial (config, teacher, student) again; it raises at the first difference
     doc = {"apiVersion": "boss.automl.io/v1alpha1", "kind": "BossStudy", "metadata": {"name": "killed"},
            "spec": killed["status"]["studySpec"]}
     replayed = Engine.replay(parse_study(doc).spec, every, "killed")
-    assert len(replayed.trials) == 14 and all(t.done for t in replayed.trials)
+    assert len(replayed.trials) == 9 and all(t.done for t in replayed.trials)
     assert "does not replay" not in c.op.log()  # the restart used its snapshot
-    names = [f"killed-t{i:04d}" for i in range(14)]
-    assert [j.metadata.name for j in jobs_of(c, "killed")] == names and [pods_run(c, n) for n in names] == [1] * 14
+    names = [f"killed-t{i:04d}" for i in range(9)]
+    assert [j.metadata.name for j in jobs_of(c, "killed")] == names and [pods_run(c, n) for n in names] == [1] * 9
     assert "replayed" in c.op.log() and "ReplayFailed" not in c.op.log()
     # the status holds a chunk's worth of results plus the running trials, however far the study went
     assert seen and max(n for n, _, _ in seen) <= CHUNK + budget["parallelism"]
     history = killed["status"]["history"]
-    assert history["configMaps"] == 14 // CHUNK and history["trials"] == 14 // CHUNK * CHUNK
+    assert history["configMaps"] == 9 // CHUNK and history["trials"] == 9 // CHUNK * CHUNK
     cms = core.list_namespaced_config_map(c.ns, label_selector=f"{LABEL_STUDY}=killed,{LABEL_HISTORY}=trials").items
     assert len(cms) == history["configMaps"]
     assert all(cm.immutable and cm.metadata.owner_references[0].uid == killed["metadata"]["uid"] for cm in cms)
@@ -89,7 +89,7 @@ def test_a_study_over_several_history_configmaps_survives_a_kill_with_an_exact_r
     kubeconfig = reader_kubeconfig(c, "alice")
     out = boss_cli(c, "trials", "killed", "-n", c.ns, "-o", "json", kubeconfig=kubeconfig)
     assert out.returncode == 0, out.stderr
-    assert [t["index"] for t in json.loads(out.stdout)] == list(range(14))
+    assert [t["index"] for t in json.loads(out.stdout)] == list(range(9))
     # without the right to read ConfigMaps: one line saying so, never a partial list
     nobody = c.k8s.client_kubeconfig("bob", (), c.tmp / "bob.kubeconfig")
     client.RbacAuthorizationV1Api(c.api).create_namespaced_role_binding(c.ns, {
@@ -116,11 +116,11 @@ def test_a_finished_job_wakes_its_study_long_before_the_safety_poll(cluster):  #
     c.op.env["BOSS_POLL_SECONDS"] = "60"
     c.op.start()
     with c.node():
-        c.apply(study_doc(c, "awake", **{"spec.budget": {"trials": 4, "warmupTrials": 2, "parallelism": 1}}))
+        c.apply(study_doc(c, "awake", **{"spec.budget": {"trials": 3, "warmupTrials": 2, "parallelism": 1}}))
         status = wait_phase(c, "awake", FINAL_PHASES, timeout=300)["status"]
     assert status["phase"] == "Succeeded", status.get("conditions")
     jobs = jobs_of(c, "awake")
     gaps = [(b.metadata.creation_timestamp - a.status.completion_time).total_seconds() for a, b in zip(jobs, jobs[1:], strict=False)]
     # each next trial starts within seconds of the last one's end (timestamps have 1 s steps; a
     # loaded 2-core machine adds a few), never after the 60 s poll
-    assert len(gaps) == 3 and max(gaps) <= 15, gaps
+    assert len(gaps) == 2 and max(gaps) <= 15, gaps

@@ -48,8 +48,10 @@ def test_splits_are_cached_on_disk_and_independent(tmp_path):
 
 def test_one_epoch_trial_runs_through_the_sdk_and_beats_chance(tmp_path):
     config = {"lr": 0.1, "optimizer": "sgd", "momentum": 0.9, "batch_size": 16, "weight_decay": 5e-4}
+    # the default splits, from the user's cache as a study would read them (made once per machine;
+    # test_splits_are_cached_on_disk_and_independent makes and reads small ones)
     spec = TrialSpec(study="shapes", index=0, phase="warmup", config=config, plugin=SHAPES, epochs=1,
-                     args={"cache_dir": str(tmp_path / "cache")}, output_uri=to_uri(tmp_path / "trial-0"),
+                     args={}, output_uri=to_uri(tmp_path / "trial-0"),
                      metrics_textfile=str(tmp_path / "0.prom"))
     r = run_trial(spec)
     chance = 1 / len(CLASSES)
