@@ -41,8 +41,8 @@ demo: install ## run the digits BOSS study on this machine and print the result
 # cores take about 10 minutes instead of 14. Each worker starts its own services and cluster.
 WORKERS ?= 2
 
-test: install services cluster-bins images ## the whole test suite, slow end-to-end studies included
-	$(PY) -m pytest -m "slow or not slow" -n $(WORKERS) --dist loadfile --durations=15
+test: install services cluster-bins images ## the whole test suite, slow end-to-end studies included (PYTEST_ARGS: more options)
+	$(PY) -m pytest -m "slow or not slow" -n $(WORKERS) --dist loadfile --durations=15 $(PYTEST_ARGS)
 
 test-fast: install services cluster-bins images ## the test suite without the slow end-to-end studies
 	$(PY) -m pytest -n $(WORKERS) --dist loadfile
