@@ -77,6 +77,8 @@ def main() -> int:
     p.add_argument("--trials", type=int, help="override the task's trials per study (quick checks)")
     p.add_argument("--epochs", type=int, help="override the task's epochs per trial (quick checks)")
     p.add_argument("--results", type=Path, help="JSONL of finished studies (default bench/out/peers-TASK.jsonl)")
+    p.add_argument("--also", type=Path, action="append", default=[],
+                   help="another JSONL of finished studies, read only (e.g. a development block beside the peers' runs)")
     p.add_argument("--fresh", action="store_true", help="rerun studies already in the results file")
     p.add_argument("--report-only", action="store_true", help="run nothing: table and plot from the results file")
     p.add_argument("--baseline", default="boss", help="the method the others are tested against")
@@ -89,6 +91,8 @@ def main() -> int:
     path = args.results or results_path(args.task)
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     done = {} if args.fresh else load(path, args.task, trials, epochs)
+    for extra in args.also:
+        done = {**load(extra, args.task, trials, epochs), **done}
     todo = [(m, s) for s in seeds for m in methods if (m, s) not in done]
     if todo and not args.report_only:
         path.parent.mkdir(parents=True, exist_ok=True)
