@@ -49,7 +49,8 @@ VARIANT_KEYS = {
     "warmup": "warm-up trials",
     "w": "distillation weight: a number, or low:high[:log] to search it (BOSS phase)",
     "lrscale": "multiply a BOSS-phase trial's learning rate by this (inherited weights)",
-    "pick": "teacher/student draw: random (shipped) | best-teacher (teacher = the best, student random from the rest)",
+    "pick": "teacher/student draw: random (shipped) | best-teacher (teacher = the best, student random from the rest) | "
+            "best-student (student = the best, teacher random from the rest)",
     "loss": "mse | kl",
     "tell": "what SMAC learns in the BOSS phase: value (shipped) | gain (value minus the student's value)",
     "es": "spec.earlyStopping rule: median | asha (grace 1 epoch, eta 3, 3 earlier trials); the study then "
@@ -219,8 +220,8 @@ def _engine_class(pick: str, tell: str):
     from boss_operator.engine import BOSS, Engine
     from smac.runhistory.dataclasses import TrialValue
 
-    if pick not in ("random", "best-teacher"):
-        raise ValueError(f"pick must be random or best-teacher, got {pick!r}")
+    if pick not in ("random", "best-teacher", "best-student"):
+        raise ValueError(f"pick must be random, best-teacher or best-student, got {pick!r}")
     if tell not in ("value", "gain"):
         raise ValueError(f"tell must be value or gain, got {tell!r}")
 
@@ -228,9 +229,9 @@ def _engine_class(pick: str, tell: str):
         def pick_teacher_student(self, index: int) -> tuple[int, int]:
             if pick == "random":
                 return super().pick_teacher_student(index)
-            top = self.top_k()  # teacher = the best checkpoint so far; student drawn from the rest
-            rng = random.Random(f"{self.spec.seed}:{index}")
-            return top[0].index, rng.choice(top[1:]).index
+            top = self.top_k()  # one of the pair is the best checkpoint so far, the other drawn from the rest
+            other = random.Random(f"{self.spec.seed}:{index}").choice(top[1:]).index
+            return (top[0].index, other) if pick == "best-teacher" else (other, top[0].index)
 
         def tell(self, index: int, value: float | None = None, **kw: Any):
             t = self.trials[index] if 0 <= index < len(self.trials) else None

@@ -82,7 +82,7 @@ def main() -> int:
     try:
         from registry import Registry, ensure_images
 
-        with Registry() as registry, HostNet(0) as net, ControlPlane(work / "k8s", address=net.address) as cp:
+        with Registry(preferred=35700) as registry, HostNet(0) as net, ControlPlane(work / "k8s", address=net.address) as cp:
             images = ensure_images(registry.host)
             from kubernetes import client, config
 

@@ -166,7 +166,7 @@ def images(tmp_path_factory):
     why = missing()
     if why:
         pytest.skip(why)
-    with Registry() as reg:
+    with Registry(preferred=35700 + worker_number()) as reg:  # the same port each session (registry.py says why)
         yield ensure_images(reg.host)
 
 

@@ -78,9 +78,14 @@ class Registry:
     binary = "docker-registry"
 
     def __init__(self, storage: str | Path | None = None, port: int | None = None, bind: str = "127.0.0.1",
-                 log: str | Path | None = None):
+                 log: str | Path | None = None, preferred: int | None = None):
         self.storage = Path(storage) if storage else cache_dir() / "registry"
         self.bind, self.port = bind, port
+        # tried before a free port: the same address as last time lets a push skip the layers
+        # the registry has without compressing them again (containers/image's blob info cache
+        # knows which compressed blob each layer is per registry host:port; at a new port it
+        # compresses the 5 GB trainer image again, a minute of CPU, to find it there already)
+        self.preferred = preferred
         self.log_path = Path(log) if log else None
         self.proc: subprocess.Popen | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
@@ -116,7 +121,7 @@ class Registry:
         self._tmp = tempfile.TemporaryDirectory(prefix="boss-registry-")
         given = self.port
         for attempt in range(3):  # a free port may be taken before the registry binds it
-            self.port = given or free_port(self.bind)
+            self.port = given or (self.preferred if attempt == 0 and self.preferred else free_port(self.bind))
             conf = Path(self._tmp.name) / "config.yml"
             conf.write_text(json.dumps(self.config(), indent=1))  # YAML reads JSON
             log = self.log_path or Path(self._tmp.name) / "registry.log"
@@ -134,7 +139,7 @@ class Registry:
                 time.sleep(0.05)
             tail = log.read_text(errors="replace")[-2000:]
             self.stop()
-            if "address already in use" in tail and attempt < 2 and not given:
+            if "address already in use" in tail and attempt < 2 and not given:  # the preferred one too
                 continue
             raise RegistryError(f"docker-registry on {self.host} did not answer /v2/ within {timeout:.0f} s:\n{tail}")
         raise AssertionError("unreachable")
