@@ -1,4 +1,5 @@
-"""The optimiser recipe the built-in trainers share (the BOSS reference: SGD + cosine)."""
+"""What the built-in trainers share: the optimiser recipe (the BOSS reference: SGD + cosine), the
+data cache, and the loaders of a task whose splits are tensors in memory."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from ..trainer import Trainer
 
 
 def cache_root() -> Path:
@@ -59,3 +63,33 @@ def make_optimizer(model: nn.Module, config: Mapping[str, Any], epochs: int):
     else:
         raise ValueError(f"unknown optimizer {name!r} (sgd or adamw)")
     return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1))
+
+
+class TensorSplitsTrainer(Trainer):
+    """A task whose (train, val, test) splits are (inputs, labels) tensors from `_splits()`:
+    shuffled training batches of the config's batch_size, evaluation in batches of `eval_batch`,
+    and make_optimizer's recipe. Hyperparameters read: lr, weight_decay, optimizer, momentum,
+    batch_size."""
+
+    eval_batch = 512
+
+    def _splits(self):
+        raise NotImplementedError
+
+    def _loader(self, split: int, shuffle: bool) -> DataLoader:
+        x, y = self._splits()[split]
+        bs = int(self.config.get("batch_size", 64)) if shuffle else self.eval_batch
+        # shuffling draws from torch's global RNG, which the SDK seeds per epoch (resumable)
+        return DataLoader(TensorDataset(x, y), batch_size=bs, shuffle=shuffle)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(0, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(1, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(2, shuffle=False)
+
+    def configure_optimizers(self, model, epochs, steps_per_epoch):
+        return make_optimizer(model, self.config, epochs)

@@ -13,10 +13,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
-from ..trainer import Trainer
-from .common import cached_arrays, make_optimizer
+from .common import TensorSplitsTrainer, cached_arrays
 
 
 class SmallCNN(nn.Module):
@@ -76,7 +74,7 @@ def _make_splits(split_seed: int, train_fraction: float, label_noise: float) -> 
     return {"x_tr": x_tr, "y_tr": y_tr, "x_val": x_val, "y_val": y_val, "x_te": x_te, "y_te": y_te}
 
 
-class DigitsTrainer(Trainer):
+class DigitsTrainer(TensorSplitsTrainer):
     """Hyperparameters read: lr, weight_decay, optimizer, momentum, batch_size."""
 
     def _splits(self):
@@ -85,21 +83,3 @@ class DigitsTrainer(Trainer):
 
     def configure_model(self) -> nn.Module:
         return SmallCNN(int(self.args.get("width", 16)))
-
-    def _loader(self, split: int, shuffle: bool) -> DataLoader:
-        x, y = self._splits()[split]
-        bs = int(self.config.get("batch_size", 64)) if shuffle else 512
-        # shuffling draws from torch's global RNG, which the SDK seeds per epoch (resumable)
-        return DataLoader(TensorDataset(x, y), batch_size=bs, shuffle=shuffle)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(0, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(1, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(2, shuffle=False)
-
-    def configure_optimizers(self, model, epochs, steps_per_epoch):
-        return make_optimizer(model, self.config, epochs)

@@ -20,10 +20,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
-from ..trainer import Trainer
-from .common import make_optimizer
+from .common import TensorSplitsTrainer
 
 VOCAB = 24
 MOTIF = 4
@@ -96,8 +94,10 @@ class MotifGRU(nn.Module):
         return self.head(torch.cat([h.max(1).values, h.mean(1)], 1))
 
 
-class MotifTrainer(Trainer):
+class MotifTrainer(TensorSplitsTrainer):
     """Hyperparameters read: lr, weight_decay, optimizer, momentum, batch_size."""
+
+    eval_batch = 1000
 
     def _arg(self, key: str, default, kind=int):
         return kind(self.args.get(key, default))
@@ -109,20 +109,3 @@ class MotifTrainer(Trainer):
 
     def configure_model(self) -> nn.Module:
         return MotifGRU(self._arg("hidden", 24), self._arg("classes", 8))
-
-    def _loader(self, split: int, shuffle: bool) -> DataLoader:
-        x, y = self._splits()[split]
-        bs = int(self.config.get("batch_size", 64)) if shuffle else 1000
-        return DataLoader(TensorDataset(x, y), batch_size=bs, shuffle=shuffle)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(0, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(1, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(2, shuffle=False)
-
-    def configure_optimizers(self, model, epochs, steps_per_epoch):
-        return make_optimizer(model, self.config, epochs)
