@@ -30,7 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..trainer import Trainer
-from .common import make_optimizer
+from .common import cache_root, make_optimizer
 
 CLASSES = ("disk", "ring", "square", "triangle", "cross", "star", "crescent", "bar", "hexagon", "T")
 SIZE = 32
@@ -182,9 +182,7 @@ def generate(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def _cache_root(cache_dir: str | None) -> Path | None:
     if cache_dir == "":
         return None
-    if cache_dir is None:
-        cache_dir = os.environ.get("BOSS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "boss")
-    return Path(cache_dir) / "shapes"
+    return (cache_root() if cache_dir is None else Path(cache_dir)) / "shapes"
 
 
 def _split(n: int, seed: int, cache_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
