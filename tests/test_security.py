@@ -266,7 +266,7 @@ def test_a_hostile_study_is_refused_and_gets_no_request_from_the_operator(cluste
             assert failed["reason"] == "InvalidSpec", failed
             said = re.findall(r"(spec\.[a-z.]+): '[^']*' is not allowed on this cluster", failed["message"])
             assert said == named, failed["message"]
-            assert [e.message for e in events_of(c, name) if e.reason == "InvalidSpec"] == [failed["message"]]
+            assert [e.message for e in events_of(c, name, until_reasons={"InvalidSpec": 1}) if e.reason == "InvalidSpec"] == [failed["message"]]
             assert jobs_of(c, name) == []
         # a tenant who may write the status forges trials into it, then deletes the study: the
         # operator forgets the Pushgateway groups of deleted studies, but only on a Pushgateway the
@@ -352,7 +352,7 @@ def test_a_forged_objective_from_another_namespace_changes_nothing(cluster, name
         assert t["extra"]["objectiveFrom"] == "terminationMessage"
         assert t["extra"]["metricsMismatch"] == {"source": "pushgateway", "value": forged}
     assert status["best"]["value"] != forged
-    mismatches = [e for e in events_of(c, "victim") if e.reason == "MetricsMismatch"]
+    mismatches = [e for e in events_of(c, "victim", until_reasons={"MetricsMismatch": trials}) if e.reason == "MetricsMismatch"]
     assert len(mismatches) == trials, [e.message for e in mismatches]
     assert all(e.type == "Warning" and f"pushgateway says {metric}={forged:.6g} but" in e.message for e in mismatches)
     assert not [e for e in events_of(c, "forger", ns=namespace_b) if e.reason == "MetricsMismatch"]

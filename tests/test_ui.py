@@ -161,8 +161,9 @@ def test_an_event_follows_a_change_of_the_run_within_2_s(runs, tmp_path):
         def touch():
             time.sleep(0.5)
             state = tmp_path / "tiny" / "state.json"
-            state.write_text(state.read_text() + " ")
-            changed["at"] = time.monotonic()
+            text = state.read_text() + " "
+            changed["at"] = time.monotonic()  # before the write: the event may be read before this thread runs again
+            state.write_text(text)
 
         threading.Thread(target=touch).start()
         second = next(stream)
