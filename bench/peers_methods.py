@@ -29,6 +29,7 @@ import dataclasses
 import json
 import os
 import random
+import re
 import shutil
 import tempfile
 import time
@@ -51,7 +52,12 @@ VARIANT_KEYS = {
     "lrscale": "multiply a BOSS-phase trial's learning rate by this (inherited weights)",
     "pick": "teacher/student draw: random (shipped) | best-teacher (teacher = the best, student random from the rest) | "
             "best-student (student = the best, teacher random from the rest)",
-    "loss": "mse | kl",
+    "loss": "mse-rel (shipped: the mse of row-centred logits over the two's mean square) | mse (of raw logits, "
+            "the paper's) | kl. Rows with mse-rel-t in bench/results ran an earlier mse-rel over the teacher's "
+            "mean square alone, not kept (a teacher whose logits barely vary made it explode); it no longer runs",
+    "gate": "how a teacher below its student teaches (spec.boss.distillation.worseTeacherRange): off (null: with "
+            "w, the paper) | better (0: not at all) | soft[:c] (c, default 1: with w * max(0, 1 - gap / (c * "
+            "spread)), gap its distance below the student, spread that of the results told before the trial)",
     "tell": "what SMAC learns in the BOSS phase: value (shipped) | gain (value minus the student's value)",
     "es": "spec.earlyStopping rule: median | asha (grace 1 epoch, eta 3, 3 earlier trials); the study then "
           "runs trials until the same epoch budget is spent, the last one shortened to fit",
@@ -111,12 +117,25 @@ def run(method: str, task_name: str, seed: int, trials: int | None = None, epoch
     return log.to_dict()
 
 
+
 # ---- our engine: boss, bo, random, sd ---------------------------------------------------------
 
 def _distillation(opts: dict[str, str]) -> dict[str, Any]:
     from boss.spec import Distillation
 
-    d: dict[str, Any] = {"loss": opts.get("loss", "mse"), "weight": Distillation().weight}  # as shipped
+    shipped = Distillation()
+    d: dict[str, Any] = {"loss": opts.get("loss", shipped.loss), "weight": shipped.weight,
+                         "worseTeacherRange": shipped.worse_teacher_range}
+    gate = opts.get("gate")
+    if gate is not None:
+        if gate == "off":
+            d["worseTeacherRange"] = None
+        elif gate == "better":
+            d["worseTeacherRange"] = 0.0
+        elif re.fullmatch(r"soft(:[0-9.]+)?", gate):
+            d["worseTeacherRange"] = float(gate.partition(":")[2] or 1)
+        else:
+            raise ValueError(f"gate must be off, better or soft[:c], got {gate!r}")
     if "w" in opts:
         parts = opts["w"].split(":")
         if len(parts) == 1:
@@ -318,7 +337,7 @@ def _tpe_boss(task: Task, seed: int, log: StudyLog, work: str, opts: dict[str, s
             top = sorted(theta, key=lambda r: (-r[0], r[1]))[:top_k]
             student, teacher = random.Random(f"{seed}:{i}").sample(top, 2)
             pair = (teacher[1], student[1])
-            kw = dict(distill_weight=1.0 - alpha, teacher_uri=teacher[2], teacher_sha256=teacher[3],
+            kw = dict(distill_loss="mse", distill_weight=1.0 - alpha, teacher_uri=teacher[2], teacher_sha256=teacher[3],
                       student_uri=student[2], student_sha256=student[3])
             trainer = _alpha_trainer(task.plugin, alpha)(config, task.args, seed=trial_seed(seed, i))
         spec = TrialSpec(study=f"tpe-boss-{seed}", index=i, phase=phase, config=config, seed=trial_seed(seed, i),

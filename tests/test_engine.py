@@ -138,6 +138,45 @@ def test_conditional_and_searched_weight():
         json.dumps(t.config)  # plain Python values, no numpy scalars
 
 
+def _boss_trial_with(values: list[float], teacher: int, student: int, **changes):
+    """An engine whose warm-up scored `values`, and its first BOSS trial re-drawn as (teacher, student)."""
+    spec = spec_of(**{"spec.budget": {"trials": len(values) + 1, "warmupTrials": len(values), "parallelism": 1},
+                      "spec.boss.topK": len(values), **changes})
+    e = Engine(spec, "t")
+    for v in values:
+        t = e.ask()
+        e.tell(t.index, v, checkpoint=f"mem://ckpt/{t.index}", checksum="0" * 64)
+    t = e.ask()
+    assert t.phase == BOSS
+    t.teacher, t.student = teacher, student
+    return e, t
+
+
+@pytest.mark.parametrize("goal", ["maximize", "minimize"])
+def test_a_teacher_far_below_its_student_does_not_teach(goal):
+    from boss_operator.trials import make_trial_spec
+
+    sign = 1 if goal == "maximize" else -1
+    values = [sign * v for v in (0.1, 0.5, 0.9, 0.85, 0.3)]  # spread 0.8: the default range 0.25 is 0.2
+    cases = [
+        (2, 3, 1.0),  # the teacher (0.9) is above its student (0.85): the whole weight
+        (3, 2, 1 - 0.05 / 0.2),  # 0.05 below: three quarters of it
+        (1, 2, 0.0),  # 0.4 below, past 0.2: none, and no teacher to fetch
+        (0, 1, 0.0),
+    ]
+    for teacher, student, share in cases:
+        e, t = _boss_trial_with(values, teacher, student, **{"spec.objective.goal": goal})
+        assert e.teacher_share(t) == pytest.approx(share)
+        spec = make_trial_spec(parse_study(digits_doc(**{"spec.objective.goal": goal})), e, t, "file:///tmp/r")
+        assert spec.distill_weight == pytest.approx(e.spec.boss.distillation.weight * share)
+        assert (spec.teacher_uri is None) == (share == 0) and spec.student_uri == f"mem://ckpt/{student}"
+    # the paper's rule: every teacher teaches with the whole weight; range 0: only one at least as good
+    for teacher, student, share, rule in ((1, 2, 1.0, None), (3, 2, 0.0, 0), (2, 3, 1.0, 0)):
+        e, t = _boss_trial_with(values, teacher, student, **{"spec.objective.goal": goal,
+                                                            "spec.boss.distillation.worseTeacherRange": rule})
+        assert e.teacher_share(t) == share
+
+
 def test_lineage_and_best():
     spec = spec_of(**{"spec.budget": {"trials": 12, "warmupTrials": 4}})
     e = Engine(spec)

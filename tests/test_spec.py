@@ -21,7 +21,10 @@ def test_defaults_follow_the_reference_implementation():
                          "spec": {"searchSpace": {"lr": {"type": "float", "low": 0.001, "high": 1, "log": True}}}})
     s = study.spec
     assert (s.budget.trials, s.budget.warmup_trials, s.boss.top_k) == (128, 32, 8)
-    assert s.boss.distillation.loss == "mse" and s.objective.goal == "maximize"
+    assert s.objective.goal == "maximize"
+    # the distillation is this project's, chosen on the development seeds (docs/benchmarks.md)
+    d = s.boss.distillation
+    assert (d.loss, d.weight, d.worse_teacher_range) == ("mse-rel", 0.3, 0.25)
 
 
 def test_searched_weight_and_conditions():

@@ -28,6 +28,10 @@ def make_trial_spec(study: Study, engine: Engine, trial: Trial, root: str, **whe
         weight = float(config.pop(DISTILL_WEIGHT)) if dist.searched else float(dist.weight)
     teacher = engine.trials[trial.teacher] if trial.teacher is not None else None
     student = engine.trials[trial.student] if trial.student is not None else None
+    if teacher is not None and student is not None:
+        weight *= engine.teacher_share(trial)
+        if weight == 0:
+            teacher = None  # it does not teach: nothing to fetch (the record keeps who was drawn)
     return TrialSpec(
         study=study.name,
         index=trial.index,

@@ -7,10 +7,23 @@ import torch.nn.functional as F
 
 
 def distillation_loss(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, kind: str = "mse", temperature: float = 4.0
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, kind: str = "mse-rel", temperature: float = 4.0
 ) -> torch.Tensor:
-    """MSE between logits (the paper's choice), or Hinton's KL at temperature T scaled by T^2."""
+    """mse-rel: the MSE of logits made scale-free (the shipped default); mse: the MSE of logits (the
+    paper's); kl: Hinton's KL at temperature T, scaled by T^2.
+
+    mse-rel centres each row of both (softmax ignores a shift) and divides the squared error by the
+    centred teacher logits' mean square, so it is a share of the teacher's own signal: the raw MSE is
+    not scale-free (measured on the three benchmark tasks it is about 0.05x the task loss on digits
+    and about 1x on shapes, so one weight meant a twenty times different pull). The divisor never
+    falls below a tenth of the student's mean square (a constant for the gradient): a teacher whose
+    logits barely vary (a collapsed network) would make the term explode."""
     teacher_logits = teacher_logits.detach()
+    if kind == "mse-rel":
+        s = student_logits - student_logits.mean(dim=-1, keepdim=True)
+        t = teacher_logits - teacher_logits.mean(dim=-1, keepdim=True)
+        scale = torch.maximum(t.pow(2).mean(), 0.1 * s.detach().pow(2).mean())
+        return F.mse_loss(s, t) / scale.clamp_min(1e-12)
     if kind == "mse":
         return F.mse_loss(student_logits, teacher_logits)
     if kind == "kl":
@@ -21,7 +34,7 @@ def distillation_loss(
             reduction="batchmean",
             log_target=True,
         ) * (t * t)
-    raise ValueError(f"unknown distillation loss {kind!r} (mse or kl)")
+    raise ValueError(f"unknown distillation loss {kind!r} (mse-rel, mse or kl)")
 
 
 def boss_loss(
@@ -29,7 +42,7 @@ def boss_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor | None,
     weight: float,
-    kind: str = "mse",
+    kind: str = "mse-rel",
     temperature: float = 4.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(total, distillation term); without a teacher the total is the task loss alone."""

@@ -168,13 +168,23 @@ class Budget(_Model):
         return self
 
 
+WEIGHT = 0.3  # the default distillation weight (of loss mse-rel), chosen on the development seeds
+
+
 class Distillation(_Model):
-    loss: Literal["mse", "kl"] = Field("mse", description="mse: of logits (the paper); kl: Hinton's, at temperature.")
+    loss: Literal["mse-rel", "mse", "kl"] = Field(
+        "mse-rel", description="mse-rel: the mse of row-centred logits over the centred teacher logits' mean "
+        "square, so one weight means the same pull on every task; mse: of raw logits (the paper's; its size "
+        "depends on the logits' scale); kl: Hinton's, at temperature.")
     weight: float | Range = Field(
-        0.1, description="w in L = CE + w * L_dt; a {low, high, log} range makes it searched. 0.1: at 1.0 the "
-        "mse of logits ties a student far from convergence to a teacher no better than itself (docs/benchmarks.md)."
-    )
+        WEIGHT, description="w in L = CE + w * L_dt; a {low, high, log} range makes it searched "
+        "(docs/how-boss-works.md says how the default was chosen).")
     temperature: float = Field(4.0, gt=0, le=1_000, description="Softening for the kl loss.")
+    worse_teacher_range: float | None = Field(
+        0.25, ge=0, le=1_000, description="How far below its student a teacher may score and still teach, as a share "
+        "of the spread of the study's results so far: its weight falls linearly from w (level with the student) "
+        "to 0 (this far below). 0: only a teacher at least as good as its student teaches; null: every teacher "
+        "teaches with w (the paper). A teacher far below its student drags it down (docs/how-boss-works.md).")
 
     @field_validator("weight", mode="before")
     @classmethod

@@ -39,7 +39,7 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
                                        "`when` names other parameters and values they can take, without cycles."),
     ("spec.budget", Budget, "How many trials, how many at once. Failed trials count against `trials`."),
     ("spec.boss", BossSettings, "The BOSS phase: teacher and student come from the top-K checkpoints."),
-    ("spec.boss.distillation", Distillation, "L = CE + weight · L_dt (MSE of logits, or KL at a temperature)."),
+    ("spec.boss.distillation", Distillation, "L = CE + weight · L_dt (MSE of logits, scale-free by default, or KL at a temperature)."),
     ("spec.boss.distillation.weight (searched)", Range, "Give a range instead of a number to search the weight "
                                                         "(as `distill_weight`, in the BOSS phase only)."),
     ("spec.trainer", TrainerSpec, "Which Trainer runs each trial, and with what."),

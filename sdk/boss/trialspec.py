@@ -61,7 +61,7 @@ class TrialSpec(BaseModel):
     args: dict[str, Any] = Field(default_factory=dict)
     epochs: int = Field(ge=1)
     objective: Objective = Objective()
-    distill_loss: Literal["mse", "kl"] = "mse"
+    distill_loss: Literal["mse-rel", "mse", "kl"] = "mse-rel"
     distill_weight: float = Field(0.0, ge=0)
     temperature: float = Field(4.0, gt=0)
     teacher_uri: str | None = None
