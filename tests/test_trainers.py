@@ -44,6 +44,17 @@ def test_digits_warmup_then_distilled(tmp_path):
     assert r1["history"][0]["val_accuracy"] > r0["history"][0]["val_accuracy"]
 
 
+def test_a_boss_trial_without_a_teacher_says_so(tmp_path, capsys):
+    """The engine drops a teacher that scored far below its student (worseTeacherRange): the trial
+    continues the student alone, and its log says why no teacher is named."""
+    r0 = run_trial(spec(tmp_path, epochs=1))
+    capsys.readouterr()
+    r1 = run_trial(spec(tmp_path, 1, phase="boss", epochs=1, distill_weight=0.0,
+                        student_uri=r0["checkpoint"], student_sha256=r0["sha256"]))
+    assert "no teacher (distillation weight 0 for this trial)" in capsys.readouterr().err
+    assert r1["history"][0]["distill_loss"] == 0
+
+
 def test_kl_and_corrupt_teacher(tmp_path):
     r0 = run_trial(spec(tmp_path, epochs=1))
     r1 = run_trial(spec(tmp_path, 1, phase="boss", epochs=1, distill_loss="kl", temperature=2.0, distill_weight=0.5,

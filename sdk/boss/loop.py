@@ -16,7 +16,7 @@ from torch import nn
 from . import distributed
 from .losses import boss_loss
 from .plugins import load_trainer_class
-from .session import Session, _shape, fit_problem, seed_everything  # noqa: F401  (fit_problem: named here as before)
+from .session import NO_TEACHER, Session, _shape, fit_problem, seed_everything  # noqa: F401  (fit_problem: named here as before)
 from .session import num as _num  # noqa: F401
 from .session import say as _say
 from .session import what as _what
@@ -164,7 +164,8 @@ def _run(spec: TrialSpec, trainer: Trainer | None, dist: distributed.Dist,
         + (f" x {dist.world} processes" if dist.enabled else "")
         + f": config {json.dumps(spec.config, sort_keys=True)}"
          + (f", student from {spec.student_uri}" if spec.student_uri else "")
-         + (f", teacher {spec.teacher_uri} (weight {weight:g}, {spec.distill_loss})" if teacher is not None else ""))
+         + (f", teacher {spec.teacher_uri} (weight {weight:g}, {spec.distill_loss})" if teacher is not None
+            else NO_TEACHER if spec.student_uri else ""))
     for epoch in range(first_epoch, spec.epochs + 1):
         if st.diverged:
             break

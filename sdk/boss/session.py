@@ -48,6 +48,10 @@ from .metrics import MetricsReporter
 from .store import CheckpointError, Store
 from .trialspec import ENV, TrialError, TrialSpec
 
+# a BOSS trial without a teacher: its drawn teacher scored too far below the student (the
+# study's worseTeacherRange), or the distillation weight is 0
+NO_TEACHER = ", no teacher (distillation weight 0 for this trial)"
+
 Builder = Callable[[dict[str, Any]], nn.Module]
 
 
@@ -549,7 +553,7 @@ def run_script(spec: TrialSpec) -> dict[str, Any] | None:
     session._say(f"trial {spec.index} ({spec.phase}): script {spec.script}, config {json.dumps(spec.config, sort_keys=True)}"
                  + (f", student from {spec.student_uri}" if spec.student_uri else "")
                  + (f", teacher {spec.teacher_uri} (weight {session.weight:g}, {spec.distill_loss})"
-                    if spec.teacher_uri else ""))
+                    if spec.teacher_uri else NO_TEACHER if spec.student_uri else ""))
     saved_argv = sys.argv
     sys.argv = [spec.script]
     try:
