@@ -181,7 +181,9 @@ def test_gpus_must_match_the_gpus_the_resources_ask_for():
 def test_boss_run_with_two_processes_per_trial(tmp_path):
     doc = tiny_doc(**{"spec.trainer.gpus": 2, "spec.trainer.epochs": 1,
                       "spec.budget": {"trials": 3, "warmupTrials": 2, "parallelism": 1, "maxFailedTrials": 0},
-                      "spec.boss.topK": 2})
+                      "spec.boss.topK": 2,
+                      # the BOSS trial distils whichever of the two warm-up networks teaches
+                      "spec.boss.distillation.worseTeacherRange": None})
     run_dir = tmp_path / "run"
     r = subprocess.run([sys.executable, "-m", "boss.cli", "run", str(write_study(tmp_path, doc)), "--run-dir",
                         str(run_dir), "-q"], capture_output=True, text=True, timeout=600, cwd=ROOT)

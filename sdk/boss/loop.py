@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from . import distributed
-from .losses import boss_loss
+from .losses import boss_loss, mse_rel_divisor, mse_rel_sums
 from .plugins import load_trainer_class
 from .session import NO_TEACHER, Session, _shape, fit_problem, seed_everything  # noqa: F401  (fit_problem: named here as before)
 from .session import num as _num  # noqa: F401
@@ -182,8 +182,12 @@ def _run(spec: TrialSpec, trainer: Trainer | None, dist: distributed.Dist,
                 if teacher is not None and weight > 0:
                     with torch.no_grad():
                         teacher_logits = teacher(inputs)
+                divisor = None
+                if dist.enabled and teacher_logits is not None and spec.distill_loss == "mse-rel":
+                    # the whole batch's divisor, as in one process
+                    divisor = mse_rel_divisor(*distributed.all_sum(mse_rel_sums(logits, teacher_logits), device))
                 loss, dt = boss_loss(task, logits, teacher_logits, weight,
-                                     spec.distill_loss, spec.temperature)
+                                     spec.distill_loss, spec.temperature, divisor)
             if dist.enabled:  # the global batch's sums: every rank sees the same, and agrees to stop
                 mine = len(targets)
                 total, batch_loss, batch_dt = distributed.all_sum([mine, loss.item() * mine, dt.item() * mine], device)

@@ -6,8 +6,24 @@ import torch
 import torch.nn.functional as F
 
 
+def _centred(logits: torch.Tensor) -> torch.Tensor:
+    return logits - logits.mean(dim=-1, keepdim=True)
+
+
+def mse_rel_sums(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> list[float]:
+    """What mse-rel's divisor is made of, as sums (teacher's squares, student's squares, count):
+    summed over the processes of a DDP trial, they give the whole batch's divisor, as in one."""
+    s, t = _centred(student_logits.detach().float()), _centred(teacher_logits.detach().float())
+    return [t.pow(2).sum().item(), s.pow(2).sum().item(), float(t.numel())]
+
+
+def mse_rel_divisor(teacher_sq: float, student_sq: float, count: float) -> float:
+    return max(teacher_sq / count, 0.1 * student_sq / count, 1e-12)
+
+
 def distillation_loss(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, kind: str = "mse-rel", temperature: float = 4.0
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, kind: str = "mse-rel", temperature: float = 4.0,
+    divisor: float | None = None,
 ) -> torch.Tensor:
     """mse-rel: the MSE of logits made scale-free (the shipped default); mse: the MSE of logits (the
     paper's); kl: Hinton's KL at temperature T, scaled by T^2.
@@ -17,11 +33,13 @@ def distillation_loss(
     not scale-free (measured on the three benchmark tasks it is about 0.05x the task loss on digits
     and about 1x on shapes, so one weight meant a twenty times different pull). The divisor never
     falls below a tenth of the student's mean square (a constant for the gradient): a teacher whose
-    logits barely vary (a collapsed network) would make the term explode."""
+    logits barely vary (a collapsed network) would make the term explode. `divisor`: the whole
+    batch's, when this process holds a part of it (DDP: mse_rel_sums over the processes)."""
     teacher_logits = teacher_logits.detach()
     if kind == "mse-rel":
-        s = student_logits - student_logits.mean(dim=-1, keepdim=True)
-        t = teacher_logits - teacher_logits.mean(dim=-1, keepdim=True)
+        s, t = _centred(student_logits), _centred(teacher_logits)
+        if divisor is not None:
+            return F.mse_loss(s, t) / divisor
         scale = torch.maximum(t.pow(2).mean(), 0.1 * s.detach().pow(2).mean())
         return F.mse_loss(s, t) / scale.clamp_min(1e-12)
     if kind == "mse":
@@ -44,9 +62,10 @@ def boss_loss(
     weight: float,
     kind: str = "mse-rel",
     temperature: float = 4.0,
+    divisor: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(total, distillation term); without a teacher the total is the task loss alone."""
     if teacher_logits is None or weight == 0:
         return task_loss, torch.zeros((), device=task_loss.device)
-    dt = distillation_loss(student_logits.float(), teacher_logits.float(), kind, temperature)
+    dt = distillation_loss(student_logits.float(), teacher_logits.float(), kind, temperature, divisor)
     return task_loss + weight * dt, dt
