@@ -55,9 +55,10 @@ VARIANT_KEYS = {
     "loss": "mse-rel (shipped: the mse of row-centred logits over the two's mean square) | mse (of raw logits, "
             "the paper's) | kl. Rows with mse-rel-t in bench/results ran an earlier mse-rel over the teacher's "
             "mean square alone, not kept (a teacher whose logits barely vary made it explode); it no longer runs",
-    "gate": "how a teacher below its student teaches (spec.boss.distillation.worseTeacherRange): off (null: with "
-            "w, the paper) | better (0: not at all) | soft[:c] (c, default 1: with w * max(0, 1 - gap / (c * "
-            "spread)), gap its distance below the student, spread that of the results told before the trial)",
+    "gate": "how a teacher below its student teaches (spec.boss.distillation.worseTeacher): off (teach: with "
+            "w, the paper) | better (skip: not at all) | soft[:c] (fade with worseTeacherRange c, default 1: with "
+            "w * max(0, 1 - gap / (c * spread)), gap its distance below the student, spread that of the results "
+            "told before the trial)",
     "tell": "what SMAC learns in the BOSS phase: value (shipped) | gain (value minus the student's value)",
     "es": "spec.earlyStopping rule: median | asha (grace 1 epoch, eta 3, 3 earlier trials); the study then "
           "runs trials until the same epoch budget is spent, the last one shortened to fit",
@@ -125,15 +126,15 @@ def _distillation(opts: dict[str, str]) -> dict[str, Any]:
 
     shipped = Distillation()
     d: dict[str, Any] = {"loss": opts.get("loss", shipped.loss), "weight": shipped.weight,
-                         "worseTeacherRange": shipped.worse_teacher_range}
+                         "worseTeacher": shipped.worse_teacher, "worseTeacherRange": shipped.worse_teacher_range}
     gate = opts.get("gate")
     if gate is not None:
         if gate == "off":
-            d["worseTeacherRange"] = None
+            d["worseTeacher"] = "teach"
         elif gate == "better":
-            d["worseTeacherRange"] = 0.0
+            d["worseTeacher"] = "skip"
         elif re.fullmatch(r"soft(:[0-9.]+)?", gate):
-            d["worseTeacherRange"] = float(gate.partition(":")[2] or 1)
+            d["worseTeacher"], d["worseTeacherRange"] = "fade", float(gate.partition(":")[2] or 1)
         else:
             raise ValueError(f"gate must be off, better or soft[:c], got {gate!r}")
     if "w" in opts:

@@ -183,7 +183,7 @@ def test_boss_run_with_two_processes_per_trial(tmp_path):
                       "spec.budget": {"trials": 3, "warmupTrials": 2, "parallelism": 1, "maxFailedTrials": 0},
                       "spec.boss.topK": 2,
                       # the BOSS trial distils whichever of the two warm-up networks teaches
-                      "spec.boss.distillation.worseTeacherRange": None})
+                      "spec.boss.distillation.worseTeacher": "teach"})
     run_dir = tmp_path / "run"
     r = subprocess.run([sys.executable, "-m", "boss.cli", "run", str(write_study(tmp_path, doc)), "--run-dir",
                         str(run_dir), "-q"], capture_output=True, text=True, timeout=600, cwd=ROOT)

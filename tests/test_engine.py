@@ -170,10 +170,10 @@ def test_a_teacher_far_below_its_student_does_not_teach(goal):
         spec = make_trial_spec(parse_study(digits_doc(**{"spec.objective.goal": goal})), e, t, "file:///tmp/r")
         assert spec.distill_weight == pytest.approx(e.spec.boss.distillation.weight * share)
         assert (spec.teacher_uri is None) == (share == 0) and spec.student_uri == f"mem://ckpt/{student}"
-    # the paper's rule: every teacher teaches with the whole weight; range 0: only one at least as good
-    for teacher, student, share, rule in ((1, 2, 1.0, None), (3, 2, 0.0, 0), (2, 3, 1.0, 0)):
+    # the paper's rule: every teacher teaches with the whole weight; skip: only one at least as good
+    for teacher, student, share, rule in ((1, 2, 1.0, "teach"), (3, 2, 0.0, "skip"), (2, 3, 1.0, "skip")):
         e, t = _boss_trial_with(values, teacher, student, **{"spec.objective.goal": goal,
-                                                            "spec.boss.distillation.worseTeacherRange": rule})
+                                                            "spec.boss.distillation.worseTeacher": rule})
         assert e.teacher_share(t) == share
 
 

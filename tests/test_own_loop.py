@@ -127,7 +127,7 @@ def test_a_study_with_warmup_and_boss_phase_succeeds(tmp_path, path):
     doc["spec"]["budget"] = {"trials": 4, "warmupTrials": 2, "parallelism": 2, "maxFailedTrials": 0}
     doc["spec"]["boss"]["topK"] = 2
     # both BOSS trials distil, also one whose teacher scored far below its student
-    doc["spec"]["boss"].setdefault("distillation", {})["worseTeacherRange"] = None
+    doc["spec"]["boss"].setdefault("distillation", {})["worseTeacher"] = "teach"
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(doc))
     ok = subprocess.run(BOSS_CLI + ["validate", "s.yaml"], cwd=tmp_path, env=env(), capture_output=True, text=True)
     assert ok.returncode == 0 and f"trainer {example}" in ok.stdout, ok.stderr

@@ -26,7 +26,7 @@ def test_a_script_study_runs_as_jobs_through_both_phases(cluster):  # noqa: F811
                                                             "maxFailedTrials": 0},
                                             "spec.boss.topK": 2,
                                             # every BOSS trial distils, whichever network teaches
-                                            "spec.boss.distillation.worseTeacherRange": None})
+                                            "spec.boss.distillation.worseTeacher": "teach"})
         doc["spec"]["trainer"].pop("plugin", None)
         doc["spec"]["trainer"].pop("args", None)
         doc["spec"]["trainer"]["script"] = "own_script"  # a module on the pods' PYTHONPATH

@@ -24,7 +24,7 @@ def test_defaults_follow_the_reference_implementation():
     assert s.objective.goal == "maximize"
     # the distillation is this project's, chosen on the development seeds (docs/benchmarks.md)
     d = s.boss.distillation
-    assert (d.loss, d.weight, d.worse_teacher_range) == ("mse-rel", 0.3, 0.25)
+    assert (d.loss, d.weight, d.worse_teacher, d.worse_teacher_range) == ("mse-rel", 0.3, "fade", 0.25)
 
 
 def test_searched_weight_and_conditions():

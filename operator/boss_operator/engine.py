@@ -568,18 +568,20 @@ class Engine:
 
     def teacher_share(self, trial: Trial) -> float:
         """The share of the distillation weight a BOSS trial's teacher teaches with: 1 unless it
-        scored below the student, then falling linearly to 0 at `worseTeacherRange` x the spread
-        of the results told before the trial was proposed (a function of the record, so a rerun
-        after a restart trains the same). A teacher far below its student drags it down; one
-        close below still regularises (docs/how-boss-works.md)."""
-        fade = self.spec.boss.distillation.worse_teacher_range
+        scored below the student; then, with `worseTeacher: fade`, falling linearly to 0 at
+        `worseTeacherRange` x the spread of the results told before the trial was proposed (a
+        function of the record, so a rerun after a restart trains the same). A teacher far below
+        its student drags it down; one close below still regularises (docs/how-boss-works.md)."""
+        d = self.spec.boss.distillation
         teacher, student = self.trials[trial.teacher], self.trials[trial.student]
         gap = self.score(student) - self.score(teacher)
-        if fade is None or gap <= 0:
+        if gap <= 0 or d.worse_teacher == "teach":
             return 1.0
+        if d.worse_teacher == "skip":
+            return 0.0
         told = [t.value for t in self.succeeded if t.told is not None and t.told < trial.asked_after
                 and t.value is not None and math.isfinite(t.value)]
-        spread = (max(told) - min(told)) * fade if told else 0.0
+        spread = (max(told) - min(told)) * d.worse_teacher_range if told else 0.0
         return max(0.0, 1.0 - gap / spread) if spread > 0 else 0.0
 
     def pick_teacher_student(self, index: int) -> tuple[int, int]:

@@ -180,11 +180,14 @@ class Distillation(_Model):
         WEIGHT, description="w in L = CE + w * L_dt; a {low, high, log} range makes it searched "
         "(docs/how-boss-works.md says how the default was chosen).")
     temperature: float = Field(4.0, gt=0, le=1_000, description="Softening for the kl loss.")
-    worse_teacher_range: float | None = Field(
-        0.25, ge=0, le=1_000, description="How far below its student a teacher may score and still teach, as a share "
-        "of the spread of the study's results so far: its weight falls linearly from w (level with the student) "
-        "to 0 (this far below). 0: only a teacher at least as good as its student teaches; null: every teacher "
-        "teaches with w (the paper). A teacher far below its student drags it down (docs/how-boss-works.md).")
+    worse_teacher: Literal["fade", "teach", "skip"] = Field(
+        "fade", description="A BOSS trial whose teacher scored below its student: fade (it teaches with a weight "
+        "falling linearly from w, level with the student, to 0 at worseTeacherRange x the spread of the study's "
+        "results so far), teach (with w all the same: the paper) or skip (not at all: the student trains on "
+        "alone). A teacher far below its student drags it down (docs/how-boss-works.md).")
+    worse_teacher_range: float = Field(
+        0.25, gt=0, le=1_000, description="For worseTeacher fade: how far below its student a teacher may score "
+        "and still teach, as a share of the spread of the study's results so far.")
 
     @field_validator("weight", mode="before")
     @classmethod
