@@ -191,7 +191,7 @@ def test_boss_run_with_two_processes_per_trial(tmp_path):
     state = json.loads((run_dir / "state.json").read_text())
     assert state["status"] == "Succeeded" and [t["state"] for t in state["trials"]] == ["succeeded"] * 3
     log = (run_dir / "trials" / "0002" / "log.txt").read_text()
-    assert "x 2 processes" in log and "teacher" in log
+    assert "x 2 processes" in log and ", teacher file://" in log
     best = state["best"]
     state_dict, _ = Store().load_checkpoint(best["checkpoint"], best["checksum"])
     assert fit_problem(DigitsTrainer({}, {}).configure_model(), state_dict) is None  # one process loads it

@@ -143,7 +143,7 @@ def test_a_study_with_warmup_and_boss_phase_succeeds(tmp_path, path):
         assert t["state"] == "succeeded" and 0 < t["value"] <= 1
         Store().load_checkpoint(t["checkpoint"], t["checksum"])  # weights saved, intact
     log = (tmp_path / "run" / "trials" / "0003" / "log.txt").read_text()
-    assert "teacher" in log and "distill_loss=" in log  # the BOSS phase distilled
+    assert ", teacher file://" in log and "distill_loss=" in log  # the BOSS phase distilled
     for t in trials[2:]:
         assert t["teacher"] is not None and t["student"] is not None
 
