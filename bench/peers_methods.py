@@ -52,9 +52,10 @@ VARIANT_KEYS = {
     "lrscale": "multiply a BOSS-phase trial's learning rate by this (inherited weights)",
     "pick": "teacher/student draw: random (shipped) | best-teacher (teacher = the best, student random from the rest) | "
             "best-student (student = the best, teacher random from the rest)",
-    "loss": "mse-rel (shipped: the mse of row-centred logits over the two's mean square) | mse (of raw logits, "
-            "the paper's) | kl. Rows with mse-rel-t in bench/results ran an earlier mse-rel over the teacher's "
-            "mean square alone, not kept (a teacher whose logits barely vary made it explode); it no longer runs",
+    "loss": "mse-rel (shipped: the mse of row-centred logits over the centred teacher logits' mean square, "
+            "never below a tenth of the student's) | mse (of raw logits, the paper's) | kl. Rows with mse-rel-t "
+            "in bench/results ran it without that floor, not kept (a teacher whose logits barely vary made it "
+            "explode); it no longer runs",
     "gate": "how a teacher below its student teaches (spec.boss.distillation.worseTeacher): off (teach: with "
             "w, the paper) | better (skip: not at all) | soft[:c] (fade with worseTeacherRange c, default 1: with "
             "w * max(0, 1 - gap / (c * spread)), gap its distance below the student, spread that of the results "
@@ -116,7 +117,6 @@ def run(method: str, task_name: str, seed: int, trials: int | None = None, epoch
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return log.to_dict()
-
 
 
 # ---- our engine: boss, bo, random, sd ---------------------------------------------------------
