@@ -284,6 +284,55 @@ def test_the_dashboard_follows_a_running_study_in_chromium(tmp_path):
         run.stderr.close()
 
 
+# Holds each EventSource the page makes until `window.__open` is set, to put a change of the run
+# between the page's first read and its event stream's first token (the CI run that found this
+# had the cluster page's curves take long enough for the operator's write to land there).
+HELD_EVENTS = """(() => {
+  const Real = window.EventSource;
+  window.EventSource = function (url) {
+    const fake = { onopen: null, onmessage: null, onerror: null, closed: false, real: null,
+                   close() { this.closed = true; if (this.real) this.real.close(); } };
+    const start = () => {
+      if (fake.closed) return;
+      if (!window.__open) return setTimeout(start, 50);
+      const r = fake.real = new Real(url);
+      r.onopen = (e) => fake.onopen && fake.onopen(e);
+      r.onmessage = (e) => fake.onmessage && fake.onmessage(e);
+      r.onerror = (e) => fake.onerror && fake.onerror(e);
+    };
+    start();
+    return fake;
+  };
+})();"""
+
+
+def test_a_change_before_the_event_stream_opens_is_still_shown(runs, tmp_path):
+    import shutil
+
+    _needs_chromium()
+    shutil.copytree(runs / "tiny", tmp_path / "tiny")
+    state = tmp_path / "tiny" / "state.json"
+    full = json.loads(state.read_text())
+    state.write_text(json.dumps({**full, "trials": full["trials"][:3]}))
+    with ui(tmp_path) as (url, _, _), Browser() as b:
+        b.send("Page.addScriptToEvaluateOnNewDocument", source=HELD_EVENTS)
+        for page, rows in ((f"{url}/#/s/tiny", "#trials tbody tr"), (f"{url}/#/", "#studies tbody tr[data-id=\"tiny\"]")):
+            b.go("about:blank")
+            state.write_text(json.dumps({**full, "trials": full["trials"][:3]}))
+            b.go(page)
+            b.wait(f"document.querySelectorAll('{rows}').length === 1" if page.endswith("#/") else
+                   "document.querySelectorAll('#trials tbody tr').length === 3", 30)
+            b.js("window.__not_reloaded = true")
+            state.write_text(json.dumps(full))  # after the page read the run, before its stream opens
+            time.sleep(0.3)
+            b.js("window.__open = true")
+            if page.endswith("#/"):
+                b.wait("document.querySelector('#studies tbody tr[data-id=\"tiny\"] td:nth-child(4)').textContent.startsWith('5/')", 10)
+            else:
+                b.wait("document.querySelectorAll('#trials tbody tr').length === 5", 10)
+            assert b.js("window.__not_reloaded") is True
+
+
 def test_bad_input_on_the_page_in_chromium(tmp_path, runs):
     _needs_chromium()
     (tmp_path / "broken").mkdir()

@@ -188,7 +188,9 @@ function listen(params, onToken) {
     setLive(true, "live");
     const prev = last;
     last = msg.token;
-    if (prev !== null) onToken(msg.token, prev);
+    // the first token is news too: what the page shows was read before the stream opened, and a
+    // change in between would otherwise become the baseline and never be shown
+    onToken(msg.token, prev);
   };
 }
 
@@ -663,7 +665,6 @@ function studyPage(main, sid) {
     renderHead(); renderProgress(); renderLineage(); renderTable(); renderParams(); loadImportance(); renderCurves();
   }
 
-  let lastToken = null;
   async function load() {
     try {
       S.study = await api(`/api/study?id=${enc(sid)}`);
@@ -685,11 +686,10 @@ function studyPage(main, sid) {
     if (events && w === watching) return;
     watching = w;
     listen({ id: sid, watch: w }, (tok, prev) => {
-      const stateChanged = JSON.stringify({ ...tok, logs: null }) !== JSON.stringify({ ...prev, logs: null });
+      const stateChanged = prev === null || JSON.stringify({ ...tok, logs: null }) !== JSON.stringify({ ...prev, logs: null });
       if (stateChanged) load();
       else if (JSON.stringify(tok.logs) !== JSON.stringify(prev.logs)) loadCurves();
     });
-    lastToken = null;
   }
   load();
   return { stop() { stopped = true; } };
