@@ -146,8 +146,8 @@ def report(runs: dict[str, list[dict]], task: str, trials: int, epochs: int, bas
           f"({trials} trials x {epochs} epochs for the trial-based methods), seeds per method: "
           + ", ".join(f"{m} {k}" for m, k in n.items()) + "\n")
     print(f"| method | best val acc | test acc of best | test − {base} | p val | p test | "
-          f"{base} better (test) | epochs to {base}'s best | epochs / study | wall s / study |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          f"{base} better (test) | epochs to {base}'s best | epochs / study | wall s / study | ask+tell s / study |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for m, rs in runs.items():
         cells = ["", "—", "—", "—", "—"]
         if m != base and base in runs:
@@ -161,11 +161,21 @@ def report(runs: dict[str, list[dict]], task: str, trials: int, epochs: int, bas
                          f"{wins} of {len(a)}" + (f" ({ties} ties)" if ties else "")]
         print(f"| {m} | {mean_std([r['val'] for r in rs])} | {mean_std([r['test'] for r in rs])} | "
               f"{cells[1]} | {cells[2]} | {cells[3]} | {cells[4]} | {_to_reach(runs, base, m)} | "
-              f"{statistics.mean(len(r['epochs']) for r in rs):.0f} | {statistics.mean(r['seconds'] for r in rs):.0f} |")
+              f"{statistics.mean(len(r['epochs']) for r in rs):.0f} | {statistics.mean(r['seconds'] for r in rs):.0f} | "
+              f"{_search_seconds(rs)} |")
     print(f"\np: two-sided paired Wilcoxon signed-rank test of {base} against the method, over the seeds both ran; "
           f"test − {base} < 0 means {base} is ahead. Epochs to {base}'s best: the median number of training "
           f"epochs the method spent before its best validation score so far first reached the best {base} found "
-          f"with the same seed, over the seeds where it did (k of n did).")
+          f"with the same seed, over the seeds where it did (k of n did). Ask+tell: seconds in our engine's "
+          f"ask and tell (SMAC's model and acquisition, the BOSS bookkeeping) per study; — where not measured "
+          f"(the peers' own libraries, or rows from before it was kept).")
+
+
+def _search_seconds(rs: list[dict]) -> str:
+    got = [r["info"]["search_seconds"] for r in rs if "search_seconds" in r.get("info", {})]
+    if not got:
+        return "—"
+    return f"{statistics.mean(got):.2f}" + (f" ({len(got)} of {len(rs)})" if len(got) < len(rs) else "")
 
 
 def _to_reach(runs: dict[str, list[dict]], base: str, m: str) -> str:

@@ -188,8 +188,11 @@ def _engine_study(base: str, opts: dict[str, str], task: Task, seed: int, log: S
     lrscale = float(opts.get("lrscale", 1.0))
     root = to_uri(work)
     spent = 0  # epochs trained: with early stopping the budget is epochs, not trials
+    search = 0.0  # seconds in the engine's ask and tell (SMAC's model and acquisition): its overhead
     while not engine.finished and spent < task.budget:
+        t0 = time.perf_counter()
         t = engine.ask()
+        search += time.perf_counter() - t0
         if t is None:  # sequential: never happens, but never spin
             raise RuntimeError("the engine proposed nothing while no trial runs")
         if spaces:
@@ -202,7 +205,9 @@ def _engine_study(base: str, opts: dict[str, str], task: Task, seed: int, log: S
         try:
             r = run_trial(spec)
         except Exception as e:  # a failed trial is the engine's business, as in a real study
+            t0 = time.perf_counter()
             engine.tell(t.index, failed=True, message=str(e)[:200])
+            search += time.perf_counter() - t0
             log.know(float("nan"))
             continue
         for row in r["history"]:
@@ -211,9 +216,11 @@ def _engine_study(base: str, opts: dict[str, str], task: Task, seed: int, log: S
         t.extra.update(result_extra(r, "val_accuracy"))  # the curve later trials are judged by
         log.know(r["value"])
         log.offer(r["value"], r["test"]["test_accuracy"], f"trial {t.index} ({t.phase})")
+        t0 = time.perf_counter()
         engine.tell(t.index, r["value"], checkpoint=r["checkpoint"], checksum=r["sha256"])
+        search += time.perf_counter() - t0
     b = engine.best()
-    log.info.update(best_phase=b.phase if b else None, warmup=warmup, top_k=top_k, trials_run=len(engine.trials),
+    log.info.update(search_seconds=round(search, 3), best_phase=b.phase if b else None, warmup=warmup, top_k=top_k, trials_run=len(engine.trials),
                     stopped_early=sum(bool(t.extra.get("stoppedEarly")) for t in engine.trials),
                     failed=len(engine.failed), lineage=_lineage_depth(engine, b),
                     trials=[_row(t.index, t.phase, t.value, t.teacher, t.student, t.config) for t in engine.trials])
