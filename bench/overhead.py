@@ -56,10 +56,11 @@ def score(config: dict) -> float:
     return 1.0 - 0.05 * (math.log10(config["lr"]) + 1.3) ** 2 - 0.01 * math.log10(config["batch_size"])
 
 
-def run(trials: int, parallelism: int) -> dict:
-    from boss_operator.engine import Engine
+def run(trials: int, parallelism: int, retrain_after: int | None = None) -> dict:
+    from boss_operator.engine import Engine, SmacSettings
 
-    engine = Engine(spec_for(trials, parallelism), f"overhead-{trials}")
+    smac = SmacSettings() if retrain_after is None else SmacSettings(retrain_after=retrain_after)
+    engine = Engine(spec_for(trials, parallelism), f"overhead-{trials}", smac=smac)
     asks, turnarounds, running = [], [], []
     started = time.perf_counter()
     while not engine.finished:
@@ -96,6 +97,8 @@ def main() -> int:
     p.add_argument("--sizes", default="50,200,500")
     p.add_argument("--parallelism", type=int, default=2)
     p.add_argument("--engine", action="store_true", help="only the engine's overhead")
+    p.add_argument("--retrain-after", default="", help="--engine: comma-separated SMAC retrain_after values to "
+                   "compare (configs per model fit; default the shipped one)")
     p.add_argument("--trials-per-minute", action="store_true", help="only the cold vs warm trial starts")
     p.add_argument("--launch-trials", type=int, default=12, help="trials per launcher (default 12)")
     p.add_argument("--cluster", action="store_true", help="the operator on the real control plane")
@@ -136,17 +139,22 @@ def main() -> int:
 
 
 def engine_section(args) -> None:
+    from boss_operator.engine import SmacSettings
+
     results = []
-    for n in (int(s) for s in args.sizes.split(",")):
-        r = run(n, args.parallelism)
-        results.append(r)
-        print(f"{n} trials: {r['total']:.1f}s", file=sys.stderr, flush=True)
+    for retrain in [int(s) for s in args.retrain_after.split(",") if s] or [SmacSettings().retrain_after]:
+        for n in (int(s) for s in args.sizes.split(",")):
+            r = run(n, args.parallelism, retrain)
+            r["retrain_after"] = retrain
+            results.append(r)
+            print(f"{n} trials, retrain_after {retrain}: {r['total']:.1f}s", file=sys.stderr, flush=True)
     print(f"\nengine overhead, instant trials, parallelism {args.parallelism}\n")
-    print("| trials | ask median s | ask p95 s | ask max s | turnaround median s | turnaround p95 s | total s | peak RSS MB |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| trials | configs per fit | ask median s | ask p95 s | ask max s | turnaround median s | turnaround p95 s "
+          "| total s | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['trials']} | {r['median']:.3f} | {r['p95']:.3f} | {r['max']:.3f} | {r['turn_median']:.3f} | "
-              f"{r['turn_p95']:.3f} | {r['total']:.1f} | {r['rss_mb']:.0f} |")
+        print(f"| {r['trials']} | {r['retrain_after']} | {r['median']:.3f} | {r['p95']:.3f} | {r['max']:.3f} | "
+              f"{r['turn_median']:.3f} | {r['turn_p95']:.3f} | {r['total']:.1f} | {r['rss_mb']:.0f} |")
     plot(results)
 
 
@@ -156,7 +164,7 @@ def plot(results) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in results:
         xs, ys = zip(*r["asks"], strict=True)
-        ax.plot(xs, ys, ".", ms=3, label=f"{r['trials']} trials")
+        ax.plot(xs, ys, ".", ms=3, label=f"{r['trials']} trials, {r['retrain_after']} per fit")
     ax.set_yscale("log")
     ax.set_xlabel("trial index")
     ax.set_ylabel("ask latency (s)")

@@ -3,10 +3,11 @@
 Every method trains with the task's `boss.Trainer`, over SPACE, for the task's budget of
 training epochs (trials x epochs per trial), and selects on the validation split.
 
-  boss      our engine as shipped (SMAC ask/tell in two phases, teacher + student from the
-            top-K, L = CE + w * MSE, w = 0.1 as shipped; until this benchmark showed otherwise it was 1.0,
-            now `boss[w=1]`), with the defaults (128 trials, 32 warm-up, top-K 8)
-            scaled to the budget: warm-up = trials/4, top-K = max(2, trials/16)
+  boss      our engine as shipped (SMAC ask/tell in two phases, its model refit on every result,
+            the BOSS phase's SMAC told each trial's gain over its student; teacher + student from
+            the top-K; the shipped distillation, spec.boss.distillation's defaults), with the
+            defaults (128 trials, 32 warm-up, top-K 8) scaled to the budget: warm-up = trials/4,
+            top-K = max(2, trials/16). Rows of earlier defaults name the options they ran with.
   bo        the same engine with every trial a warm-up trial: SMAC, random weights
   random    configs drawn uniformly, random weights
   sd        boss's schedule and teacher/student draws, configs drawn uniformly (no BO)
@@ -60,7 +61,10 @@ VARIANT_KEYS = {
             "w, the paper) | better (skip: not at all) | soft[:c] (fade with worseTeacherRange c, default 1: with "
             "w * max(0, 1 - gap / (c * spread)), gap its distance below the student, spread that of the results "
             "told before the trial)",
-    "tell": "what SMAC learns in the BOSS phase: value (shipped) | gain (value minus the student's value)",
+    "tell": "what SMAC learns in the BOSS phase (SmacSettings.boss_cost): gain (shipped: value minus the "
+            "student's value) | value",
+    "retrain": "SMAC's retrain_after in both phases: configs proposed from one model fit (shipped 1: a refit on "
+               "every result, as SMAC's BlackBox facade does; 8, the HPO facade's, until issue 24 found it)",
     "es": "spec.earlyStopping rule: median | asha (grace 1 epoch, eta 3, 3 earlier trials); the study then "
           "runs trials until the same epoch budget is spent, the last one shortened to fit",
 }
@@ -181,7 +185,7 @@ def _engine_study(base: str, opts: dict[str, str], task: Task, seed: int, log: S
     if base in ("bo", "random"):
         warmup = task.trials
     study = parse_study(study_doc(task, seed, warmup, top_k, _distillation(opts), opts.get("es")))
-    engine = _engine_class(opts.get("pick", "random"), opts.get("tell", "value"))(study.spec, study.name)
+    engine = _engine_class(opts.get("pick", "random"))(study.spec, study.name, smac=_smac_settings(opts))
     spaces = {}
     if base in ("random", "sd"):
         spaces = {ph: build_space(study.spec, ph, seed + i) for i, ph in enumerate(("warmup", "boss"))}
@@ -220,7 +224,7 @@ def _engine_study(base: str, opts: dict[str, str], task: Task, seed: int, log: S
         engine.tell(t.index, r["value"], checkpoint=r["checkpoint"], checksum=r["sha256"])
         search += time.perf_counter() - t0
     b = engine.best()
-    log.info.update(search_seconds=round(search, 3), best_phase=b.phase if b else None, warmup=warmup, top_k=top_k, trials_run=len(engine.trials),
+    log.info.update(search_seconds=round(search, 3), smac=engine.settings.to_record(), best_phase=b.phase if b else None, warmup=warmup, top_k=top_k, trials_run=len(engine.trials),
                     stopped_early=sum(bool(t.extra.get("stoppedEarly")) for t in engine.trials),
                     failed=len(engine.failed), lineage=_lineage_depth(engine, b),
                     trials=[_row(t.index, t.phase, t.value, t.teacher, t.student, t.config) for t in engine.trials])
@@ -241,16 +245,24 @@ def _lineage_depth(engine, trial) -> int:
     return depth
 
 
-def _engine_class(pick: str, tell: str):
-    """The shipped Engine, or a subclass that changes how teacher and student are picked or what
-    SMAC is told in the BOSS phase (prototypes for the method study; the engine itself is unchanged)."""
-    from boss_operator.engine import BOSS, Engine
-    from smac.runhistory.dataclasses import TrialValue
+def _smac_settings(opts: dict[str, str]):
+    """The engine's SmacSettings, the shipped ones unless `retrain` or `tell` say otherwise."""
+    from boss_operator.engine import SmacSettings
+
+    shipped = SmacSettings()
+    tell = opts.get("tell", shipped.boss_cost)
+    if tell not in ("value", "gain"):
+        raise ValueError(f"tell must be value or gain, got {tell!r}")
+    return SmacSettings(retrain_after=int(opts.get("retrain", shipped.retrain_after)), boss_cost=tell)
+
+
+def _engine_class(pick: str):
+    """The shipped Engine, or a subclass that changes how teacher and student are picked
+    (prototypes for the method study; the engine itself is unchanged)."""
+    from boss_operator.engine import Engine
 
     if pick not in ("random", "best-teacher", "best-student"):
         raise ValueError(f"pick must be random, best-teacher or best-student, got {pick!r}")
-    if tell not in ("value", "gain"):
-        raise ValueError(f"tell must be value or gain, got {tell!r}")
 
     class Variant(Engine):
         def pick_teacher_student(self, index: int) -> tuple[int, int]:
@@ -259,23 +271,6 @@ def _engine_class(pick: str, tell: str):
             top = self.top_k()  # one of the pair is the best checkpoint so far, the other drawn from the rest
             other = random.Random(f"{self.spec.seed}:{index}").choice(top[1:]).index
             return (top[0].index, other) if pick == "best-teacher" else (other, top[0].index)
-
-        def tell(self, index: int, value: float | None = None, **kw: Any):
-            t = self.trials[index] if 0 <= index < len(self.trials) else None
-            smac = self._smac.get(t.phase) if t is not None else None
-            if tell == "value" or t is None or t.phase != BOSS or t.student is None or smac is None:
-                return super().tell(index, value, **kw)
-            base = self.trials[t.student].value  # SMAC learns which config improves a checkpoint the most
-            original = smac.tell
-
-            def tell_gain(info, tv, save=False):
-                return original(info, TrialValue(cost=tv.cost + base), save=save)
-
-            smac.tell = tell_gain
-            try:
-                return super().tell(index, value, **kw)
-            finally:
-                del smac.tell
 
     return Variant
 

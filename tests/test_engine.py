@@ -337,6 +337,91 @@ def test_a_study_recorded_without_computing_ahead_replays_as_recorded():
     assert computes_ahead({"trials": old[:3], "engine": {"computeAhead": True}})
 
 
+def test_each_phases_model_is_refit_on_every_result(monkeypatch):
+    """One trial at a time, every proposal after a phase's initial design comes from SMAC's model
+    fit on all of that phase's results so far. (SMAC's HPO facade proposes 8 configs from one fit:
+    a 12-trial BOSS phase learned from its own results once, and was level with random configs.)"""
+    from boss_operator.optimizer import ResumableConfigSelector
+
+    spec = spec_of(**{"spec.seed": 3, "spec.budget": {"trials": 16, "warmupTrials": 4, "parallelism": 1}})
+    e, fits = Engine(spec), {}
+    real_fit = ResumableConfigSelector.fit
+    monkeypatch.setattr(ResumableConfigSelector, "fit",
+                        lambda self, X, Y, C: (fits.setdefault(id(self), []).append(len(Y)), real_fit(self, X, Y, C))[1])
+    while not e.finished:
+        finish(e, e.ask())
+    assert e.record()["retrainAfter"] == 1 and e.record()["bossCost"] == "gain"
+    boss = [t for t in e.trials if t.phase == BOSS]
+    selector = e._smac[BOSS]._config_selector
+    sizes = fits[id(selector)]
+    initial = len(selector._initial_design_configs)
+    assert sizes == list(range(initial, len(boss)))  # a fit after each result, on every one of them
+    assert len(fits[id(e._smac[WARMUP]._config_selector)]) >= 2
+
+
+def test_a_study_recorded_before_the_smac_settings_were_kept_replays_as_recorded():
+    from boss_operator.engine import RECORDED_BEFORE, SmacSettings
+    from boss_operator.study import smac_settings
+
+    spec = spec_of(**{"spec.seed": 4, "spec.budget": {"trials": 20, "warmupTrials": 5, "parallelism": 2}})
+    old = run_with(Engine(spec, smac=RECORDED_BEFORE), 1, settle=True)
+    assert [t.to_dict() for t in Engine.replay(spec, old, smac=RECORDED_BEFORE).trials] == old
+    with pytest.raises(ReplayError, match="replays as"):
+        Engine.replay(spec, old)  # refit on every result, told the gains: other configs
+    # the record says which; one from before they were kept (trials, no settings) ran with 8 and values
+    assert smac_settings({}) == SmacSettings() == smac_settings({"trials": [], "history": {"trials": 0}})
+    assert smac_settings({"trials": old[:3]}) == RECORDED_BEFORE == smac_settings({"history": {"trials": 40}})
+    assert smac_settings({"trials": old[:3], "engine": Engine(spec).record()}) == SmacSettings(1, "gain")
+
+
+def test_the_boss_phase_learns_each_trials_gain_over_its_student():
+    """Told the score, SMAC learns that configs which change the student least score best; it is
+    told the gain (SMAC minimises: the negated gain), and a diverged trial the gain of falling from
+    its student's score to the worst score seen."""
+    spec = spec_of(**{"spec.seed": 5, "spec.budget": {"trials": 10, "warmupTrials": 4, "parallelism": 1}})
+    e, told = Engine(spec), {}
+    while not e.finished:
+        t = e.ask()
+        if t.index == 7:
+            e.tell(t.index, diverged=True)
+        else:
+            finish(e, t)
+    for phase, smac in e._smac.items():
+        for info, value in smac.runhistory.items():
+            told[(phase, smac.runhistory.get_config(info.config_id).get_dictionary()["lr"])] = value.cost
+    for t in e.trials:
+        cost = told[(t.phase, t.config["lr"])]
+        if t.phase == WARMUP:
+            assert cost == pytest.approx(-t.value)
+        elif t.index != 7:
+            assert cost == pytest.approx(-(t.value - e.trials[t.student].value))
+    seen = [t.value for t in e.trials[:7]]
+    assert told[(BOSS, e.trials[7].config["lr"])] == pytest.approx(e.trials[e.trials[7].student].value - min(seen))
+
+
+def test_a_diverging_corner_is_proposed_less_after_the_warm_up():
+    """A learning rate above 0.05 never gives a finite score. Told each one as the worst result
+    (in the BOSS phase: a fall from the student's score to the worst seen), SMAC proposes that
+    corner less in the BOSS phase than in the warm-up, over a few seeds."""
+    shares = {WARMUP: [0, 0], BOSS: [0, 0]}
+    for seed in range(4):
+        spec = spec_of(**{"spec.seed": seed, "spec.budget": {"trials": 24, "warmupTrials": 8, "parallelism": 1,
+                                                              "maxFailedTrials": 0}})
+        e = Engine(spec)
+        while not e.finished:
+            t = e.ask()
+            diverges = t.config["lr"] > 0.05
+            if diverges:
+                e.tell(t.index, diverged=True)
+            else:
+                finish(e, t)
+            shares[t.phase][0] += diverges
+            shares[t.phase][1] += 1
+        assert e.outcome()[0] == "Succeeded"
+    warm, boss = (shares[p][0] / shares[p][1] for p in (WARMUP, BOSS))
+    assert boss < 0.75 * warm, shares
+
+
 def _fail_with(engine: Engine, t: Trial, message: str) -> None:
     engine.tell(t.index, failed=True, message=message)
 

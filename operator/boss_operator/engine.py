@@ -66,6 +66,44 @@ def lag_of(spec: StudySpec) -> int | None:
     return 2 * spec.budget.parallelism if spec.budget.reproducible else None
 
 
+@dataclass(frozen=True)
+class SmacSettings:
+    """How the engine drives SMAC. Part of a study's record (`Engine.record`): each changes every
+    proposal after SMAC's first model fit, so a study replays with the settings it ran with.
+
+    retrain_after: configs proposed from one fit of SMAC's model. SMAC's HPO facade says 8, sized
+        for hundreds of trials; in a phase of 3-24 trials that is one or two fits in the whole
+        phase (a 12-trial BOSS phase: 3 initial configs, then 8 from one fit), so the BOSS phase
+        hardly learned from its own results. 1 refits on every result, as SMAC's BlackBox facade
+        does; parallel trials still get different configs (a proposed config is never proposed
+        again).
+    boss_cost: what the BOSS phase's SMAC learns from a result. "value": the objective, as the
+        warm-up. "gain": the objective's gain over the trial's student. A BOSS trial's score is
+        mostly its student's; told the score, a model refit on every result learns that configs
+        which change the student least (a tiny learning rate) score best, and proposes little
+        else (docs/how-boss-works.md, "Refit on every result, learn the gain").
+    """
+
+    retrain_after: int = 1
+    boss_cost: str = "gain"
+
+    def to_record(self) -> dict[str, Any]:
+        return {"retrainAfter": self.retrain_after, "bossCost": self.boss_cost}
+
+    @classmethod
+    def of_record(cls, engine: dict[str, Any] | None, recorded: bool) -> SmacSettings:
+        """The settings in a study's `engine` record; a setting it lacks is the new default for a
+        study with no trials yet, and what studies used before it was recorded for one with trials."""
+        engine = engine or {}
+        before = RECORDED_BEFORE if recorded else cls()
+        return cls(retrain_after=int(engine.get("retrainAfter") or before.retrain_after),
+                   boss_cost=str(engine.get("bossCost") or before.boss_cost))
+
+
+# what every study recorded before SmacSettings were kept ran with
+RECORDED_BEFORE = SmacSettings(retrain_after=8, boss_cost="value")
+
+
 def recorded_ahead(engine: dict[str, Any] | None, recorded: bool) -> bool:
     """Engine.ahead of a study from its record: what its `engine` entry says; without one, a new
     study computes ahead and one recorded before that existed replays as it was recorded."""
@@ -115,8 +153,10 @@ class Engine:
     """Proposes trials for one study and keeps its observations (Λ, Λ') and checkpoints (Θ)."""
 
     def __init__(self, spec: StudySpec, name: str = "study", ahead: bool = True,
-                 smac_trials: dict[str, int] | None = None, lag: int | None = None, failure_floor: int = 0):
+                 smac_trials: dict[str, int] | None = None, lag: int | None = None, failure_floor: int = 0,
+                 smac: SmacSettings = SmacSettings()):
         self.spec = spec
+        self.settings = smac
         self.name = name
         # results before this one are not judged by `repeated_failure`: the budget grew after
         # them (`grown`), i.e. the user fixed the cause and went on
@@ -229,13 +269,13 @@ class Engine:
         t.told = self._told
         self._told += 1
         if t.state == DIVERGED:
-            worst = self._worst_cost(t.told)
+            worst = self._worst_value(t.told)
             if worst is not None:  # before any finished trial there is no scale to put it on
-                self._smac[t.phase].tell(self._infos[t.index], TrialValue(cost=worst), save=False)
+                # as if it had ended at the worst score seen (with gains: fallen from its student's to it)
+                self._smac[t.phase].tell(self._infos[t.index], TrialValue(cost=self._cost(t, worst)), save=False)
         elif t.state == SUCCEEDED:
             assert t.value is not None
-            cost = -t.value if self.spec.objective.goal == "maximize" else t.value
-            self._smac[t.phase].tell(self._infos[t.index], TrialValue(cost=cost), save=False)
+            self._smac[t.phase].tell(self._infos[t.index], TrialValue(cost=self._cost(t, t.value)), save=False)
         # A failed trial says nothing about its config (most failures are infrastructure; a
         # diverging config ends diverged, not failed), so SMAC is not told.
 
@@ -263,7 +303,7 @@ class Engine:
     def replay(cls, spec: StudySpec, records: Iterable[Trial | dict[str, Any]], name: str = "study",
                snapshots: Iterable[dict[str, Any]] = (), ahead: bool = True,
                smac_trials: dict[str, int] | None = None, lag: int | None = None,
-               failure_floor: int = 0) -> Engine:
+               failure_floor: int = 0, smac: SmacSettings = SmacSettings()) -> Engine:
         """Rebuild an engine from recorded trials: same seed, same order, same proposals.
 
         With `snapshots` (Engine.snapshot(), newest first), the trials a usable one covers are put
@@ -292,16 +332,16 @@ class Engine:
             if snap.digest(dicts, p, k) != s.get("digest"):
                 continue
             try:
-                return cls._replay(spec, recs, results, name, s, ahead, smac_trials, lag, failure_floor)
+                return cls._replay(spec, recs, results, name, s, ahead, smac_trials, lag, failure_floor, smac)
             except (ReplayError, ValueError, KeyError, TypeError) as e:
                 log.warning("%s: the snapshot after %d trials does not replay (%s); trying without it", name, p, e)
-        return cls._replay(spec, recs, results, name, None, ahead, smac_trials, lag, failure_floor)
+        return cls._replay(spec, recs, results, name, None, ahead, smac_trials, lag, failure_floor, smac)
 
     @classmethod
     def _replay(cls, spec: StudySpec, recs: list[Trial], results: list[Trial], name: str,
                 snapshot: dict[str, Any] | None, ahead: bool, smac_trials: dict[str, int] | None = None,
-                lag: int | None = None, failure_floor: int = 0) -> Engine:
-        eng = cls(spec, name, ahead, smac_trials, lag, failure_floor)
+                lag: int | None = None, failure_floor: int = 0, smac: SmacSettings = SmacSettings()) -> Engine:
+        eng = cls(spec, name, ahead, smac_trials, lag, failure_floor, smac)
         pending = iter(results)
 
         def tell(r: Trial) -> None:
@@ -366,7 +406,8 @@ class Engine:
 
     def record(self) -> dict[str, Any]:
         """What a study's record keeps of its engine, besides the trials, for `replay`."""
-        out: dict[str, Any] = {"computeAhead": self.ahead, "smacTrials": self.smac_trials}
+        out: dict[str, Any] = {"computeAhead": self.ahead, "smacTrials": self.smac_trials,
+                               **self.settings.to_record()}
         if self.lag is not None:
             out["lag"] = self.lag
         if self.failure_floor:
@@ -436,12 +477,20 @@ class Engine:
     def diverged(self) -> list[Trial]:
         return [t for t in self.trials if t.state == DIVERGED]
 
-    def _worst_cost(self, told: int) -> float | None:
-        """The worst cost among the finished trials whose results came before result `told`."""
-        maximize = self.spec.objective.goal == "maximize"
-        costs = [-t.value if maximize else t.value for t in self.trials
-                 if t.state == SUCCEEDED and t.told is not None and t.told < told and t.value is not None]
-        return max(costs) if costs else None
+    def _cost(self, t: Trial, value: float) -> float:
+        """What SMAC is told of trial `t` ending at `value` (SMAC minimises): the value, or in the
+        BOSS phase with boss_cost "gain" its gain over the trial's student's value."""
+        if t.phase == BOSS and self.settings.boss_cost == "gain" and t.student is not None:
+            value -= self.trials[t.student].value or 0.0
+        return -value if self.spec.objective.goal == "maximize" else value
+
+    def _worst_value(self, told: int) -> float | None:
+        """The worst objective among the finished trials whose results came before result `told`."""
+        values = [t.value for t in self.trials
+                  if t.state == SUCCEEDED and t.told is not None and t.told < told and t.value is not None]
+        if not values:
+            return None
+        return min(values) if self.spec.objective.goal == "maximize" else max(values)
 
     def _judged(self) -> list[Trial]:
         """The results the failure rules judge, in the order they were told. In reproducible
@@ -620,7 +669,8 @@ class Engine:
     def _smac_for(self, phase: str) -> HPO:
         if phase not in self._smac:
             seed = self.spec.seed + (0 if phase == WARMUP else 1)
-            self._smac[phase] = make_smac(self.spec, phase, self.name, seed, self.smac_trials[phase])
+            self._smac[phase] = make_smac(self.spec, phase, self.name, seed, self.smac_trials[phase],
+                                          retrain_after=self.settings.retrain_after)
             self._seeds[phase] = trial_seed_of(self._smac[phase])
         return self._smac[phase]
 

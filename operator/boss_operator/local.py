@@ -32,7 +32,7 @@ from boss.spec import SpecError, Study, growth, parse_study
 from boss.store import CheckpointError, Store, to_uri
 from boss.trial import TrialSpec, parse_result_file
 
-from .engine import DIVERGED, FAILED, Engine, Trial, recorded_ahead, smac_trials_of
+from .engine import DIVERGED, FAILED, Engine, SmacSettings, Trial, recorded_ahead, smac_trials_of
 from .readback import read_back
 from .trials import make_trial_spec, result_extra
 from .workers import ColdLauncher, Launcher, TrialHandle, WarmLauncher
@@ -109,7 +109,8 @@ class LocalRun:
         e = Engine.replay(self.study.spec, saved["trials"], self.study.name,
                           ahead=recorded_ahead(engine, bool(saved.get("trials"))),
                           smac_trials=engine.get("smacTrials") or smac_trials_of(started),
-                          lag=engine.get("lag"), failure_floor=int(engine.get("failureFloor") or 0))
+                          lag=engine.get("lag"), failure_floor=int(engine.get("failureFloor") or 0),
+                          smac=SmacSettings.of_record(engine, bool(saved.get("trials"))))
         if self.grew:
             e.grown()
         return e

@@ -238,7 +238,7 @@ def trial_seed_of(smac: HPO) -> int:
 
 
 def make_smac(spec: StudySpec, phase: str, name: str, seed: int, n_trials: int,
-              selector: type[ConfigSelector] = ResumableConfigSelector) -> HPO:
+              selector: type[ConfigSelector] = ResumableConfigSelector, retrain_after: int = 8) -> HPO:
     """One evaluation per config, no files kept, no prompts, the same proposals in any process."""
     cs = build_space(spec, phase, seed)
     out = tempfile.mkdtemp(prefix="boss-smac-")
@@ -252,7 +252,7 @@ def make_smac(spec: StudySpec, phase: str, name: str, seed: int, n_trials: int,
             target_function=_never_called,
             model=_forest(scenario),
             intensifier=HPO.get_intensifier(scenario, max_config_calls=1),
-            config_selector=selector(scenario, retrain_after=8, max_new_config_tries=64),
+            config_selector=selector(scenario, retrain_after=retrain_after, max_new_config_tries=64),
             acquisition_maximizer=maximizer,
             overwrite=True,  # never let SMAC ask on stdin about an old run
             logging_level=logging.WARNING + 10,

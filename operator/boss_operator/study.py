@@ -35,7 +35,8 @@ from boss.trial import parse_result_message
 
 from . import opmetrics
 from .config import OperatorConfig
-from .engine import BOSS, DIVERGED, FAILED, Engine, ReplayError, Trial, recorded_ahead, smac_trials_of
+from .engine import (BOSS, DIVERGED, FAILED, Engine, ReplayError, SmacSettings, Trial, recorded_ahead,
+                     smac_trials_of)
 from .history import History, HistoryError
 from .jobs import build_job, job_failure, job_name, job_outcome, oom_killed, queued_trials, termination_message
 from .kube import Kube
@@ -63,11 +64,19 @@ def condition(type_: str, status: bool, reason: str, message: str) -> dict[str, 
             "message": message, "lastTransitionTime": _now()}
 
 
+def _recorded(status: dict[str, Any]) -> bool:
+    return bool(status.get("trials")) or bool((status.get("history") or {}).get("trials"))
+
+
 def computes_ahead(status: dict[str, Any]) -> bool:
     """Whether the study's engine computes configs ahead (Engine.ahead): new studies do; one
     recorded by an operator from before that (no status.engine) replays as it was recorded."""
-    recorded = bool(status.get("trials")) or bool((status.get("history") or {}).get("trials"))
-    return recorded_ahead(status.get("engine"), recorded)
+    return recorded_ahead(status.get("engine"), _recorded(status))
+
+
+def smac_settings(status: dict[str, Any]) -> SmacSettings:
+    """How the study's engine drives SMAC: as status.engine records, or as before it did."""
+    return SmacSettings.of_record(status.get("engine"), _recorded(status))
 
 
 class OperatorConfigProblem(Exception):
@@ -140,7 +149,8 @@ class StudyReconciler:
                                             smac_trials=(status.get("engine") or {}).get("smacTrials")
                                             or self._smac_trials,
                                             lag=(status.get("engine") or {}).get("lag"),
-                                            failure_floor=int((status.get("engine") or {}).get("failureFloor") or 0))
+                                            failure_floor=int((status.get("engine") or {}).get("failureFloor") or 0),
+                                            smac=smac_settings(status))
                 if self._grew:
                     self.engine.grown()
                     self._grew = False
