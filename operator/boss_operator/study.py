@@ -35,8 +35,7 @@ from boss.trial import parse_result_message
 
 from . import opmetrics
 from .config import OperatorConfig
-from .engine import (BOSS, DIVERGED, FAILED, Engine, ReplayError, SmacSettings, Trial, recorded_ahead,
-                     smac_trials_of)
+from .engine import BOSS, DIVERGED, FAILED, Engine, ReplayError, SmacSettings, Trial, recorded_ahead, smac_trials_of
 from .history import History, HistoryError
 from .jobs import build_job, job_failure, job_name, job_outcome, oom_killed, queued_trials, termination_message
 from .kube import Kube
