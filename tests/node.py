@@ -564,7 +564,8 @@ state = "{state}"
         prefixes = (str(self.workdir) + "/", str(self.run_dir) + "/", str(self.kubelet_dir) + "/") + (
             (str(self.root) + "/",) if self.root else ())
         for _ in range(3):
-            mounts = [m for m in _mounts() if m.startswith(prefixes)]
+            # and the kubelet's --root-dir itself, which the kubelet bind-mounts onto itself
+            mounts = [m for m in _mounts() if m.startswith(prefixes) or m == str(self.kubelet_dir)]
             if not mounts:
                 return
             for m in sorted(mounts, key=len, reverse=True):

@@ -201,3 +201,26 @@ def test_one_studys_trials_run_on_two_nodes_and_pass_checkpoints_through_storage
     assert where[0] != where[1]  # the two warm-up trials, side by side on the two nodes
     for t in status["trials"][2:]:
         assert {where[t["teacher"]], where[t["student"]]} == {c.real.name, other.name}, (t, where)
+
+
+def test_a_stopped_node_unmounts_its_kubelet_folder_itself(tmp_path):
+    """The kubelet bind-mounts its --root-dir onto itself; a node's teardown unmounts that too, not
+    only what lies below it (a hundred such mounts had piled up under /tmp over the CI runs)."""
+    from node import Node, _mounts
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting needs root")
+    node = Node.__new__(Node)  # only the folders the teardown reads
+    node.workdir, node.run_dir, node.kubelet_dir, node.root = (tmp_path / d for d in ("work", "run", "kubelet", "root"))
+    for d in (node.workdir, node.run_dir, node.kubelet_dir, node.root):
+        d.mkdir()
+    (node.kubelet_dir / "pods").mkdir()
+    subprocess.run(["mount", "--bind", str(node.kubelet_dir), str(node.kubelet_dir)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(node.kubelet_dir / "pods")], check=True)
+    try:
+        node._unmount_all()
+        left = [m for m in _mounts() if m.startswith(str(tmp_path))]
+        assert left == [], left
+    finally:
+        for m in sorted((m for m in _mounts() if m.startswith(str(tmp_path))), key=len, reverse=True):
+            subprocess.run(["umount", "-l", m], check=False)
